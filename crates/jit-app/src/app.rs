@@ -1,0 +1,414 @@
+//! The use cases: request, drop, converge, and the job that ties them to time.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use jit_domain::{
+    Desired, EndReason, Grant, GrantId, GrantState, Policy, RoleChange, RoleName, Transition,
+    UserName, desired, validate_grant_request,
+};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::error::AppError;
+use crate::ports::{
+    Clock, Directory, DirectoryError, GrantFilter, GrantMark, Job, NewAudit, NewJob, Store,
+    StoreError,
+};
+
+/// The actor name the broker's own actions are audited under.
+pub const SYSTEM_ACTOR: &str = "jit-broker";
+
+/// A read–write of the directory can lose to a concurrent writer; this many
+/// fresh reads are tried before the job is retried later.
+const VERSION_CONFLICT_ATTEMPTS: usize = 3;
+
+pub struct App {
+    pub store: Arc<dyn Store>,
+    pub directory: Arc<dyn Directory>,
+    pub clock: Arc<dyn Clock>,
+    pub policy: Arc<Policy>,
+    pair_locks: PairLocks,
+}
+
+/// What one converge saw and did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConvergeReport {
+    pub user: UserName,
+    pub role: RoleName,
+    pub desired: Desired,
+    /// Whether the directory held the role before converge acted.
+    pub held: Option<bool>,
+    pub change: Option<RoleChange>,
+    pub directory_id: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConvergeError {
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("read-back after {change:?} shows the role {}", if *.still_held { "still present" } else { "still absent" })]
+    NotVerified {
+        change: RoleChange,
+        still_held: bool,
+    },
+}
+
+impl ConvergeError {
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::Directory(e) if e.is_permanent())
+    }
+
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::Directory(e) => e.retry_after(),
+            _ => None,
+        }
+    }
+}
+
+impl App {
+    pub fn new(
+        store: Arc<dyn Store>,
+        directory: Arc<dyn Directory>,
+        clock: Arc<dyn Clock>,
+        policy: Arc<Policy>,
+    ) -> Self {
+        Self {
+            store,
+            directory,
+            clock,
+            policy,
+            pair_locks: PairLocks::default(),
+        }
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Records a grant with its two converge jobs (start, expiry) and its audit
+    /// event in one transaction. Nothing is written for a refused request.
+    pub async fn request_grant(&self, actor: &str, body: &Value) -> Result<Grant, AppError> {
+        let now = self.now();
+        let valid = validate_grant_request(body, &self.policy, now).map_err(AppError::Invalid)?;
+        let grant = Grant {
+            id: GrantId::new_at(now),
+            user: valid.user,
+            role: valid.role,
+            ticket: valid.ticket,
+            justification: valid.justification,
+            requested_by: actor.to_owned(),
+            state: GrantState::Approved,
+            starts_at: valid.starts_at,
+            expires_at: valid.expires_at,
+            created_at: now,
+            updated_at: now,
+            ended_at: None,
+            end_reason: None,
+            end_note: None,
+            role_added_at: None,
+            role_removed_at: None,
+            last_error: None,
+        };
+        let jobs = [grant.starts_at, grant.expires_at].map(|due_at| NewJob {
+            user: grant.user.clone(),
+            role: grant.role.clone(),
+            grant: Some(grant.id),
+            due_at,
+        });
+        let audit = NewAudit {
+            at: now,
+            actor: actor.to_owned(),
+            kind: "grant_requested",
+            grant: Some(grant.id),
+            ticket: Some(grant.ticket.clone()),
+            data: json!({
+                "user": grant.user, "role": grant.role, "state": grant.state,
+                "starts_at": grant.starts_at, "expires_at": grant.expires_at,
+                "justification": grant.justification,
+            }),
+        };
+        self.store.insert_grant(&grant, &jobs, audit).await?;
+        Ok(grant)
+    }
+
+    pub async fn grant(&self, id: GrantId) -> Result<Grant, AppError> {
+        self.store
+            .grant(id)
+            .await?
+            .ok_or(AppError::GrantNotFound(id))
+    }
+
+    pub async fn grants(&self, filter: &GrantFilter) -> Result<Vec<Grant>, AppError> {
+        Ok(self.store.grants(filter).await?)
+    }
+
+    /// Ends a grant before its time; converge then removes the role unless
+    /// another grant still covers it.
+    pub async fn end_grant(
+        &self,
+        actor: &str,
+        id: GrantId,
+        reason: EndReason,
+        note: &str,
+    ) -> Result<Grant, AppError> {
+        // A concurrent transition (activation by the worker) can win the race;
+        // read again and re-decide, a bounded number of times.
+        for _ in 0..3 {
+            let grant = self.grant(id).await?;
+            let now = self.now();
+            let t = grant.end_early(now, reason)?;
+            let job = NewJob {
+                user: grant.user.clone(),
+                role: grant.role.clone(),
+                grant: Some(grant.id),
+                due_at: now,
+            };
+            let audit = transition_audit(actor, &grant, &t, Some(note));
+            if self
+                .store
+                .transition(id, &t, Some(note), &[job], audit)
+                .await?
+            {
+                return self.grant(id).await;
+            }
+        }
+        Err(AppError::Store(StoreError::Database(format!(
+            "grant {id} kept changing while being ended"
+        ))))
+    }
+
+    /// The job: apply whatever lifecycle transition time has made due for its
+    /// grant, then converge its (user, role). Safe to run any number of times.
+    pub async fn run_job(&self, job: &Job) -> Result<ConvergeReport, ConvergeError> {
+        if let Some(id) = job.grant {
+            self.advance_grant(id).await?;
+        }
+        let result = self.converge(&job.user, &job.role).await;
+        if let (Err(e), Some(id)) = (&result, job.grant)
+            && e.is_permanent()
+        {
+            let audit = NewAudit {
+                at: self.now(),
+                actor: SYSTEM_ACTOR.into(),
+                kind: "converge_failed",
+                grant: Some(id),
+                ticket: None,
+                data: json!({"user": job.user, "role": job.role, "error": e.to_string(), "permanent": true}),
+            };
+            self.store
+                .mark(
+                    &GrantMark::Failed(id, e.to_string()),
+                    self.now(),
+                    Some(audit),
+                )
+                .await?;
+        }
+        result
+    }
+
+    async fn advance_grant(&self, id: GrantId) -> Result<(), StoreError> {
+        let Some(grant) = self.store.grant(id).await? else {
+            return Ok(());
+        };
+        if let Some(t) = grant.advance(self.now()) {
+            let audit = transition_audit(SYSTEM_ACTOR, &grant, &t, None);
+            // `false` means another worker applied it first: nothing to do.
+            self.store.transition(id, &t, None, &[], audit).await?;
+        }
+        Ok(())
+    }
+
+    /// Makes the directory match `desired` for one (user, role): read, compare,
+    /// PATCH only the difference, read back to verify, record the outcome.
+    pub async fn converge(
+        &self,
+        user: &UserName,
+        role: &RoleName,
+    ) -> Result<ConvergeReport, ConvergeError> {
+        // One converge per pair at a time in this process; across replicas the
+        // re-decision after each write below keeps the result right.
+        let _guard = self.pair_locks.lock(user, role).await;
+        let mut report = ConvergeReport {
+            user: user.clone(),
+            role: role.clone(),
+            desired: Desired::Unmanaged,
+            held: None,
+            change: None,
+            directory_id: None,
+        };
+        let mut conflicts = 0;
+        loop {
+            let grants = self.store.grants_for(user, role).await?;
+            let decision = desired(&self.policy, user, role, &grants, self.now());
+            report.desired = decision;
+            if decision == Desired::Unmanaged {
+                return Ok(report);
+            }
+            let current = self.directory.find_user(user).await?;
+            report.directory_id = Some(current.id.clone());
+            let holds = current.holds(role);
+            report.held.get_or_insert(holds);
+            let Some(change) = decision.change(holds) else {
+                self.record_in_sync(user, role, decision, holds).await?;
+                return Ok(report);
+            };
+            match self.directory.change_role(&current, role, change).await {
+                Err(DirectoryError::VersionConflict(_))
+                    if conflicts + 1 < VERSION_CONFLICT_ATTEMPTS =>
+                {
+                    conflicts += 1;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+                Ok(()) => {}
+            }
+            let after = self.directory.get_user(&current.id).await?;
+            let still_held = after.holds(role);
+            if still_held != (change == RoleChange::Add) {
+                return Err(ConvergeError::NotVerified { change, still_held });
+            }
+            report.change = Some(change);
+            self.record_change(user, role, decision, change, &current, &after)
+                .await?;
+            // Time or another replica may have changed the answer while we wrote.
+            let grants = self.store.grants_for(user, role).await?;
+            if desired(&self.policy, user, role, &grants, self.now())
+                .change(still_held)
+                .is_none()
+            {
+                return Ok(report);
+            }
+        }
+    }
+
+    async fn record_in_sync(
+        &self,
+        user: &UserName,
+        role: &RoleName,
+        decision: Desired,
+        holds: bool,
+    ) -> Result<(), StoreError> {
+        let now = self.now();
+        match decision {
+            Desired::HeldByGrant { grant } => {
+                self.store
+                    .mark(&GrantMark::RoleAdded(grant), now, None)
+                    .await
+            }
+            Desired::Absent if !holds => {
+                let mark = GrantMark::RoleRemoved {
+                    user: user.clone(),
+                    role: role.clone(),
+                };
+                self.store.mark(&mark, now, None).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn record_change(
+        &self,
+        user: &UserName,
+        role: &RoleName,
+        decision: Desired,
+        change: RoleChange,
+        before: &crate::ports::DirectoryUser,
+        after: &crate::ports::DirectoryUser,
+    ) -> Result<(), StoreError> {
+        let now = self.now();
+        let grant = match decision {
+            Desired::HeldByGrant { grant } => Some(grant),
+            _ => None,
+        };
+        let (kind, mark) = match (change, grant) {
+            (RoleChange::Add, Some(grant)) => ("role_added", Some(GrantMark::RoleAdded(grant))),
+            // Added for a break-glass account: no grant to mark.
+            (RoleChange::Add, None) => ("role_added", None),
+            (RoleChange::Remove, _) => (
+                "role_removed",
+                Some(GrantMark::RoleRemoved {
+                    user: user.clone(),
+                    role: role.clone(),
+                }),
+            ),
+        };
+        let audit = NewAudit {
+            at: now,
+            actor: SYSTEM_ACTOR.into(),
+            kind,
+            grant,
+            ticket: None,
+            data: json!({
+                "user": user, "role": role, "cause": decision, "directory_id": before.id,
+                "version_before": before.version, "version_after": after.version, "verified": true,
+            }),
+        };
+        match mark {
+            Some(mark) => self.store.mark(&mark, now, Some(audit)).await,
+            None => self.store.append_audit(audit).await,
+        }
+    }
+}
+
+fn transition_audit(actor: &str, grant: &Grant, t: &Transition, note: Option<&str>) -> NewAudit {
+    let kind = match (t.to, t.end_reason) {
+        (GrantState::Active, _) => "grant_activated",
+        (GrantState::Cancelled, _) => "grant_cancelled",
+        (GrantState::Ended, _) => "grant_ended",
+        _ => "grant_changed",
+    };
+    NewAudit {
+        at: t.at,
+        actor: actor.to_owned(),
+        kind,
+        grant: Some(grant.id),
+        ticket: Some(grant.ticket.clone()),
+        data: json!({
+            "user": grant.user, "role": grant.role, "from": t.from, "to": t.to,
+            "reason": t.end_reason, "note": note,
+        }),
+    }
+}
+
+/// One async mutex per (user, role), dropped when nobody holds or waits for it.
+#[derive(Default)]
+struct PairLocks(Mutex<HashMap<(UserName, RoleName), Arc<tokio::sync::Mutex<()>>>>);
+
+struct PairGuard<'a> {
+    locks: &'a PairLocks,
+    key: (UserName, RoleName),
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl PairLocks {
+    async fn lock(&self, user: &UserName, role: &RoleName) -> PairGuard<'_> {
+        let key = (user.clone(), role.clone());
+        let mutex = {
+            let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(key.clone()).or_default().clone()
+        };
+        PairGuard {
+            locks: self,
+            key,
+            guard: Some(mutex.lock_owned().await),
+        }
+    }
+}
+
+impl Drop for PairGuard<'_> {
+    fn drop(&mut self) {
+        self.guard.take();
+        let mut map = self.locks.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map
+            .get(&self.key)
+            .is_some_and(|m| Arc::strong_count(m) == 1)
+        {
+            map.remove(&self.key);
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! jit-app: jit-broker's use cases, written once over the ports in [`ports`].
+
+pub mod app;
+pub mod clock;
+pub mod error;
+pub mod ports;
+pub mod worker;
+
+pub use app::{App, ConvergeError, ConvergeReport, SYSTEM_ACTOR};
+pub use clock::{ManualClock, SystemClock};
+pub use error::AppError;
+pub use ports::*;
+pub use worker::{Worker, WorkerConfig};

@@ -1,0 +1,220 @@
+//! The small traits the use cases are written over; jit-store, jit-scim and
+//! the tests implement them.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use jit_domain::{
+    Grant, GrantId, GrantState, RoleChange, RoleName, TicketId, Transition, UserName,
+};
+use serde::Serialize;
+use serde_json::Value;
+
+/// The only source of "now" (clippy forbids `Utc::now()` elsewhere).
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+// ---------------------------------------------------------------- directory
+
+/// A user as the directory holds them, with the roles it lists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DirectoryUser {
+    pub id: String,
+    pub user_name: String,
+    pub roles: Vec<String>,
+    /// `meta.version` (an ETag), used as `If-Match` on the next write.
+    pub version: Option<String>,
+}
+
+impl DirectoryUser {
+    pub fn holds(&self, role: &RoleName) -> bool {
+        self.roles.iter().any(|r| r == role.as_str())
+    }
+}
+
+/// How a directory call failed, sorted by what the caller should do next.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("user `{0}` not found in the directory")]
+    UserNotFound(String),
+    /// The user changed since it was read (`If-Match` refused): read again.
+    #[error("the user changed since it was read: {0}")]
+    VersionConflict(String),
+    /// Worth trying again, no sooner than `retry_after` when the target said so.
+    #[error("{message}")]
+    Transient {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// Trying again will not help.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl DirectoryError {
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::UserNotFound(_) | Self::Permanent(_))
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Transient { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+#[async_trait]
+pub trait Directory: Send + Sync {
+    /// The user whose `userName` is `user`.
+    async fn find_user(&self, user: &UserName) -> Result<DirectoryUser, DirectoryError>;
+    /// The user by directory id (the read-back after a write).
+    async fn get_user(&self, id: &str) -> Result<DirectoryUser, DirectoryError>;
+    /// Adds or removes one role, touching no other, guarded by `user.version`.
+    async fn change_role(
+        &self,
+        user: &DirectoryUser,
+        role: &RoleName,
+        change: RoleChange,
+    ) -> Result<(), DirectoryError>;
+}
+
+// -------------------------------------------------------------------- store
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+}
+
+/// A side effect to attempt later (DESIGN.md, "Durable jobs").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewJob {
+    pub user: UserName,
+    pub role: RoleName,
+    pub grant: Option<GrantId>,
+    pub due_at: DateTime<Utc>,
+}
+
+/// A claimed job: converge `(user, role)`, first advancing `grant` in time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub id: i64,
+    pub user: UserName,
+    pub role: RoleName,
+    pub grant: Option<GrantId>,
+    pub due_at: DateTime<Utc>,
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAudit {
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub kind: &'static str,
+    pub grant: Option<GrantId>,
+    pub ticket: Option<TicketId>,
+    pub data: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEvent {
+    pub seq: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub kind: String,
+    pub grant: Option<GrantId>,
+    pub ticket: Option<String>,
+    pub data: Value,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GrantFilter {
+    pub user: Option<UserName>,
+    pub state: Option<GrantState>,
+    pub ticket: Option<TicketId>,
+    /// Only grants created before this one (ids sort by creation).
+    pub before: Option<GrantId>,
+    pub limit: u32,
+}
+
+/// What converge saw and did, written to the grants it concerns.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GrantMark {
+    /// The role is present for this (active) grant.
+    RoleAdded(GrantId),
+    /// The role is gone: every ended grant of the pair that lacks a removal time gets `at`.
+    RoleRemoved { user: UserName, role: RoleName },
+    /// A permanent failure applying this grant.
+    Failed(GrantId, String),
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// A new grant, its jobs and its audit event: all or nothing.
+    async fn insert_grant(
+        &self,
+        grant: &Grant,
+        jobs: &[NewJob],
+        audit: NewAudit,
+    ) -> Result<(), StoreError>;
+    async fn grant(&self, id: GrantId) -> Result<Option<Grant>, StoreError>;
+    async fn grants(&self, filter: &GrantFilter) -> Result<Vec<Grant>, StoreError>;
+    /// The pair's grants that can still matter: not terminal, or ended with the role not yet seen removed.
+    async fn grants_for(&self, user: &UserName, role: &RoleName) -> Result<Vec<Grant>, StoreError>;
+    /// Applies `t` if the grant is still in `t.from`, with its jobs and audit
+    /// event, atomically. `false`: someone else moved it first; nothing written.
+    async fn transition(
+        &self,
+        id: GrantId,
+        t: &Transition,
+        note: Option<&str>,
+        jobs: &[NewJob],
+        audit: NewAudit,
+    ) -> Result<bool, StoreError>;
+    /// Records converge's outcome on grants, with its audit event when there is one.
+    async fn mark(
+        &self,
+        mark: &GrantMark,
+        at: DateTime<Utc>,
+        audit: Option<NewAudit>,
+    ) -> Result<(), StoreError>;
+
+    /// Leases up to `limit` due jobs to `owner` until `lease_until`.
+    async fn claim_jobs(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError>;
+    async fn complete_job(&self, id: i64, owner: &str, at: DateTime<Utc>)
+    -> Result<(), StoreError>;
+    async fn retry_job(
+        &self,
+        id: i64,
+        owner: &str,
+        next_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), StoreError>;
+    async fn fail_job(
+        &self,
+        id: i64,
+        owner: &str,
+        at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), StoreError>;
+    /// When the next job becomes claimable (leases included), if any is pending.
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    async fn append_audit(&self, audit: NewAudit) -> Result<(), StoreError>;
+    /// Events in order, after `after_seq`.
+    async fn audit_events(&self, after_seq: i64, limit: u32)
+    -> Result<Vec<AuditEvent>, StoreError>;
+}

@@ -1,0 +1,215 @@
+//! Runs durable jobs: claims due rows under a lease, runs them, and sleeps
+//! until the next one is due (no fixed polling interval).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use jit_domain::retry::next_delay;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::app::App;
+use crate::ports::{Job, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Jobs run at once (directory calls in flight).
+    pub concurrency: usize,
+    /// How long a claimed job stays ours; after a crash it is claimed again then.
+    pub lease: Duration,
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    /// Longest sleep without looking at the jobs table (other replicas may add jobs).
+    pub max_idle: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 32,
+            lease: Duration::from_secs(30),
+            retry_base: Duration::from_millis(500),
+            retry_cap: Duration::from_secs(60),
+            max_idle: Duration::from_secs(5),
+        }
+    }
+}
+
+pub struct Worker {
+    app: Arc<App>,
+    owner: String,
+    config: WorkerConfig,
+    wake: Arc<Notify>,
+}
+
+impl Worker {
+    pub fn new(app: Arc<App>, owner: String, config: WorkerConfig) -> Self {
+        Self {
+            app,
+            owner,
+            config,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Notify this after writing a job that is due now, so it runs at once.
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    fn lease(&self) -> TimeDelta {
+        TimeDelta::from_std(self.config.lease).unwrap_or(TimeDelta::seconds(30))
+    }
+
+    /// Runs every job due now, one batch after another, until none is due.
+    /// Tests drive time with a manual clock and call this.
+    pub async fn run_due(&self) -> Result<usize, StoreError> {
+        let mut ran = 0;
+        loop {
+            let now = self.app.now();
+            let limit = self.config.concurrency.max(1) as u32;
+            let jobs = self
+                .app
+                .store
+                .claim_jobs(&self.owner, now, now + self.lease(), limit)
+                .await?;
+            if jobs.is_empty() {
+                return Ok(ran);
+            }
+            ran += jobs.len();
+            let mut set = JoinSet::new();
+            for job in jobs {
+                let app = self.app.clone();
+                let (owner, config) = (self.owner.clone(), self.config.clone());
+                set.spawn(async move { process(&app, &owner, &config, job).await });
+            }
+            while set.join_next().await.is_some() {}
+        }
+    }
+
+    /// The long-running loop, until `shutdown` resolves; jobs in flight are
+    /// then given a short grace period, and their leases cover the rest.
+    pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
+        let permits = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
+        let mut tasks = JoinSet::new();
+        tokio::pin!(shutdown);
+        tracing::info!(owner = %self.owner, concurrency = self.config.concurrency, "worker started");
+        loop {
+            while tasks.try_join_next().is_some() {}
+            let free = permits.available_permits();
+            let mut wait = self.config.max_idle;
+            if free > 0 {
+                let now = self.app.now();
+                match self
+                    .app
+                    .store
+                    .claim_jobs(&self.owner, now, now + self.lease(), free as u32)
+                    .await
+                {
+                    Ok(jobs) => {
+                        let full = jobs.len() == free;
+                        for job in jobs {
+                            let Ok(permit) = permits.clone().acquire_owned().await else {
+                                break;
+                            };
+                            let app = self.app.clone();
+                            let (owner, config, wake) =
+                                (self.owner.clone(), self.config.clone(), self.wake.clone());
+                            tasks.spawn(async move {
+                                process(&app, &owner, &config, job).await;
+                                drop(permit);
+                                wake.notify_one();
+                            });
+                        }
+                        if full {
+                            continue;
+                        }
+                        wait = self.until_next_due().await;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "claiming jobs failed");
+                        wait = Duration::from_secs(1);
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.wake.notified() => {}
+                _ = &mut shutdown => break,
+            }
+        }
+        let grace = tokio::time::sleep(Duration::from_secs(5));
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                next = tasks.join_next() => if next.is_none() { break },
+                _ = &mut grace => { tasks.abort_all(); break }
+            }
+        }
+        tracing::info!(owner = %self.owner, "worker stopped");
+    }
+
+    async fn until_next_due(&self) -> Duration {
+        match self.app.store.next_due().await {
+            Ok(Some(due)) => (due - self.app.now())
+                .to_std()
+                // Round up so we never wake a hair early and spin.
+                .map(|d| d + Duration::from_millis(1))
+                .unwrap_or(Duration::ZERO)
+                .min(self.config.max_idle),
+            Ok(None) => self.config.max_idle,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the next due job failed");
+                Duration::from_secs(1)
+            }
+        }
+    }
+}
+
+async fn process(app: &App, owner: &str, config: &WorkerConfig, job: Job) {
+    // An attempt must finish inside its lease, or another worker could claim it too.
+    let budget = config.lease.mul_f64(0.8);
+    let outcome = tokio::time::timeout(budget, app.run_job(&job)).await;
+    let now = app.now();
+    let written = match outcome {
+        Ok(Ok(report)) => {
+            if report.change.is_some() {
+                tracing::info!(job = job.id, user = %job.user, role = %job.role, change = ?report.change, "converged");
+            }
+            app.store.complete_job(job.id, owner, now).await
+        }
+        Ok(Err(e)) if e.is_permanent() => {
+            tracing::error!(job = job.id, user = %job.user, role = %job.role, error = %e, "job failed permanently");
+            app.store.fail_job(job.id, owner, now, &e.to_string()).await
+        }
+        Ok(Err(e)) => retry(app, owner, config, &job, &e.to_string(), e.retry_after()).await,
+        Err(_) => retry(app, owner, config, &job, "attempt timed out", None).await,
+    };
+    if let Err(e) = written {
+        // The lease runs out and the job is claimed again: nothing is lost.
+        tracing::error!(job = job.id, error = %e, "recording a job's outcome failed");
+    }
+}
+
+async fn retry(
+    app: &App,
+    owner: &str,
+    config: &WorkerConfig,
+    job: &Job,
+    error: &str,
+    retry_after: Option<Duration>,
+) -> Result<(), StoreError> {
+    let delay = next_delay(
+        job.attempts,
+        config.retry_base,
+        config.retry_cap,
+        rand::random::<f64>(),
+        retry_after,
+    );
+    tracing::warn!(job = job.id, user = %job.user, role = %job.role, attempts = job.attempts,
+                   retry_in_ms = delay.as_millis() as u64, error, "job will be retried");
+    let next = app.now() + TimeDelta::from_std(delay).unwrap_or(TimeDelta::seconds(60));
+    app.store.retry_job(job.id, owner, next, error).await
+}

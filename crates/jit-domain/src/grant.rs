@@ -1,0 +1,302 @@
+//! A grant and its lifecycle (DESIGN.md, "Grant lifecycle").
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::names::{Justification, RoleName, TicketId, UserName};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct GrantId(pub Uuid);
+
+impl GrantId {
+    /// Time-ordered (UUIDv7), so ids sort by creation and page cleanly.
+    pub fn new_at(now: DateTime<Utc>) -> Self {
+        let ts = uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            now.timestamp().max(0) as u64,
+            now.timestamp_subsec_nanos(),
+        );
+        Self(Uuid::new_v7(ts))
+    }
+}
+
+impl fmt::Display for GrantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for GrantId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(Self)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantState {
+    PendingApproval,
+    Approved,
+    Active,
+    Ended,
+    Denied,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    Expired,
+    Dropped,
+    TicketClosed,
+    RevokedByAdmin,
+}
+
+/// The one place state and reason names meet their stored spelling.
+macro_rules! snake_names {
+    ($ty:ty { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            pub const ALL: &'static [$ty] = &[$(<$ty>::$variant),+];
+            pub fn as_str(self) -> &'static str {
+                match self { $(<$ty>::$variant => $name),+ }
+            }
+        }
+        impl FromStr for $ty {
+            type Err = UnknownName;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s { $($name => Ok(<$ty>::$variant),)+ _ => Err(UnknownName(s.to_owned())) }
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
+        }
+    };
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown name `{0}`")]
+pub struct UnknownName(pub String);
+
+snake_names!(GrantState {
+    PendingApproval => "pending_approval",
+    Approved => "approved",
+    Active => "active",
+    Ended => "ended",
+    Denied => "denied",
+    Cancelled => "cancelled",
+});
+snake_names!(EndReason {
+    Expired => "expired",
+    Dropped => "dropped",
+    TicketClosed => "ticket_closed",
+    RevokedByAdmin => "revoked_by_admin",
+});
+
+impl GrantState {
+    /// A terminal grant never changes state again.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Ended | Self::Denied | Self::Cancelled)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Grant {
+    pub id: GrantId,
+    pub user: UserName,
+    pub role: RoleName,
+    pub ticket: TicketId,
+    pub justification: Justification,
+    pub requested_by: String,
+    pub state: GrantState,
+    pub starts_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub end_reason: Option<EndReason>,
+    pub end_note: Option<String>,
+    /// When converge saw the role present in the directory for this grant.
+    pub role_added_at: Option<DateTime<Utc>>,
+    /// When converge saw the role really gone after this grant ended.
+    pub role_removed_at: Option<DateTime<Utc>>,
+    /// The last permanent error applying this grant to the directory.
+    pub last_error: Option<String>,
+}
+
+/// A change of state, decided here and written by the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub from: GrantState,
+    pub to: GrantState,
+    pub end_reason: Option<EndReason>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a grant that is {state} cannot be {action}")]
+pub struct TransitionError {
+    pub state: GrantState,
+    pub action: &'static str,
+}
+
+impl Grant {
+    /// Whether this grant entitles its user to its role at `now`.
+    pub fn covers(&self, now: DateTime<Utc>) -> bool {
+        self.state == GrantState::Active && self.starts_at <= now && now < self.expires_at
+    }
+
+    /// The transition that time alone makes due at `now`, if any: activation at
+    /// `starts_at`, expiry at `expires_at`. An approved grant whose whole window
+    /// passed (broker down throughout) ends as expired without activating.
+    pub fn advance(&self, now: DateTime<Utc>) -> Option<Transition> {
+        let to = match self.state {
+            GrantState::Approved | GrantState::Active if now >= self.expires_at => {
+                (GrantState::Ended, Some(EndReason::Expired))
+            }
+            GrantState::Approved if now >= self.starts_at => (GrantState::Active, None),
+            _ => return None,
+        };
+        Some(Transition {
+            from: self.state,
+            to: to.0,
+            end_reason: to.1,
+            at: now,
+        })
+    }
+
+    /// Ending a grant before its time: an active grant ends with `reason`; one
+    /// that has not started is cancelled.
+    pub fn end_early(
+        &self,
+        now: DateTime<Utc>,
+        reason: EndReason,
+    ) -> Result<Transition, TransitionError> {
+        let (to, end_reason) = match self.state {
+            GrantState::Active => (GrantState::Ended, Some(reason)),
+            GrantState::Approved | GrantState::PendingApproval => (GrantState::Cancelled, None),
+            state => {
+                return Err(TransitionError {
+                    state,
+                    action: "ended early",
+                });
+            }
+        };
+        Ok(Transition {
+            from: self.state,
+            to,
+            end_reason,
+            at: now,
+        })
+    }
+
+    /// The grant as it is after `t`.
+    pub fn apply(&mut self, t: &Transition) {
+        self.state = t.to;
+        self.updated_at = t.at;
+        if t.to.is_terminal() {
+            self.ended_at = Some(t.at);
+            self.end_reason = t.end_reason;
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use chrono::TimeDelta;
+
+    pub fn grant(state: GrantState, starts: i64, expires: i64) -> Grant {
+        let t0 = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
+        Grant {
+            id: GrantId::new_at(t0),
+            user: UserName::parse("eng@example.com").unwrap(),
+            role: RoleName::parse("Master Admin").unwrap(),
+            ticket: TicketId::parse("CHG0012345").unwrap(),
+            justification: Justification::parse("rotate the trunk certificate").unwrap(),
+            requested_by: "test".into(),
+            state,
+            starts_at: t0 + TimeDelta::seconds(starts),
+            expires_at: t0 + TimeDelta::seconds(expires),
+            created_at: t0,
+            updated_at: t0,
+            ended_at: None,
+            end_reason: None,
+            end_note: None,
+            role_added_at: None,
+            role_removed_at: None,
+            last_error: None,
+        }
+    }
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::<Utc>::from_timestamp(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    #[test]
+    fn lifecycle_by_time() {
+        let mut g = grant(GrantState::Approved, 10, 20);
+        assert_eq!(g.advance(at(9)), None);
+        let t = g.advance(at(10)).unwrap();
+        assert_eq!((t.from, t.to), (GrantState::Approved, GrantState::Active));
+        g.apply(&t);
+        assert!(g.covers(at(10)) && g.covers(at(19)) && !g.covers(at(20)));
+        assert_eq!(g.advance(at(19)), None);
+        let t = g.advance(at(20)).unwrap();
+        assert_eq!(
+            (t.to, t.end_reason),
+            (GrantState::Ended, Some(EndReason::Expired))
+        );
+        g.apply(&t);
+        assert_eq!(g.ended_at, Some(at(20)));
+        assert_eq!(g.advance(at(99)), None);
+    }
+
+    #[test]
+    fn a_window_missed_entirely_expires_without_activating() {
+        let g = grant(GrantState::Approved, 10, 20);
+        let t = g.advance(at(25)).unwrap();
+        assert_eq!(
+            (t.to, t.end_reason),
+            (GrantState::Ended, Some(EndReason::Expired))
+        );
+    }
+
+    #[test]
+    fn ending_early() {
+        let active = grant(GrantState::Active, 0, 20);
+        let t = active.end_early(at(5), EndReason::Dropped).unwrap();
+        assert_eq!(
+            (t.to, t.end_reason),
+            (GrantState::Ended, Some(EndReason::Dropped))
+        );
+        let approved = grant(GrantState::Approved, 10, 20);
+        assert_eq!(
+            approved.end_early(at(5), EndReason::Dropped).unwrap().to,
+            GrantState::Cancelled
+        );
+        for s in [GrantState::Ended, GrantState::Denied, GrantState::Cancelled] {
+            assert!(
+                grant(s, 0, 20)
+                    .end_early(at(5), EndReason::Dropped)
+                    .is_err()
+            );
+        }
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for s in GrantState::ALL {
+            assert_eq!(s.as_str().parse::<GrantState>().unwrap(), *s);
+        }
+        for r in EndReason::ALL {
+            assert_eq!(r.as_str().parse::<EndReason>().unwrap(), *r);
+        }
+        assert!("bogus".parse::<GrantState>().is_err());
+    }
+}

@@ -1,0 +1,550 @@
+//! jit-scim: the `Directory` port over SCIM 2.0 (RFC 7643/7644) with the
+//! Genesys Cloud profile (../shared/GENESYS.md): OAuth client-credentials
+//! token cache, one-role PATCH guarded by `If-Match`, read-back, and errors
+//! sorted into transient and permanent.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use jit_app::{Directory, DirectoryError, DirectoryUser};
+use jit_domain::{RoleChange, RoleName, UserName};
+use reqwest::{Method, RequestBuilder, Response, StatusCode, header};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use url::Url;
+
+const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+/// Only what converge needs: Genesys answers large pages with 429 unless the
+/// expensive secondary lookups are left out (GENESYS.md, "Listing").
+const USER_ATTRIBUTES: &str = "userName,roles,active,meta.version";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScimError {
+    #[error("SCIM {method} {path} answered {status}: {detail}")]
+    Status {
+        method: Method,
+        path: String,
+        status: StatusCode,
+        scim_type: Option<String>,
+        detail: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("SCIM {method} {path} failed: {source}")]
+    Transport {
+        method: Method,
+        path: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("OAuth token request failed: {0}")]
+    Token(String),
+    #[error("SCIM answer could not be read: {0}")]
+    Decode(String),
+    #[error("user `{0}` not found in the directory")]
+    UserNotFound(String),
+    #[error("userName `{0}` matches {1} directory users")]
+    Ambiguous(String, u64),
+    #[error("invalid SCIM configuration: {0}")]
+    Config(String),
+}
+
+impl From<ScimError> for DirectoryError {
+    fn from(e: ScimError) -> Self {
+        let message = e.to_string();
+        match e {
+            ScimError::UserNotFound(u) => DirectoryError::UserNotFound(u),
+            ScimError::Status {
+                status,
+                ref scim_type,
+                retry_after,
+                ..
+            } => match status.as_u16() {
+                // A version mismatch: RFC 7644 §3.14 (412), Genesys (400 invalidVers or 409).
+                412 | 409 => DirectoryError::VersionConflict(message),
+                400 if scim_type.as_deref() == Some("invalidVers") => {
+                    DirectoryError::VersionConflict(message)
+                }
+                404 => DirectoryError::Permanent(message),
+                // Rate limited, timed out, server trouble, or a token the target
+                // no longer takes (after one refresh): all may pass.
+                401 | 408 | 425 | 429 | 500 | 502 | 503 | 504 => DirectoryError::Transient {
+                    message,
+                    retry_after,
+                },
+                _ => DirectoryError::Permanent(message),
+            },
+            ScimError::Transport { .. } | ScimError::Token(_) => DirectoryError::Transient {
+                message,
+                retry_after: None,
+            },
+            ScimError::Decode(_) | ScimError::Ambiguous(..) | ScimError::Config(_) => {
+                DirectoryError::Permanent(message)
+            }
+        }
+    }
+}
+
+/// How the broker authenticates to the SCIM target.
+pub enum ScimAuth {
+    /// A static bearer token (generic SCIM servers).
+    Bearer(SecretString),
+    /// OAuth 2.0 client credentials (Genesys Cloud): `POST token_url` with
+    /// HTTP Basic `client_id:client_secret`, `grant_type=client_credentials`.
+    ClientCredentials {
+        token_url: Url,
+        client_id: String,
+        client_secret: SecretString,
+    },
+}
+
+impl std::fmt::Debug for ScimAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bearer(_) => f.write_str("Bearer([redacted])"),
+            Self::ClientCredentials {
+                token_url,
+                client_id,
+                ..
+            } => f
+                .debug_struct("ClientCredentials")
+                .field("token_url", &token_url.as_str())
+                .field("client_id", client_id)
+                .field("client_secret", &"[redacted]")
+                .finish(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct ScimConfig {
+    /// The SCIM base, e.g. `https://api.mypurecloud.ie/api/v2/scim/v2`.
+    pub base_url: Url,
+    /// `users` on Genesys Cloud; RFC 7644 spells it `Users`.
+    pub users_path: String,
+    pub auth: ScimAuth,
+    /// Per request, connect included.
+    pub timeout: Duration,
+}
+
+impl ScimConfig {
+    /// Genesys Cloud's profile for a region domain such as `mypurecloud.ie`:
+    /// both URLs derive from it (GENESYS.md, "Endpoints and auth").
+    pub fn genesys(
+        region_domain: &str,
+        client_id: String,
+        client_secret: SecretString,
+    ) -> Result<Self, ScimError> {
+        let domain = region_domain.trim().trim_matches('.');
+        if domain.is_empty() || domain.contains(['/', ':', '@', ' ']) {
+            return Err(ScimError::Config(format!(
+                "`{region_domain}` is not a region domain like mypurecloud.ie"
+            )));
+        }
+        let parse = |s: String| Url::parse(&s).map_err(|e| ScimError::Config(format!("{s}: {e}")));
+        Ok(Self {
+            base_url: parse(format!("https://api.{domain}/api/v2/scim/v2"))?,
+            users_path: "users".into(),
+            auth: ScimAuth::ClientCredentials {
+                token_url: parse(format!("https://login.{domain}/oauth/token"))?,
+                client_id,
+                client_secret,
+            },
+            timeout: Duration::from_secs(10),
+        })
+    }
+}
+
+struct CachedToken {
+    value: SecretString,
+    refresh_at: Instant,
+}
+
+pub struct ScimClient {
+    http: reqwest::Client,
+    config: ScimConfig,
+    token: Mutex<Option<CachedToken>>,
+}
+
+#[derive(Deserialize)]
+struct ScimUser {
+    id: String,
+    #[serde(rename = "userName", default)]
+    user_name: String,
+    #[serde(default)]
+    roles: Vec<ScimRole>,
+    #[serde(default)]
+    meta: Option<ScimMeta>,
+}
+
+#[derive(Deserialize)]
+struct ScimRole {
+    value: String,
+}
+
+#[derive(Deserialize)]
+struct ScimMeta {
+    version: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ListResponse {
+    #[serde(rename = "totalResults", default)]
+    total_results: u64,
+    #[serde(rename = "Resources", default)]
+    resources: Vec<ScimUser>,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    expires_in: Option<u64>,
+}
+
+impl ScimUser {
+    fn into_directory_user(self, etag: Option<String>) -> DirectoryUser {
+        DirectoryUser {
+            id: self.id,
+            user_name: self.user_name,
+            roles: self.roles.into_iter().map(|r| r.value).collect(),
+            version: self.meta.and_then(|m| m.version).or(etag),
+        }
+    }
+}
+
+/// A SCIM filter string literal: quotes and backslashes escaped (RFC 7644 §3.4.2.2 uses JSON strings).
+fn filter_literal(s: &str) -> String {
+    Value::String(s.to_owned()).to_string()
+}
+
+/// `Retry-After` as seconds or an HTTP date; else Genesys's "Retry the request in [N] seconds".
+fn retry_after(headers: &header::HeaderMap, body: &str) -> Option<Duration> {
+    if let Some(v) = headers
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+    {
+        if let Ok(secs) = v.trim().parse::<u64>() {
+            return Some(Duration::from_secs(secs));
+        }
+        if let Ok(at) = httpdate::parse_http_date(v) {
+            return Some(
+                at.duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    let rest = &body[body.find("Retry the request in")? + "Retry the request in".len()..];
+    let digits: String = rest
+        .trim_start_matches([' ', '['])
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok().map(Duration::from_secs)
+}
+
+impl ScimClient {
+    pub fn new(config: ScimConfig) -> Result<Self, ScimError> {
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(5)))
+            .user_agent(concat!("jit-broker/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ScimError::Config(e.to_string()))?;
+        Ok(Self {
+            http,
+            config,
+            token: Mutex::new(None),
+        })
+    }
+
+    fn users_url(&self, id: Option<&str>) -> Result<Url, ScimError> {
+        let mut url = self.config.base_url.clone();
+        {
+            let mut segments = url
+                .path_segments_mut()
+                .map_err(|_| ScimError::Config("the SCIM base URL cannot have a path".into()))?;
+            segments.pop_if_empty().push(&self.config.users_path);
+            if let Some(id) = id {
+                segments.push(id);
+            }
+        }
+        Ok(url)
+    }
+
+    async fn bearer(&self, refresh: bool) -> Result<SecretString, ScimError> {
+        let (token_url, client_id, client_secret) = match &self.config.auth {
+            ScimAuth::Bearer(token) => return Ok(token.clone()),
+            ScimAuth::ClientCredentials {
+                token_url,
+                client_id,
+                client_secret,
+            } => (token_url, client_id, client_secret),
+        };
+        let mut cached = self.token.lock().await;
+        if let Some(t) = cached
+            .as_ref()
+            .filter(|t| !refresh && Instant::now() < t.refresh_at)
+        {
+            return Ok(t.value.clone());
+        }
+        let response = self
+            .http
+            .post(token_url.clone())
+            .basic_auth(client_id, Some(client_secret.expose_secret()))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .map_err(|e| ScimError::Token(e.without_url().to_string()))?;
+        let status = response.status();
+        if !status.is_success() {
+            // The body may echo credentials on some servers: only the status is kept.
+            return Err(ScimError::Token(format!(
+                "token endpoint answered {status}"
+            )));
+        }
+        let token: TokenResponse = response.json().await.map_err(|e| {
+            ScimError::Token(format!("unreadable token answer: {}", e.without_url()))
+        })?;
+        let lifetime = Duration::from_secs(token.expires_in.unwrap_or(300));
+        // Refresh a little before expiry so no request carries a dying token.
+        let margin = (lifetime / 10).min(Duration::from_secs(60));
+        let value = SecretString::from(token.access_token);
+        *cached = Some(CachedToken {
+            value: value.clone(),
+            refresh_at: Instant::now() + lifetime.saturating_sub(margin),
+        });
+        Ok(value)
+    }
+
+    /// Sends with authentication; a 401 under OAuth refreshes the token once.
+    async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        build: impl Fn(RequestBuilder) -> RequestBuilder,
+    ) -> Result<Response, ScimError> {
+        let oauth = matches!(self.config.auth, ScimAuth::ClientCredentials { .. });
+        let mut refreshed = false;
+        loop {
+            let token = self.bearer(refreshed).await?;
+            let request = self
+                .http
+                .request(method.clone(), url.clone())
+                .bearer_auth(token.expose_secret())
+                .header(header::ACCEPT, "application/scim+json, application/json");
+            let response = build(request)
+                .send()
+                .await
+                .map_err(|source| ScimError::Transport {
+                    method: method.clone(),
+                    path: url.path().to_owned(),
+                    source: source.without_url(),
+                })?;
+            if response.status() == StatusCode::UNAUTHORIZED && oauth && !refreshed {
+                refreshed = true;
+                continue;
+            }
+            if response.status().is_success() {
+                return Ok(response);
+            }
+            return Err(self.status_error(method, &url, response).await);
+        }
+    }
+
+    async fn status_error(&self, method: Method, url: &Url, response: Response) -> ScimError {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.text().await.unwrap_or_default();
+        let parsed: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        let detail = parsed["detail"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| body.chars().take(200).collect());
+        ScimError::Status {
+            method,
+            path: url.path().to_owned(),
+            status,
+            scim_type: parsed["scimType"].as_str().map(str::to_owned),
+            retry_after: retry_after(&headers, &body),
+            detail,
+        }
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(response: Response) -> Result<T, ScimError> {
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| ScimError::Decode(e.without_url().to_string()))?;
+        serde_json::from_slice(&bytes).map_err(|e| ScimError::Decode(e.to_string()))
+    }
+
+    pub async fn find_user(&self, user_name: &str) -> Result<DirectoryUser, ScimError> {
+        let mut url = self.users_url(None)?;
+        url.query_pairs_mut()
+            .append_pair(
+                "filter",
+                &format!("userName eq {}", filter_literal(user_name)),
+            )
+            .append_pair("attributes", USER_ATTRIBUTES);
+        let list: ListResponse = Self::json(self.send(Method::GET, url, |r| r).await?).await?;
+        match (list.total_results, list.resources.len()) {
+            (_, 0) => Err(ScimError::UserNotFound(user_name.to_owned())),
+            (0 | 1, 1) => {
+                let mut found = list.resources;
+                Ok(found.remove(0).into_directory_user(None))
+            }
+            (n, m) => Err(ScimError::Ambiguous(user_name.to_owned(), n.max(m as u64))),
+        }
+    }
+
+    pub async fn get_user(&self, id: &str) -> Result<DirectoryUser, ScimError> {
+        let mut url = self.users_url(Some(id))?;
+        url.query_pairs_mut()
+            .append_pair("attributes", USER_ATTRIBUTES);
+        let response = self.send(Method::GET, url, |r| r).await?;
+        let etag = response
+            .headers()
+            .get(header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok(Self::json::<ScimUser>(response)
+            .await?
+            .into_directory_user(etag))
+    }
+
+    /// Adds or removes exactly one role. Never `replace` on `roles`: that races
+    /// with the IdP's own writes and with baseline roles (GENESYS.md).
+    pub async fn change_role(
+        &self,
+        user: &DirectoryUser,
+        role: &str,
+        change: RoleChange,
+    ) -> Result<(), ScimError> {
+        let operation = match change {
+            RoleChange::Add => json!({"op": "add", "path": "roles", "value": [{"value": role}]}),
+            RoleChange::Remove => {
+                json!({"op": "remove", "path": format!("roles[value eq {}]", filter_literal(role))})
+            }
+        };
+        let body = json!({"schemas": [PATCH_OP], "Operations": [operation]});
+        let url = self.users_url(Some(&user.id))?;
+        self.send(Method::PATCH, url, |r| {
+            let r = r
+                .header(header::CONTENT_TYPE, "application/scim+json")
+                .body(body.to_string());
+            match &user.version {
+                Some(v) => r.header(header::IF_MATCH, v),
+                None => r,
+            }
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Directory for ScimClient {
+    async fn find_user(&self, user: &UserName) -> Result<DirectoryUser, DirectoryError> {
+        Ok(ScimClient::find_user(self, user.as_str()).await?)
+    }
+
+    async fn get_user(&self, id: &str) -> Result<DirectoryUser, DirectoryError> {
+        match ScimClient::get_user(self, id).await {
+            Err(ScimError::Status {
+                status: StatusCode::NOT_FOUND,
+                ..
+            }) => Err(DirectoryError::UserNotFound(id.to_owned())),
+            other => Ok(other?),
+        }
+    }
+
+    async fn change_role(
+        &self,
+        user: &DirectoryUser,
+        role: &RoleName,
+        change: RoleChange,
+    ) -> Result<(), DirectoryError> {
+        match ScimClient::change_role(self, user, role.as_str(), change).await {
+            Err(ScimError::Status {
+                status: StatusCode::NOT_FOUND,
+                ..
+            }) => Err(DirectoryError::UserNotFound(user.user_name.clone())),
+            other => Ok(other?),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_from_header_or_genesys_body() {
+        let mut h = header::HeaderMap::new();
+        assert_eq!(
+            retry_after(
+                &h,
+                "Rate limit exceeded the maximum. Retry the request in [17] seconds"
+            ),
+            Some(Duration::from_secs(17))
+        );
+        assert_eq!(retry_after(&h, "nothing"), None);
+        h.insert(header::RETRY_AFTER, "3".parse().unwrap());
+        assert_eq!(
+            retry_after(&h, "Retry the request in [17] seconds"),
+            Some(Duration::from_secs(3))
+        );
+    }
+
+    #[test]
+    fn genesys_profile_derives_both_urls() {
+        let c = ScimConfig::genesys("mypurecloud.ie", "id".into(), SecretString::from("s3cret"))
+            .unwrap();
+        assert_eq!(
+            c.base_url.as_str(),
+            "https://api.mypurecloud.ie/api/v2/scim/v2"
+        );
+        let ScimAuth::ClientCredentials { token_url, .. } = &c.auth else {
+            panic!()
+        };
+        assert_eq!(
+            token_url.as_str(),
+            "https://login.mypurecloud.ie/oauth/token"
+        );
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert!(ScimConfig::genesys("evil.com/x", "id".into(), SecretString::from("s")).is_err());
+    }
+
+    #[test]
+    fn filter_literals_are_escaped() {
+        assert_eq!(filter_literal(r#"a"b\c"#), r#""a\"b\\c""#);
+    }
+
+    #[test]
+    fn errors_are_sorted() {
+        let status = |code: u16, scim_type: Option<&str>| ScimError::Status {
+            method: Method::PATCH,
+            path: "/users/1".into(),
+            status: StatusCode::from_u16(code).unwrap(),
+            scim_type: scim_type.map(str::to_owned),
+            detail: "x".into(),
+            retry_after: None,
+        };
+        let kind = |e: ScimError| match DirectoryError::from(e) {
+            DirectoryError::VersionConflict(_) => "conflict",
+            DirectoryError::Transient { .. } => "transient",
+            DirectoryError::Permanent(_) => "permanent",
+            DirectoryError::UserNotFound(_) => "not_found",
+        };
+        assert_eq!(kind(status(412, None)), "conflict");
+        assert_eq!(kind(status(400, Some("invalidVers"))), "conflict");
+        assert_eq!(kind(status(400, Some("invalidValue"))), "permanent");
+        for code in [408, 429, 500, 503, 504] {
+            assert_eq!(kind(status(code, None)), "transient", "{code}");
+        }
+        for code in [403, 413, 415] {
+            assert_eq!(kind(status(code, None)), "permanent", "{code}");
+        }
+    }
+}
