@@ -1,1 +1,8 @@
+//! One test binary (one link) for every end-to-end test.
+#![allow(clippy::disallowed_methods)] // tests against the real server read the wall clock
 
+mod api;
+mod crash;
+mod faults;
+mod lifecycle;
+mod store;

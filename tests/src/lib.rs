@@ -1,1 +1,318 @@
+//! The end-to-end harness: real peers, started here, stopped at exit.
+//!
+//! - `scim2-server` (PyPI; someone else's SCIM 2.0 server) from `.venv-peers`,
+//!   one per test process with `--dynamic-tenants`: each test gets its own
+//!   tenant, so tests share nothing.
+//! - PostgreSQL: `JIT_TEST_DATABASE_URL` when set, else a throwaway cluster
+//!   (../shared/PEERS.md); each test gets its own database.
+//! - SQLite: a fresh file per test.
+//!
+//! `scripts/test` installs the peers; the harness only starts them.
 
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+pub mod app;
+
+pub const SCIM_TOKEN: &str = "e2e-scim-token";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+// ------------------------------------------------------------- cleanup
+
+enum Cleanup {
+    Kill(Child),
+    PgStop(PathBuf),
+}
+
+static CLEANUP: Mutex<Vec<Cleanup>> = Mutex::new(Vec::new());
+
+extern "C" fn cleanup_at_exit() {
+    let mut list = CLEANUP.lock().unwrap_or_else(|p| p.into_inner());
+    for c in list.drain(..) {
+        match c {
+            Cleanup::Kill(mut child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Cleanup::PgStop(dir) => {
+                let _ = Command::new("runuser")
+                    .args(["-u", "postgres", "--", &pg_bin("pg_ctl"), "-D"])
+                    .arg(dir.join("data"))
+                    .args(["-m", "immediate", "stop"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
+    }
+}
+
+fn on_exit(c: Cleanup) {
+    static REGISTER: OnceLock<()> = OnceLock::new();
+    REGISTER.get_or_init(|| unsafe {
+        // SAFETY: registers a plain extern "C" fn; libtest returns from main normally, so it runs.
+        libc::atexit(cleanup_at_exit);
+    });
+    CLEANUP.lock().unwrap_or_else(|p| p.into_inner()).push(c);
+}
+
+fn wait_for_port(port: u16, what: &str, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("{what} did not start listening on port {port} within {timeout:?}")
+}
+
+// ---------------------------------------------------------------- SCIM
+
+/// The shared `scim2-server`; tests take a tenant each.
+pub struct ScimPeer {
+    pub port: u16,
+}
+
+pub fn scim_peer() -> &'static ScimPeer {
+    static PEER: OnceLock<ScimPeer> = OnceLock::new();
+    PEER.get_or_init(|| {
+        start_scim_peer().expect("start scim2-server (run scripts/test, which installs it)")
+    })
+}
+
+fn start_scim_peer() -> anyhow::Result<ScimPeer> {
+    let exe = std::env::var_os("JIT_PEERS_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".venv-peers"))
+        .join("bin/scim2-server");
+    if !exe.exists() {
+        bail!(
+            "{} is missing: `scripts/test` installs the test peers",
+            exe.display()
+        );
+    }
+    let port = free_port();
+    let child = Command::new(&exe)
+        .args([
+            "--hostname",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--bearer-token",
+            SCIM_TOKEN,
+            "--dynamic-tenants",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("spawning {}", exe.display()))?;
+    on_exit(Cleanup::Kill(child));
+    wait_for_port(port, "scim2-server", Duration::from_secs(20))?;
+    Ok(ScimPeer { port })
+}
+
+/// One test's own directory on the shared SCIM server.
+#[derive(Clone)]
+pub struct Tenant {
+    pub base_url: String,
+    http: reqwest::Client,
+}
+
+impl Tenant {
+    pub fn new() -> Self {
+        let peer = scim_peer();
+        Self {
+            base_url: format!(
+                "http://127.0.0.1:{}/t{}",
+                peer.port,
+                uuid::Uuid::new_v4().simple()
+            ),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Creates a user with baseline roles; returns its SCIM id.
+    pub async fn create_user(&self, user_name: &str, roles: &[&str]) -> String {
+        let body = json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": user_name, "active": true,
+            "roles": roles.iter().map(|r| json!({"value": r})).collect::<Vec<_>>(),
+        });
+        let r = self
+            .http
+            .post(format!("{}/Users", self.base_url))
+            .bearer_auth(SCIM_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("POST /Users");
+        assert_eq!(r.status(), 201, "creating {user_name}");
+        let v: Value = r.json().await.expect("user JSON");
+        v["id"].as_str().expect("id").to_owned()
+    }
+
+    /// The roles the server holds for a user, read directly (not through the broker).
+    pub async fn roles_of(&self, user_name: &str) -> Vec<String> {
+        let v: Value = self
+            .http
+            .get(format!("{}/Users", self.base_url))
+            .query(&[("filter", format!("userName eq \"{user_name}\""))])
+            .bearer_auth(SCIM_TOKEN)
+            .send()
+            .await
+            .expect("GET /Users")
+            .json()
+            .await
+            .expect("list JSON");
+        let mut roles: Vec<String> = v["Resources"][0]["roles"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["value"].as_str().map(str::to_owned))
+            .collect();
+        roles.sort();
+        roles
+    }
+
+    /// Polls until `user` holds (or does not hold) `role`; returns when it did.
+    pub async fn wait_for_role(
+        &self,
+        user: &str,
+        role: &str,
+        held: bool,
+        timeout: Duration,
+    ) -> Instant {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.roles_of(user).await.iter().any(|r| r == role) == held {
+                return Instant::now();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{user} {} {role} after {timeout:?}",
+                if held { "never got" } else { "still holds" }
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl Default for Tenant {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// ------------------------------------------------------------ databases
+
+fn pg_bin(name: &str) -> String {
+    format!("/usr/lib/postgresql/15/bin/{name}")
+}
+
+/// `postgres://…/postgres` of the server tests create their databases on.
+fn postgres_admin_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| match std::env::var("JIT_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => start_postgres_cluster().expect("start a throwaway PostgreSQL cluster"),
+    })
+}
+
+fn start_postgres_cluster() -> anyhow::Result<String> {
+    let dir = tempfile::Builder::new().prefix("jit-pg-").tempdir()?.keep();
+    let run = |args: &[&str]| -> anyhow::Result<()> {
+        let out = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .args(args)
+            .output()?;
+        if !out.status.success() {
+            bail!("{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    };
+    Command::new("chown").arg("postgres").arg(&dir).status()?;
+    let data = dir.join("data");
+    let (data_s, dir_s) = (data.display().to_string(), dir.display().to_string());
+    run(&[
+        &pg_bin("initdb"),
+        "-D",
+        &data_s,
+        "-A",
+        "trust",
+        "-U",
+        "postgres",
+        "--no-sync",
+    ])?;
+    let port = free_port();
+    let opts = format!(
+        "-p {port} -k {dir_s} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300"
+    );
+    run(&[
+        &pg_bin("pg_ctl"),
+        "-D",
+        &data_s,
+        "-l",
+        &format!("{dir_s}/log"),
+        "-w",
+        "-o",
+        &opts,
+        "start",
+    ])?;
+    on_exit(Cleanup::PgStop(dir));
+    Ok(format!("postgres://postgres@127.0.0.1:{port}/postgres"))
+}
+
+/// A database URL no other test uses.
+pub async fn fresh_database(backend: Backend) -> String {
+    match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::Builder::new()
+                .prefix("jit-sqlite-")
+                .tempdir()
+                .expect("tempdir")
+                .keep();
+            format!("sqlite://{}", dir.join("jit.db").display())
+        }
+        Backend::Postgres => {
+            let admin = postgres_admin_url();
+            let name = format!("jit_test_{}", uuid::Uuid::new_v4().simple());
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(admin)
+                .await
+                .expect("connect to PostgreSQL");
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&mut conn)
+                .await
+                .expect("CREATE DATABASE");
+            let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
+            format!("{base}/{name}")
+        }
+    }
+}

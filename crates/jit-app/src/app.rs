@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use jit_domain::{
     Desired, EndReason, Grant, GrantId, GrantState, Policy, RoleChange, RoleName, Transition,
     UserName, desired, validate_grant_request,
@@ -86,8 +86,10 @@ impl App {
         }
     }
 
+    /// Millisecond precision: what the store keeps, so what a caller is
+    /// answered equals what is read back later.
     pub fn now(&self) -> DateTime<Utc> {
-        self.clock.now()
+        self.clock.now().trunc_subsecs(3)
     }
 
     /// Records a grant with its two converge jobs (start, expiry) and its audit

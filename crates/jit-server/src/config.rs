@@ -1,0 +1,299 @@
+//! One TOML file, every value overridable from the environment (`JIT_` prefix,
+//! `__` for nesting: `JIT_SCIM__CLIENT_SECRET`). Secrets may come from files
+//! (`*_file`); none is ever printed.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database: DatabaseConfig,
+    /// The policy file (role catalogue).
+    pub policy: PathBuf,
+    pub scim: ScimSettings,
+    pub worker: WorkerSettings,
+    /// API callers: a name (audited as the actor) and the SHA-256 of its key.
+    pub api_keys: Vec<ApiKeyConfig>,
+    pub log: LogSettings,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database: DatabaseConfig::default(),
+            policy: PathBuf::from("policies/policy.toml"),
+            scim: ScimSettings::default(),
+            worker: WorkerSettings::default(),
+            api_keys: Vec::new(),
+            log: LogSettings::default(),
+            max_body_bytes: 16 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://FILE` or `postgres://…`. Secret: it may carry a password.
+    pub url: SecretString,
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: SecretString::from("sqlite://jit-broker.db"),
+            max_connections: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScimProfile {
+    /// Any RFC 7644 service provider, bearer token.
+    #[default]
+    Generic,
+    /// Genesys Cloud: URLs from `region`, OAuth client credentials, `users`.
+    Genesys,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScimSettings {
+    pub profile: ScimProfile,
+    /// Genesys region domain, e.g. `mypurecloud.ie`.
+    pub region: Option<String>,
+    /// Generic: the SCIM base URL. Genesys: overrides the derived one.
+    pub base_url: Option<String>,
+    /// Genesys: overrides the derived token URL.
+    pub token_url: Option<String>,
+    pub users_path: Option<String>,
+    pub bearer_token: Option<SecretString>,
+    pub bearer_token_file: Option<PathBuf>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<SecretString>,
+    pub client_secret_file: Option<PathBuf>,
+    pub timeout_secs: u64,
+}
+
+impl Default for ScimSettings {
+    fn default() -> Self {
+        Self {
+            profile: ScimProfile::Generic,
+            region: None,
+            base_url: None,
+            token_url: None,
+            users_path: None,
+            bearer_token: None,
+            bearer_token_file: None,
+            client_id: None,
+            client_secret: None,
+            client_secret_file: None,
+            timeout_secs: 10,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerSettings {
+    pub concurrency: usize,
+    pub lease_secs: u64,
+    pub retry_base_ms: u64,
+    pub retry_cap_secs: u64,
+    pub max_idle_secs: u64,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        let d = jit_app::WorkerConfig::default();
+        Self {
+            concurrency: d.concurrency,
+            lease_secs: d.lease.as_secs(),
+            retry_base_ms: d.retry_base.as_millis() as u64,
+            retry_cap_secs: d.retry_cap.as_secs(),
+            max_idle_secs: d.max_idle.as_secs(),
+        }
+    }
+}
+
+impl WorkerSettings {
+    pub fn to_worker_config(&self) -> jit_app::WorkerConfig {
+        jit_app::WorkerConfig {
+            concurrency: self.concurrency.max(1),
+            lease: Duration::from_secs(self.lease_secs.max(2)),
+            retry_base: Duration::from_millis(self.retry_base_ms.max(10)),
+            retry_cap: Duration::from_secs(self.retry_cap_secs.max(1)),
+            max_idle: Duration::from_secs(self.max_idle_secs.max(1)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    pub name: String,
+    /// Lower-case hex SHA-256 of the key (`jit-broker hash-key` prints it).
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `jit_app=debug,info`; `RUST_LOG` wins.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Pretty,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Figment(#[from] Box<figment::Error>),
+    #[error("configuration: `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+    #[error("configuration: cannot read `{key}` file {path}: {source}")]
+    SecretFile {
+        key: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl Config {
+    /// Defaults, then the TOML file (if given), then `JIT_*` variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::Invalid {
+                    key: "--config",
+                    message: format!("{} does not exist", file.display()),
+                });
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        let config: Config = figment
+            .merge(Env::prefixed("JIT_").split("__"))
+            .extract()
+            .map_err(Box::new)?;
+        for key in &config.api_keys {
+            let ok = key.sha256.len() == 64
+                && key
+                    .sha256
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+            if !ok {
+                return Err(ConfigError::Invalid {
+                    key: "api_keys.sha256",
+                    message: format!("key `{}`: must be 64 lower-case hex digits", key.name),
+                });
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// A secret given inline or as a file (the file wins; one trailing newline is dropped).
+pub fn secret(
+    key: &'static str,
+    inline: &Option<SecretString>,
+    file: &Option<PathBuf>,
+) -> Result<Option<SecretString>, ConfigError> {
+    match file {
+        Some(path) => std::fs::read_to_string(path)
+            .map(|s| {
+                Some(SecretString::from(
+                    s.strip_suffix('\n').unwrap_or(&s).to_owned(),
+                ))
+            })
+            .map_err(|source| ConfigError::SecretFile {
+                key,
+                path: path.clone(),
+                source,
+            }),
+        None => Ok(inline.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn env_overrides_the_file_and_secrets_stay_hidden() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "jit.toml",
+                r#"
+                listen = "127.0.0.1:9000"
+                [scim]
+                profile = "genesys"
+                region = "mypurecloud.ie"
+                client_id = "abc"
+                client_secret = "from-file"
+                "#,
+            )?;
+            jail.set_env("JIT_SCIM__CLIENT_SECRET", "from-env");
+            jail.set_env("JIT_WORKER__CONCURRENCY", "4");
+            let c = Config::load(Some(Path::new("jit.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.listen.port(), 9000);
+            assert_eq!(c.scim.profile, ScimProfile::Genesys);
+            assert_eq!(c.worker.concurrency, 4);
+            let secret = c
+                .scim
+                .client_secret
+                .as_ref()
+                .map(|s| s.expose_secret().to_owned());
+            assert_eq!(secret.as_deref(), Some("from-env"));
+            assert!(!format!("{c:?}").contains("from-env"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_hashes_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("a.toml", "lisen = \"127.0.0.1:1\"\n")?;
+            let e = Config::load(Some(Path::new("a.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("lisen"), "{e}");
+            jail.create_file("b.toml", "[[api_keys]]\nname = \"ci\"\nsha256 = \"ABC\"\n")?;
+            let e = Config::load(Some(Path::new("b.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("api_keys.sha256"), "{e}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,359 @@
+//! The JSON API (`/api/v1`). Errors become HTTP here and nowhere else.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
+use futures_util::StreamExt;
+use jit_app::{App, AppError, GrantFilter};
+use jit_domain::{EndReason, FieldError, Grant, GrantId, GrantState, TicketId, UserName};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::sync::Notify;
+
+use crate::config::ApiKeyConfig;
+
+/// Everything the handlers share.
+pub struct ApiState {
+    pub app: Arc<App>,
+    pub keys: Vec<ApiKeyConfig>,
+    pub worker_wake: Arc<Notify>,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the request breaks {} rule(s)", .0.len())]
+    Invalid(Vec<FieldError>),
+    #[error("the body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("the body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("a valid API key is required (Authorization: Bearer <key>)")]
+    Unauthorized,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> Self {
+        match e {
+            AppError::Invalid(fields) => Self::Invalid(fields),
+            AppError::GrantNotFound(_) => Self::NotFound(e.to_string()),
+            AppError::Conflict(_) => Self::Conflict(e.to_string()),
+            AppError::Store(inner) => Self::Internal(inner.to_string()),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let (code, fields) = match self {
+            Self::Invalid(fields) => ("invalid_request", fields.clone()),
+            Self::MalformedJson(_) => (
+                "malformed_json",
+                vec![FieldError::new("", "json", self.to_string())],
+            ),
+            Self::TooLarge(n) => (
+                "body_too_large",
+                vec![FieldError::new(
+                    "",
+                    "max_body_bytes",
+                    format!("must be at most {n} bytes"),
+                )],
+            ),
+            Self::Unauthorized => ("unauthorized", vec![]),
+            Self::NotFound(_) => ("not_found", vec![]),
+            Self::Conflict(_) => ("conflict", vec![]),
+            Self::Internal(detail) => {
+                // The detail is for operators, not callers.
+                tracing::error!(error = %detail, "request failed");
+                ("internal", vec![])
+            }
+        };
+        let mut response = HttpResponse::build(self.status_code());
+        if matches!(self, Self::Unauthorized) {
+            response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+        }
+        response
+            .json(json!({"error": {"code": code, "message": self.to_string(), "fields": fields}}))
+    }
+}
+
+/// The authenticated API caller; its name is the audited actor.
+pub struct Caller(pub String);
+
+fn key_digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// `sha256` hex of a key, as the config wants it.
+pub fn hash_key(key: &str) -> String {
+    hex::encode(key_digest(key))
+}
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let found = (|| {
+            let state = req.app_data::<web::Data<ApiState>>()?;
+            let presented = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+            let key = presented.strip_prefix("Bearer ")?.trim();
+            let digest = key_digest(key);
+            // Compare against every key, in constant time, so timing says nothing.
+            let mut matched: Option<&ApiKeyConfig> = None;
+            for k in &state.keys {
+                let mut expected = [0u8; 32];
+                if hex::decode_to_slice(&k.sha256, &mut expected).is_ok()
+                    && bool::from(expected.ct_eq(&digest))
+                {
+                    matched = Some(k);
+                }
+            }
+            matched.map(|k| Caller(k.name.clone()))
+        })();
+        std::future::ready(found.ok_or(ApiError::Unauthorized))
+    }
+}
+
+/// A JSON body, read up to the configured limit; errors name what was wrong.
+pub struct JsonBody(pub Value);
+
+impl FromRequest for JsonBody {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        let limit = req
+            .app_data::<web::Data<ApiState>>()
+            .map_or(16 * 1024, |s| s.max_body_bytes);
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        let mut payload = payload.take();
+        Box::pin(async move {
+            if declared.is_some_and(|n| n > limit) {
+                return Err(ApiError::TooLarge(limit));
+            }
+            let mut body = web::BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+                if body.len() + chunk.len() > limit {
+                    return Err(ApiError::TooLarge(limit));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            if body.is_empty() {
+                return Err(ApiError::MalformedJson("the body is empty".into()));
+            }
+            serde_json::from_slice(&body)
+                .map(JsonBody)
+                .map_err(|e| ApiError::MalformedJson(e.to_string()))
+        })
+    }
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/api/v1")
+            .route("/grants", web::post().to(create_grant))
+            .route("/grants", web::get().to(list_grants))
+            .route("/grants/{id}", web::get().to(get_grant))
+            .route("/grants/{id}/drop", web::post().to(drop_grant)),
+    )
+    .route("/healthz", web::get().to(healthz));
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+fn parse_id(raw: &str) -> Result<GrantId, ApiError> {
+    raw.parse().map_err(|_| {
+        ApiError::Invalid(vec![FieldError::new(
+            "id",
+            "format",
+            "must be a grant id (UUID)",
+        )])
+    })
+}
+
+async fn create_grant(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    body: JsonBody,
+) -> Result<HttpResponse, ApiError> {
+    let grant = state.app.request_grant(&caller.0, &body.0).await?;
+    if grant.starts_at <= state.app.now() {
+        state.worker_wake.notify_one();
+    }
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/api/v1/grants/{}", grant.id)))
+        .json(&grant))
+}
+
+async fn get_grant(
+    state: web::Data<ApiState>,
+    _caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let grant = state.app.grant(parse_id(&id)?).await?;
+    Ok(HttpResponse::Ok().json(&grant))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    user: Option<String>,
+    state: Option<String>,
+    ticket: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+const MAX_PAGE: u32 = 200;
+
+async fn list_grants(
+    state: web::Data<ApiState>,
+    _caller: Caller,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let query = web::Query::<ListQuery>::from_query(req.query_string())
+        .map_err(|e| {
+            ApiError::Invalid(vec![FieldError::new(
+                "query",
+                "unknown_field",
+                e.to_string(),
+            )])
+        })?
+        .into_inner();
+    let mut errors = Vec::new();
+    let mut field = |name: &str, rule: &'static str, message: String| {
+        errors.push(FieldError::new(name, rule, message))
+    };
+    let user = query.user.as_deref().and_then(|u| {
+        UserName::parse(u)
+            .map_err(|e| field("user", e.rule, e.message))
+            .ok()
+    });
+    let ticket = query.ticket.as_deref().and_then(|t| {
+        TicketId::parse(t)
+            .map_err(|e| field("ticket", e.rule, e.message))
+            .ok()
+    });
+    let grant_state = query.state.as_deref().and_then(|s| {
+        s.parse::<GrantState>()
+            .map_err(|_| {
+                let names: Vec<&str> = GrantState::ALL.iter().map(|s| s.as_str()).collect();
+                field(
+                    "state",
+                    "one_of",
+                    format!("must be one of {}", names.join(", ")),
+                )
+            })
+            .ok()
+    });
+    let before = query.cursor.as_deref().and_then(|c| {
+        c.parse::<GrantId>()
+            .map_err(|_| {
+                field(
+                    "cursor",
+                    "format",
+                    "must be a next_cursor from an earlier page".into(),
+                )
+            })
+            .ok()
+    });
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        field(
+            "limit",
+            "range",
+            format!("must be between 1 and {MAX_PAGE}"),
+        );
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Invalid(errors));
+    }
+    let filter = GrantFilter {
+        user,
+        state: grant_state,
+        ticket,
+        before,
+        limit,
+    };
+    let items: Vec<Grant> = state.app.grants(&filter).await?;
+    let next_cursor = (items.len() == limit as usize)
+        .then(|| items.last().map(|g| g.id.to_string()))
+        .flatten();
+    Ok(HttpResponse::Ok().json(json!({"items": items, "next_cursor": next_cursor})))
+}
+
+async fn drop_grant(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    id: web::Path<String>,
+    body: JsonBody,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let reason = match body.0.as_object() {
+        Some(obj) => {
+            if let Some(extra) = obj.keys().find(|k| k.as_str() != "reason") {
+                return Err(ApiError::Invalid(vec![FieldError::new(
+                    extra,
+                    "unknown_field",
+                    "only `reason` is accepted",
+                )]));
+            }
+            obj.get("reason")
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .unwrap_or_default()
+                .to_owned()
+        }
+        None => {
+            return Err(ApiError::Invalid(vec![FieldError::new(
+                "",
+                "type",
+                "the body must be a JSON object",
+            )]));
+        }
+    };
+    if reason.is_empty() || reason.chars().count() > 2000 {
+        return Err(ApiError::Invalid(vec![FieldError::new(
+            "reason",
+            "required",
+            "say why the grant ends early (1 to 2000 characters)",
+        )]));
+    }
+    let grant = state
+        .app
+        .end_grant(&caller.0, id, EndReason::Dropped, &reason)
+        .await?;
+    state.worker_wake.notify_one();
+    Ok(HttpResponse::Ok().json(&grant))
+}

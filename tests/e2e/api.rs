@@ -1,0 +1,317 @@
+//! The JSON API of the real server (port 0, fresh database, real SCIM peer).
+
+use std::time::{Duration, Instant};
+
+use jit_e2e::app::{API_KEY, spawn_app};
+use jit_e2e::{Backend, Tenant};
+use rstest::rstest;
+use serde_json::{Value, json};
+
+fn body(user: &str, duration: &str) -> Value {
+    json!({"user": user, "role": "Master Admin", "ticket": "CHG0012345", "duration": duration,
+           "justification": "Restart the stuck outbound campaign"})
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_made_over_http_adds_and_removes_the_role_in_real_time(#[case] backend: Backend) {
+    let tenant = Tenant::new();
+    tenant.create_user("eng@example.com", &["Employee"]).await;
+    let app = spawn_app(backend, Some(&tenant.base_url)).await;
+
+    let (status, grant) = app
+        .post("/api/v1/grants", &body("eng@example.com", "2s"))
+        .await;
+    assert_eq!(status, 201, "{grant}");
+    assert_eq!(grant["state"], "approved");
+    assert_eq!(grant["requested_by"], "e2e");
+    let id = grant["id"].as_str().unwrap().to_owned();
+    let expires_at: chrono::DateTime<chrono::Utc> =
+        grant["expires_at"].as_str().unwrap().parse().unwrap();
+
+    tenant
+        .wait_for_role(
+            "eng@example.com",
+            "Master Admin",
+            true,
+            Duration::from_secs(10),
+        )
+        .await;
+    let removed = tenant
+        .wait_for_role(
+            "eng@example.com",
+            "Master Admin",
+            false,
+            Duration::from_secs(15),
+        )
+        .await;
+    let _ = removed;
+    assert_eq!(tenant.roles_of("eng@example.com").await, ["Employee"]);
+
+    let (status, g) = app.get(&format!("/api/v1/grants/{id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (g["state"].as_str(), g["end_reason"].as_str()),
+        (Some("ended"), Some("expired"))
+    );
+    let removed_at: chrono::DateTime<chrono::Utc> =
+        g["role_removed_at"].as_str().unwrap().parse().unwrap();
+    assert!(removed_at >= expires_at, "never removed before expiry");
+    eprintln!(
+        "expiry → role removed (broker's record): {} ms",
+        (removed_at - expires_at).num_milliseconds()
+    );
+    app.running.stop().await;
+}
+
+#[tokio::test]
+async fn refused_requests_name_field_and_rule_and_write_nothing() {
+    let app = spawn_app(Backend::Sqlite, Some(&Tenant::new().base_url)).await;
+    let cases: Vec<(Value, u16, &str, &str)> = vec![
+        (
+            body("eng@example.com", "5h"),
+            422,
+            "duration",
+            "max_duration",
+        ),
+        (
+            json!({"user": "eng@example.com", "role": "Astronaut", "ticket": "CHG0012345", "justification": "long enough reason"}),
+            422,
+            "role",
+            "known_role",
+        ),
+        (
+            json!({"user": "eng@example.com", "role": "Master Admin", "ticket": "CHG0012345", "expires_at": "2020-01-01T00:00:00Z", "justification": "long enough reason"}),
+            422,
+            "expires_at",
+            "in_future",
+        ),
+        (
+            json!({"user": "eng@example.com", "role": "Master Admin", "ticket": "12345", "justification": "long enough reason"}),
+            422,
+            "ticket",
+            "format",
+        ),
+        (
+            json!({"user": "eng@example.com", "role": "Master Admin", "ticket": "CHG0012345"}),
+            422,
+            "justification",
+            "required",
+        ),
+        (
+            json!({"user": "eng@example.com", "role": "Master Admin", "ticket": "CHG0012345", "justification": "long enough reason", "is_admin": true}),
+            422,
+            "is_admin",
+            "unknown_field",
+        ),
+        (json!(["not", "an", "object"]), 422, "", "type"),
+    ];
+    for (request, status, field, rule) in cases {
+        let (got, err) = app.post("/api/v1/grants", &request).await;
+        assert_eq!(got, status, "{request} → {err}");
+        let fields = err["error"]["fields"].as_array().unwrap();
+        assert!(
+            fields
+                .iter()
+                .any(|f| f["field"] == field && f["rule"] == rule),
+            "{request}: expected {field}/{rule} in {err}"
+        );
+    }
+    let (_, err) = app
+        .post("/api/v1/grants", &body("eng@example.com", "5h"))
+        .await;
+    assert_eq!(
+        err["error"]["fields"][0]["policy"],
+        "roles.\"Master Admin\".max_duration"
+    );
+
+    // Malformed JSON, an oversized body, no key, a wrong key.
+    let raw = |b: &'static str| {
+        app.http
+            .post(format!("{}/api/v1/grants", app.base))
+            .bearer_auth(API_KEY)
+            .header("content-type", "application/json")
+            .body(b)
+    };
+    let r = raw("{\"user\": ").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "malformed_json"
+    );
+    let huge = json!({"user": "eng@example.com", "justification": "x".repeat(20_000)});
+    let r = app
+        .http
+        .post(format!("{}/api/v1/grants", app.base))
+        .bearer_auth(API_KEY)
+        .json(&huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["fields"][0]["rule"],
+        "max_body_bytes"
+    );
+    let r = app
+        .http
+        .post(format!("{}/api/v1/grants", app.base))
+        .json(&body("eng@example.com", "1h"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    let r = app
+        .http
+        .get(format!("{}/api/v1/grants", app.base))
+        .bearer_auth("wrong-key-wrong-key-wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // Nothing was written by any of them.
+    let (_, list) = app.get("/api/v1/grants").await;
+    assert_eq!(list["items"], json!([]));
+    let store = jit_store::open(&app.database_url, false, 1).await.unwrap();
+    assert!(store.audit_events(0, 10).await.unwrap().is_empty());
+    assert_eq!(store.next_due().await.unwrap(), None, "no job was queued");
+    app.running.stop().await;
+}
+
+#[tokio::test]
+async fn grants_are_listed_filtered_paged_and_dropped() {
+    let tenant = Tenant::new();
+    let app = spawn_app(Backend::Sqlite, Some(&tenant.base_url)).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let mut b = body(&format!("user{}@example.com", i % 2), "1h");
+        b["ticket"] = json!(format!("CHG000000{i}"));
+        b["starts_at"] = json!((chrono::Utc::now() + chrono::TimeDelta::hours(1)).to_rfc3339());
+        let (status, g) = app.post("/api/v1/grants", &b).await;
+        assert_eq!(status, 201, "{g}");
+        ids.push(g["id"].as_str().unwrap().to_owned());
+    }
+    // Pages of two, newest first, until the cursor runs out.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/grants?limit=2&cursor={c}"),
+            None => "/api/v1/grants?limit=2".into(),
+        };
+        let (status, page) = app.get(&path).await;
+        assert_eq!(status, 200, "{page}");
+        seen.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|g| g["id"].as_str().unwrap().to_owned()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    let mut newest_first = ids.clone();
+    newest_first.reverse();
+    assert_eq!(seen, newest_first);
+
+    let (_, by_user) = app.get("/api/v1/grants?user=user0@example.com").await;
+    assert_eq!(by_user["items"].as_array().unwrap().len(), 3);
+    let (_, by_ticket) = app.get("/api/v1/grants?ticket=CHG0000003").await;
+    assert_eq!(by_ticket["items"][0]["id"], json!(ids[3]));
+    let (status, bad) = app.get("/api/v1/grants?state=sleeping&limit=0").await;
+    assert_eq!(status, 422);
+    let rules: Vec<&str> = bad["error"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(rules, ["one_of", "range"]);
+
+    // Drop: a reason is required; a grant not yet started is cancelled; twice is a conflict.
+    let (status, err) = app
+        .post(&format!("/api/v1/grants/{}/drop", ids[0]), &json!({}))
+        .await;
+    assert_eq!(
+        (status, err["error"]["fields"][0]["field"].as_str()),
+        (422, Some("reason"))
+    );
+    let (status, dropped) = app
+        .post(
+            &format!("/api/v1/grants/{}/drop", ids[0]),
+            &json!({"reason": "change postponed"}),
+        )
+        .await;
+    assert_eq!(
+        (status, dropped["state"].as_str()),
+        (200, Some("cancelled"))
+    );
+    let (status, _) = app
+        .post(
+            &format!("/api/v1/grants/{}/drop", ids[0]),
+            &json!({"reason": "again"}),
+        )
+        .await;
+    assert_eq!(status, 409);
+    let (_, cancelled) = app.get("/api/v1/grants?state=cancelled").await;
+    assert_eq!(cancelled["items"].as_array().unwrap().len(), 1);
+
+    let (status, _) = app
+        .get("/api/v1/grants/0198a5f2-0000-7000-8000-000000000000")
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = app.get("/api/v1/grants/not-a-uuid").await;
+    assert_eq!(status, 422);
+    app.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dev_sandbox_works_with_no_external_system() {
+    let app = spawn_app(Backend::Sqlite, None).await;
+    let sandbox_roles = || async {
+        let v: Value = app
+            .http
+            .get(format!(
+                "{}/sandbox/scim/v2/Users?filter=userName%20eq%20%22alice@example.com%22",
+                app.base
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["Resources"][0]["roles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["value"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(sandbox_roles().await, ["Employee"]);
+    let (status, _) = app
+        .post("/api/v1/grants", &body("alice@example.com", "1s"))
+        .await;
+    assert_eq!(status, 201);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sandbox_roles().await.contains(&"Master Admin".to_owned()) {
+        assert!(
+            Instant::now() < deadline,
+            "role never appeared in the sandbox"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    while sandbox_roles().await.contains(&"Master Admin".to_owned()) {
+        assert!(Instant::now() < deadline, "role never left the sandbox");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(sandbox_roles().await, ["Employee"]);
+    app.running.stop().await;
+}

@@ -1,0 +1,128 @@
+//! The real binary, killed with SIGKILL after a grant activated, restarted,
+//! still removes the role at expiry: nothing lives only in memory.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use jit_e2e::app::{API_KEY, shipped_policy_path};
+use jit_e2e::{SCIM_TOKEN, Tenant, free_port};
+use serde_json::{Value, json};
+
+fn start_broker(config: &Path, port: u16, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_jit-broker-under-test"))
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("JIT_SCIM__BEARER_TOKEN", SCIM_TOKEN)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start jit-broker");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "jit-broker did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_after_activation_still_ends_in_removal_at_expiry() {
+    let tenant = Tenant::new();
+    tenant.create_user("eng@example.com", &["Employee"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("jit.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "policy = {policy:?}\n[database]\nurl = \"sqlite://{db}\"\n[scim]\nbase_url = \"{scim}\"\n\
+             [[api_keys]]\nname = \"crash-test\"\nsha256 = \"{hash}\"\n[log]\nformat = \"json\"\n",
+            policy = shipped_policy_path().display().to_string(),
+            db = dir.path().join("jit.db").display(),
+            scim = tenant.base_url,
+            hash = jit_server::http::hash_key(API_KEY),
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("broker.log");
+    let port = free_port();
+    let mut broker = start_broker(&config, port, &log);
+
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let grant: Value = http
+        .post(format!("{base}/api/v1/grants"))
+        .bearer_auth(API_KEY)
+        .json(
+            &json!({"user": "eng@example.com", "role": "Master Admin", "ticket": "CHG0012345",
+                      "duration": "4s", "justification": "crash test: survive a SIGKILL"}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = grant["id"].as_str().expect("grant id").to_owned();
+    tenant
+        .wait_for_role(
+            "eng@example.com",
+            "Master Admin",
+            true,
+            Duration::from_secs(10),
+        )
+        .await;
+
+    broker.kill().unwrap(); // SIGKILL: no shutdown code runs
+    broker.wait().unwrap();
+    let mut broker = start_broker(&config, port, &log);
+
+    tenant
+        .wait_for_role(
+            "eng@example.com",
+            "Master Admin",
+            false,
+            Duration::from_secs(20),
+        )
+        .await;
+    let g: Value = http
+        .get(format!("{base}/api/v1/grants/{id}"))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (g["state"].as_str(), g["end_reason"].as_str()),
+        (Some("ended"), Some("expired")),
+        "{g}"
+    );
+    let time = |k: &str| {
+        g[k].as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap()
+    };
+    assert!(time("role_removed_at") >= time("expires_at"), "{g}");
+    assert_eq!(tenant.roles_of("eng@example.com").await, ["Employee"]);
+
+    broker.kill().unwrap();
+    broker.wait().unwrap();
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !logged.contains(SCIM_TOKEN) && !logged.contains(API_KEY),
+        "no secret reaches the log"
+    );
+}

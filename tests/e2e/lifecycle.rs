@@ -1,0 +1,281 @@
+//! The core loop against a real SCIM server (scim2-server), on SQLite and
+//! PostgreSQL, with time moved by the test.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jit_domain::{EndReason, GrantState};
+use jit_e2e::app::{Stack, scim_client};
+use jit_e2e::{Backend, Tenant};
+use rstest::rstest;
+use serde_json::{Value, json};
+
+const ENG: &str = "eng@example.com";
+
+fn request(user: &str, extra: Value) -> Value {
+    let mut body = json!({"user": user, "role": "Master Admin", "ticket": "CHG0012345",
+                          "duration": "1h", "justification": "Rotate the SIP trunk certificate"});
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        body[k] = v.clone();
+    }
+    body
+}
+
+async fn stack_with_users(backend: Backend, users: &[(&str, &[&str])]) -> (Stack, Tenant) {
+    let tenant = Tenant::new();
+    for (name, roles) in users {
+        tenant.create_user(name, roles).await;
+    }
+    let stack = Stack::new(
+        backend,
+        Arc::new(scim_client(&tenant.base_url, Duration::from_secs(5))),
+    )
+    .await;
+    (stack, tenant)
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn a_grant_adds_the_role_at_start_and_removes_it_at_expiry(#[case] backend: Backend) {
+    let (stack, tenant) = stack_with_users(backend, &[(ENG, &["Employee"])]).await;
+    let grant = stack.request(request(ENG, json!({}))).await;
+    assert_eq!(grant.state, GrantState::Approved);
+
+    assert_eq!(stack.run_due().await, 1, "the start job runs at once");
+    assert_eq!(tenant.roles_of(ENG).await, ["Employee", "Master Admin"]);
+    let active = stack.app.grant(grant.id).await.unwrap();
+    assert_eq!(active.state, GrantState::Active);
+    assert_eq!(active.role_added_at, Some(stack.app.now()));
+
+    stack.advance(3599);
+    assert_eq!(stack.run_due().await, 0, "nothing is due before expiry");
+    assert_eq!(tenant.roles_of(ENG).await, ["Employee", "Master Admin"]);
+
+    stack.advance(1);
+    assert_eq!(stack.run_due().await, 1);
+    assert_eq!(tenant.roles_of(ENG).await, ["Employee"]);
+    let ended = stack.app.grant(grant.id).await.unwrap();
+    assert_eq!(
+        (ended.state, ended.end_reason),
+        (GrantState::Ended, Some(EndReason::Expired))
+    );
+    assert_eq!(ended.ended_at, Some(grant.expires_at));
+    assert_eq!(ended.role_removed_at, Some(stack.app.now()));
+
+    assert_eq!(
+        stack.audit_kinds().await,
+        [
+            "grant_requested",
+            "grant_activated",
+            "role_added",
+            "grant_ended",
+            "role_removed"
+        ]
+    );
+    assert_eq!(
+        jit_store::verify_audit(stack.store.as_ref()).await.unwrap(),
+        Ok(5)
+    );
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn overlapping_grants_keep_the_role_until_the_later_one_ends(#[case] backend: Backend) {
+    let (stack, tenant) = stack_with_users(backend, &[(ENG, &["Employee"])]).await;
+    let first = stack.request(request(ENG, json!({"duration": "1h"}))).await;
+    stack.advance(1800);
+    let second = stack
+        .request(request(
+            ENG,
+            json!({"duration": "1h", "ticket": "CHG0012346"}),
+        ))
+        .await;
+    stack.run_due().await;
+    assert_eq!(tenant.roles_of(ENG).await, ["Employee", "Master Admin"]);
+
+    stack.advance(1800); // the first grant expires; the second still covers the pair
+    assert_eq!(stack.run_due().await, 1);
+    assert_eq!(
+        tenant.roles_of(ENG).await,
+        ["Employee", "Master Admin"],
+        "the role stays for the second grant"
+    );
+    let first_now = stack.app.grant(first.id).await.unwrap();
+    assert_eq!(first_now.state, GrantState::Ended);
+    assert_eq!(
+        first_now.role_removed_at, None,
+        "the role was not removed yet"
+    );
+
+    stack.advance(1800); // the second expires: now the role goes
+    assert_eq!(stack.run_due().await, 1);
+    assert_eq!(tenant.roles_of(ENG).await, ["Employee"]);
+    for id in [first.id, second.id] {
+        let g = stack.app.grant(id).await.unwrap();
+        assert_eq!(
+            g.role_removed_at,
+            Some(stack.app.now()),
+            "both grants record the real removal"
+        );
+    }
+    let kinds = stack.audit_kinds().await;
+    assert_eq!(kinds.iter().filter(|k| *k == "role_removed").count(), 1);
+    assert_eq!(kinds.iter().filter(|k| *k == "role_added").count(), 1);
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn dropping_a_grant_removes_the_role_at_once_unless_another_covers_it(
+    #[case] backend: Backend,
+) {
+    let (stack, tenant) =
+        stack_with_users(backend, &[(ENG, &["Employee"]), ("ops@example.com", &[])]).await;
+    let solo = stack.request(request(ENG, json!({}))).await;
+    stack.run_due().await;
+    stack.advance(60);
+    let dropped = stack
+        .app
+        .end_grant("test", solo.id, EndReason::Dropped, "work finished early")
+        .await
+        .unwrap();
+    assert_eq!(
+        (dropped.state, dropped.end_reason),
+        (GrantState::Ended, Some(EndReason::Dropped))
+    );
+    assert_eq!(dropped.end_note.as_deref(), Some("work finished early"));
+    assert_eq!(stack.run_due().await, 1);
+    assert_eq!(tenant.roles_of(ENG).await, ["Employee"]);
+
+    // Two grants for ops; dropping one keeps the role for the other.
+    let a = stack.request(request("ops@example.com", json!({}))).await;
+    let _b = stack
+        .request(request("ops@example.com", json!({"ticket": "CHG0012399"})))
+        .await;
+    stack.run_due().await;
+    stack
+        .app
+        .end_grant("test", a.id, EndReason::Dropped, "duplicate request")
+        .await
+        .unwrap();
+    stack.run_due().await;
+    assert_eq!(tenant.roles_of("ops@example.com").await, ["Master Admin"]);
+
+    // Ending twice is a conflict, not a second write.
+    let again = stack
+        .app
+        .end_grant("test", solo.id, EndReason::Dropped, "again")
+        .await;
+    assert!(
+        matches!(again, Err(jit_app::AppError::Conflict(_))),
+        "{again:?}"
+    );
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn a_scheduled_grant_waits_for_its_start_and_a_cancelled_one_never_applies(
+    #[case] backend: Backend,
+) {
+    let (stack, tenant) = stack_with_users(backend, &[(ENG, &["Employee"])]).await;
+    let starts = stack.app.now() + chrono::TimeDelta::minutes(10);
+    let scheduled = stack
+        .request(request(ENG, json!({"starts_at": starts.to_rfc3339()})))
+        .await;
+    assert_eq!(stack.run_due().await, 0);
+    stack.advance(599);
+    assert_eq!(stack.run_due().await, 0);
+    assert_eq!(tenant.roles_of(ENG).await, ["Employee"]);
+    stack.advance(1);
+    assert_eq!(stack.run_due().await, 1);
+    assert_eq!(tenant.roles_of(ENG).await, ["Employee", "Master Admin"]);
+    assert_eq!(
+        stack.app.grant(scheduled.id).await.unwrap().state,
+        GrantState::Active
+    );
+
+    let later = stack.app.now() + chrono::TimeDelta::hours(2);
+    let cancelled = stack
+        .request(request(
+            "eng@example.com",
+            json!({"starts_at": later.to_rfc3339(), "ticket": "CHG0099999"}),
+        ))
+        .await;
+    let c = stack
+        .app
+        .end_grant("test", cancelled.id, EndReason::Dropped, "change postponed")
+        .await
+        .unwrap();
+    assert_eq!(c.state, GrantState::Cancelled);
+    stack.advance(7200 + 3600);
+    stack.run_due().await;
+    assert_eq!(
+        tenant.roles_of(ENG).await,
+        ["Employee"],
+        "the scheduled grant expired; the cancelled one never applied"
+    );
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn roles_the_grant_is_not_about_are_never_touched(#[case] backend: Backend) {
+    // Baseline roles, and even a standing privileged role (the reconciler's
+    // business, not this grant's): converge changes only the granted role.
+    let user_roles: &[&str] = &["Employee", "Supervisor", "Telephony Admin"];
+    let (stack, tenant) = stack_with_users(backend, &[(ENG, user_roles)]).await;
+    stack.request(request(ENG, json!({}))).await;
+    stack.run_due().await;
+    assert_eq!(
+        tenant.roles_of(ENG).await,
+        ["Employee", "Master Admin", "Supervisor", "Telephony Admin"]
+    );
+    stack.advance(3600);
+    stack.run_due().await;
+    assert_eq!(
+        tenant.roles_of(ENG).await,
+        ["Employee", "Supervisor", "Telephony Admin"]
+    );
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn a_user_the_directory_does_not_know_fails_permanently_and_is_recorded(
+    #[case] backend: Backend,
+) {
+    let (stack, _tenant) = stack_with_users(backend, &[]).await;
+    let grant = stack.request(request("ghost@example.com", json!({}))).await;
+    assert_eq!(stack.run_due().await, 1);
+    let g = stack.app.grant(grant.id).await.unwrap();
+    assert!(
+        g.last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("not found"),
+        "{:?}",
+        g.last_error
+    );
+    assert_eq!(g.role_added_at, None);
+    assert!(
+        stack
+            .audit_kinds()
+            .await
+            .contains(&"converge_failed".to_owned())
+    );
+    stack.advance(120);
+    assert_eq!(
+        stack.run_due().await,
+        0,
+        "a permanent failure is not retried"
+    );
+}

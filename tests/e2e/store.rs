@@ -1,0 +1,270 @@
+//! The Store's own promises, the same on SQLite and PostgreSQL.
+
+use chrono::TimeDelta;
+use jit_app::{NewAudit, NewJob, Store};
+use jit_domain::{Grant, GrantState, RoleName, UserName};
+use jit_e2e::app::t0;
+use jit_e2e::{Backend, fresh_database};
+use rstest::rstest;
+use serde_json::json;
+use sqlx::Connection;
+
+async fn store(backend: Backend) -> (std::sync::Arc<dyn Store>, String) {
+    let url = fresh_database(backend).await;
+    (jit_store::open(&url, true, 5).await.expect("open"), url)
+}
+
+fn job(user: &str, secs: i64) -> NewJob {
+    NewJob {
+        user: UserName::parse(user).unwrap(),
+        role: RoleName::parse("Master Admin").unwrap(),
+        grant: None,
+        due_at: t0() + TimeDelta::seconds(secs),
+    }
+}
+
+fn audit(kind: &'static str, n: i64) -> NewAudit {
+    NewAudit {
+        at: t0() + TimeDelta::seconds(n),
+        actor: "tester".into(),
+        kind,
+        grant: None,
+        ticket: None,
+        data: json!({"n": n, "nested": {"b": 1, "a": [1, "two"]}}),
+    }
+}
+
+fn sample_grant(id_secs: i64) -> Grant {
+    let at = t0() + TimeDelta::milliseconds(id_secs);
+    Grant {
+        id: jit_domain::GrantId::new_at(at),
+        user: UserName::parse("eng@example.com").unwrap(),
+        role: RoleName::parse("Master Admin").unwrap(),
+        ticket: jit_domain::TicketId::parse("CHG0012345").unwrap(),
+        justification: jit_domain::Justification::parse("store test justification").unwrap(),
+        requested_by: "tester".into(),
+        state: GrantState::Approved,
+        starts_at: at,
+        expires_at: at + TimeDelta::hours(1),
+        created_at: at,
+        updated_at: at,
+        ended_at: None,
+        end_reason: None,
+        end_note: None,
+        role_added_at: None,
+        role_removed_at: None,
+        last_error: None,
+    }
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn jobs_are_leased_retried_and_reclaimed_after_a_crash(#[case] backend: Backend) {
+    let (store, _) = store(backend).await;
+    let g = sample_grant(0);
+    store
+        .insert_grant(
+            &g,
+            &[job("a@example.com", 0), job("b@example.com", 10)],
+            audit("x", 0),
+        )
+        .await
+        .unwrap();
+    let lease = |s: i64| t0() + TimeDelta::seconds(s);
+
+    let claimed = store.claim_jobs("w1", t0(), lease(30), 10).await.unwrap();
+    assert_eq!(claimed.len(), 1, "only the job due now");
+    assert_eq!(
+        (claimed[0].user.as_str(), claimed[0].attempts),
+        ("a@example.com", 1)
+    );
+    assert!(
+        store
+            .claim_jobs("w2", t0(), lease(30), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased to w1"
+    );
+    assert_eq!(
+        store.next_due().await.unwrap(),
+        Some(t0() + TimeDelta::seconds(10))
+    );
+
+    // w1 "crashes": after the lease, w2 claims the same job again.
+    let reclaimed = store
+        .claim_jobs("w2", lease(31), lease(61), 10)
+        .await
+        .unwrap();
+    let a = reclaimed
+        .iter()
+        .find(|j| j.user.as_str() == "a@example.com")
+        .expect("reclaimed");
+    assert_eq!(a.attempts, 2);
+    // The old owner's late answer is ignored.
+    store.complete_job(a.id, "w1", lease(32)).await.unwrap();
+    assert!(
+        store
+            .claim_jobs("w3", lease(40), lease(70), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "still w2's"
+    );
+
+    store
+        .retry_job(a.id, "w2", lease(100), "HTTP 503")
+        .await
+        .unwrap();
+    // b is still leased to w2 until +61 s: that is the next moment anything can be claimed.
+    assert_eq!(store.next_due().await.unwrap(), Some(lease(61)));
+    let b = reclaimed
+        .iter()
+        .find(|j| j.user.as_str() == "b@example.com")
+        .expect("b was due too");
+    store
+        .fail_job(b.id, "w2", lease(33), "permanent")
+        .await
+        .unwrap();
+    assert_eq!(store.next_due().await.unwrap(), Some(lease(100)));
+    let again = store
+        .claim_jobs("w2", lease(100), lease(130), 10)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    store
+        .complete_job(again[0].id, "w2", lease(101))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.next_due().await.unwrap(),
+        None,
+        "nothing pending: done and failed jobs stay done"
+    );
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn a_transition_applies_once_and_a_lost_race_writes_nothing(#[case] backend: Backend) {
+    let (store, _) = store(backend).await;
+    let g = sample_grant(0);
+    store
+        .insert_grant(&g, &[], audit("grant_requested", 0))
+        .await
+        .unwrap();
+    let t = g.advance(g.starts_at).expect("activation due");
+    assert!(
+        store
+            .transition(
+                g.id,
+                &t,
+                None,
+                &[job("a@example.com", 5)],
+                audit("grant_activated", 1)
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .transition(
+                g.id,
+                &t,
+                None,
+                &[job("a@example.com", 5)],
+                audit("grant_activated", 2)
+            )
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.audit_events(0, 100).await.unwrap().len(),
+        2,
+        "the lost race wrote no audit event"
+    );
+    assert_eq!(
+        store
+            .claim_jobs(
+                "w",
+                t0() + TimeDelta::seconds(9),
+                t0() + TimeDelta::seconds(60),
+                10
+            )
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        store.grant(g.id).await.unwrap().unwrap().state,
+        GrantState::Active
+    );
+    assert_eq!(store.grants_for(&g.user, &g.role).await.unwrap().len(), 1);
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn the_audit_chain_verifies_and_names_the_first_altered_event(#[case] backend: Backend) {
+    let (store, url) = store(backend).await;
+    for n in 1..=4 {
+        store.append_audit(audit("event", n)).await.unwrap();
+    }
+    assert_eq!(
+        jit_store::verify_audit(store.as_ref()).await.unwrap(),
+        Ok(4)
+    );
+
+    let tamper = |sql: &'static str| {
+        let url = url.clone();
+        async move {
+            match backend {
+                Backend::Sqlite => {
+                    let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                    sqlx::raw_sql(sql).execute(&mut c).await.map(|_| ())
+                }
+                Backend::Postgres => {
+                    let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+                    sqlx::raw_sql(sql).execute(&mut c).await.map(|_| ())
+                }
+            }
+        }
+    };
+    // A plain edit is refused by the database itself.
+    assert!(
+        tamper("UPDATE audit SET actor = 'mallory' WHERE seq = 2")
+            .await
+            .is_err()
+    );
+    assert!(tamper("DELETE FROM audit WHERE seq = 4").await.is_err());
+    // Someone with the power to drop the guard still cannot hide the edit.
+    let bypass = match backend {
+        Backend::Sqlite => {
+            "DROP TRIGGER audit_no_update; UPDATE audit SET actor = 'mallory' WHERE seq = 2"
+        }
+        Backend::Postgres => {
+            "ALTER TABLE audit DISABLE TRIGGER audit_no_update; UPDATE audit SET actor = 'mallory' WHERE seq = 2"
+        }
+    };
+    tamper(bypass).await.unwrap();
+    let broken = jit_store::verify_audit(store.as_ref())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(broken.seq, 2, "{broken}");
+}
+
+#[test]
+fn sqlite_and_postgres_migrations_stay_in_step() {
+    let (sqlite, postgres) = jit_store::migration_versions();
+    assert!(!sqlite.is_empty());
+    assert_eq!(
+        sqlite, postgres,
+        "every migration exists for both backends, with the same version"
+    );
+}
