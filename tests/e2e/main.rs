@@ -1,5 +1,6 @@
 //! One test binary (one link) for every end-to-end test.
 #![allow(clippy::disallowed_methods)] // tests against the real server read the wall clock
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed test
 
 mod api;
 mod crash;

@@ -117,11 +117,13 @@ pub struct TestApp {
 
 pub async fn spawn_app(backend: Backend, scim_base_url: Option<&str>) -> TestApp {
     let database_url = fresh_database(backend).await;
-    let mut config = Config::default();
-    config.listen = "127.0.0.1:0".parse().expect("addr");
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        policy: shipped_policy_path(),
+        ..Config::default()
+    };
     config.database.url = SecretString::from(database_url.clone());
     config.database.max_connections = 5;
-    config.policy = shipped_policy_path();
     config.api_keys = vec![ApiKeyConfig {
         name: "e2e".into(),
         sha256: jit_server::http::hash_key(API_KEY),

@@ -24,6 +24,10 @@ pub const SYSTEM_ACTOR: &str = "jit-broker";
 /// fresh reads are tried before the job is retried later.
 const VERSION_CONFLICT_ATTEMPTS: usize = 3;
 
+/// Writes one converge may make before it gives the job back to the backoff:
+/// an answer that keeps flipping means something else is writing the role.
+const MAX_WRITES_PER_CONVERGE: usize = 3;
+
 pub struct App {
     pub store: Arc<dyn Store>,
     pub directory: Arc<dyn Directory>,
@@ -55,6 +59,8 @@ pub enum ConvergeError {
         change: RoleChange,
         still_held: bool,
     },
+    #[error("the role kept changing under converge ({0} writes); trying again later")]
+    Unsettled(usize),
 }
 
 impl ConvergeError {
@@ -244,7 +250,11 @@ impl App {
             directory_id: None,
         };
         let mut conflicts = 0;
+        let mut writes = 0;
         loop {
+            if writes == MAX_WRITES_PER_CONVERGE {
+                return Err(ConvergeError::Unsettled(writes));
+            }
             let grants = self.store.grants_for(user, role).await?;
             let decision = desired(&self.policy, user, role, &grants, self.now());
             report.desired = decision;
@@ -267,7 +277,7 @@ impl App {
                     continue;
                 }
                 Err(e) => return Err(e.into()),
-                Ok(()) => {}
+                Ok(()) => writes += 1,
             }
             let after = self.directory.get_user(&current.id).await?;
             let still_held = after.holds(role);
@@ -379,11 +389,13 @@ fn transition_audit(actor: &str, grant: &Grant, t: &Transition, note: Option<&st
 
 /// One async mutex per (user, role), dropped when nobody holds or waits for it.
 #[derive(Default)]
-struct PairLocks(Mutex<HashMap<(UserName, RoleName), Arc<tokio::sync::Mutex<()>>>>);
+struct PairLocks(Mutex<HashMap<Pair, Arc<tokio::sync::Mutex<()>>>>);
+
+type Pair = (UserName, RoleName);
 
 struct PairGuard<'a> {
     locks: &'a PairLocks,
-    key: (UserName, RoleName),
+    key: Pair,
     guard: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 

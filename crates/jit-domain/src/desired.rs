@@ -138,7 +138,7 @@ mod tests {
         let g = grant(GrantState::Active, 0, 10);
         let other = UserName::parse("other@example.com").unwrap();
         assert_eq!(
-            desired(&p, &other, &g.role, &[g.clone()], t0()),
+            desired(&p, &other, &g.role, std::slice::from_ref(&g), t0()),
             Desired::Absent
         );
     }

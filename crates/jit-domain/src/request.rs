@@ -83,7 +83,7 @@ impl<'a> Fields<'a> {
 
     fn required<T>(&mut self, name: &str, parse: impl Fn(&str) -> Result<T, Invalid>) -> Option<T> {
         match self.string(name) {
-            None if !self.body.get(name).is_some_and(|v| !v.is_null()) => {
+            None if self.body.get(name).is_none_or(|v| v.is_null()) => {
                 self.errors
                     .push(FieldError::new(name, "required", "is required"));
                 None

@@ -245,6 +245,7 @@ pub fn secret(
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closure signature, not ours
 mod tests {
     use super::*;
     use secrecy::ExposeSecret;
