@@ -34,27 +34,17 @@ fn audit(kind: &'static str, n: i64) -> NewAudit {
     }
 }
 
-fn sample_grant(id_secs: i64) -> Grant {
-    let at = t0() + TimeDelta::milliseconds(id_secs);
-    Grant {
-        id: jit_domain::GrantId::new_at(at),
+fn sample_grant(offset_ms: i64) -> Grant {
+    let at = t0() + TimeDelta::milliseconds(offset_ms);
+    let request = jit_domain::ValidGrantRequest {
         user: UserName::parse("eng@example.com").unwrap(),
         role: RoleName::parse("Master Admin").unwrap(),
         ticket: jit_domain::TicketId::parse("CHG0012345").unwrap(),
         justification: jit_domain::Justification::parse("store test justification").unwrap(),
-        requested_by: "tester".into(),
-        state: GrantState::Approved,
         starts_at: at,
         expires_at: at + TimeDelta::hours(1),
-        created_at: at,
-        updated_at: at,
-        ended_at: None,
-        end_reason: None,
-        end_note: None,
-        role_added_at: None,
-        role_removed_at: None,
-        last_error: None,
-    }
+    };
+    Grant::from_request(request, "tester", at)
 }
 
 #[rstest]

@@ -103,25 +103,7 @@ impl App {
     pub async fn request_grant(&self, actor: &str, body: &Value) -> Result<Grant, AppError> {
         let now = self.now();
         let valid = validate_grant_request(body, &self.policy, now).map_err(AppError::Invalid)?;
-        let grant = Grant {
-            id: GrantId::new_at(now),
-            user: valid.user,
-            role: valid.role,
-            ticket: valid.ticket,
-            justification: valid.justification,
-            requested_by: actor.to_owned(),
-            state: GrantState::Approved,
-            starts_at: valid.starts_at,
-            expires_at: valid.expires_at,
-            created_at: now,
-            updated_at: now,
-            ended_at: None,
-            end_reason: None,
-            end_note: None,
-            role_added_at: None,
-            role_removed_at: None,
-            last_error: None,
-        };
+        let grant = Grant::from_request(valid, actor, now);
         let jobs = [grant.starts_at, grant.expires_at].map(|due_at| NewJob {
             user: grant.user.clone(),
             role: grant.role.clone(),

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::names::{Justification, RoleName, TicketId, UserName};
+use crate::request::ValidGrantRequest;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -146,6 +147,34 @@ pub struct TransitionError {
 }
 
 impl Grant {
+    /// A new grant for a request that passed policy. It starts `approved`;
+    /// time (`advance`) activates it.
+    pub fn from_request(
+        request: ValidGrantRequest,
+        requested_by: &str,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id: GrantId::new_at(now),
+            user: request.user,
+            role: request.role,
+            ticket: request.ticket,
+            justification: request.justification,
+            requested_by: requested_by.to_owned(),
+            state: GrantState::Approved,
+            starts_at: request.starts_at,
+            expires_at: request.expires_at,
+            created_at: now,
+            updated_at: now,
+            ended_at: None,
+            end_reason: None,
+            end_note: None,
+            role_added_at: None,
+            role_removed_at: None,
+            last_error: None,
+        }
+    }
+
     /// Whether this grant entitles its user to its role at `now`.
     pub fn covers(&self, now: DateTime<Utc>) -> bool {
         self.state == GrantState::Active && self.starts_at <= now && now < self.expires_at
@@ -213,24 +242,17 @@ pub(crate) mod tests {
 
     pub fn grant(state: GrantState, starts: i64, expires: i64) -> Grant {
         let t0 = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
-        Grant {
-            id: GrantId::new_at(t0),
+        let request = ValidGrantRequest {
             user: UserName::parse("eng@example.com").unwrap(),
             role: RoleName::parse("Master Admin").unwrap(),
             ticket: TicketId::parse("CHG0012345").unwrap(),
             justification: Justification::parse("rotate the trunk certificate").unwrap(),
-            requested_by: "test".into(),
-            state,
             starts_at: t0 + TimeDelta::seconds(starts),
             expires_at: t0 + TimeDelta::seconds(expires),
-            created_at: t0,
-            updated_at: t0,
-            ended_at: None,
-            end_reason: None,
-            end_note: None,
-            role_added_at: None,
-            role_removed_at: None,
-            last_error: None,
+        };
+        Grant {
+            state,
+            ..Grant::from_request(request, "test", t0)
         }
     }
 

@@ -287,6 +287,33 @@ const NON_TERMINAL: &str = "('pending_approval', 'approved', 'active')";
 macro_rules! sql_store {
     ($store:ident, $db:ty, claim_lock = $claim_lock:literal, audit_lock = $audit_lock:expr) => {
         impl $store {
+            /// Ends `owner`'s lease on a job with its outcome. A late answer
+            /// from a worker whose lease ran out (another owns it now) changes nothing.
+            async fn release_job(
+                &self,
+                id: i64,
+                owner: &str,
+                status: &str,
+                finished_at: Option<DateTime<Utc>>,
+                next_attempt_at: Option<DateTime<Utc>>,
+                error: Option<&str>,
+            ) -> Result<(), StoreError> {
+                sqlx::query(
+                    "UPDATE jobs SET status = $1, finished_at = $2, next_attempt_at = COALESCE($3, next_attempt_at), \
+                     last_error = $4, lease_owner = NULL, lease_until = NULL WHERE id = $5 AND lease_owner = $6",
+                )
+                .bind(status)
+                .bind(finished_at.map(ms))
+                .bind(next_attempt_at.map(ms))
+                .bind(error)
+                .bind(id)
+                .bind(owner)
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
+                Ok(())
+            }
+
             async fn append_audit_in(
                 tx: &mut sqlx::Transaction<'_, $db>,
                 audit: &NewAudit,
@@ -514,47 +541,15 @@ macro_rules! sql_store {
             }
 
             async fn complete_job(&self, id: i64, owner: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
-                sqlx::query(
-                    "UPDATE jobs SET status = 'done', finished_at = $1, lease_owner = NULL, lease_until = NULL, \
-                     last_error = NULL WHERE id = $2 AND lease_owner = $3",
-                )
-                .bind(ms(at))
-                .bind(id)
-                .bind(owner)
-                .execute(&self.pool)
-                .await
-                .map_err(db)?;
-                Ok(())
+                self.release_job(id, owner, "done", Some(at), None, None).await
             }
 
             async fn retry_job(&self, id: i64, owner: &str, next_at: DateTime<Utc>, error: &str) -> Result<(), StoreError> {
-                sqlx::query(
-                    "UPDATE jobs SET next_attempt_at = $1, last_error = $2, lease_owner = NULL, lease_until = NULL \
-                     WHERE id = $3 AND lease_owner = $4",
-                )
-                .bind(ms(next_at))
-                .bind(error)
-                .bind(id)
-                .bind(owner)
-                .execute(&self.pool)
-                .await
-                .map_err(db)?;
-                Ok(())
+                self.release_job(id, owner, "pending", None, Some(next_at), Some(error)).await
             }
 
             async fn fail_job(&self, id: i64, owner: &str, at: DateTime<Utc>, error: &str) -> Result<(), StoreError> {
-                sqlx::query(
-                    "UPDATE jobs SET status = 'failed', finished_at = $1, last_error = $2, lease_owner = NULL, \
-                     lease_until = NULL WHERE id = $3 AND lease_owner = $4",
-                )
-                .bind(ms(at))
-                .bind(error)
-                .bind(id)
-                .bind(owner)
-                .execute(&self.pool)
-                .await
-                .map_err(db)?;
-                Ok(())
+                self.release_job(id, owner, "failed", Some(at), None, Some(error)).await
             }
 
             async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {

@@ -21,7 +21,9 @@ use anyhow::Context;
 use chrono::{SubsecRound, TimeDelta, Utc};
 use clap::Parser;
 use jit_app::{NewAudit, NewJob, Store, SystemClock};
-use jit_domain::{Grant, GrantId, GrantState, Justification, RoleName, TicketId, UserName};
+use jit_domain::{
+    Grant, GrantState, Justification, RoleName, TicketId, UserName, ValidGrantRequest,
+};
 use jit_e2e::app::{API_KEY, shipped_policy_path};
 use jit_e2e::{Backend, SCIM_TOKEN, Tenant, fresh_database};
 use jit_server::config::{ApiKeyConfig, Config};
@@ -204,26 +206,21 @@ async fn main() -> anyhow::Result<()> {
     let t_insert = Instant::now();
     for i in 0..args.grants {
         let user = UserName::parse(&user_name("u", i)).map_err(|e| anyhow::anyhow!(e.message))?;
-        let grant = Grant {
-            id: GrantId::new_at(now),
+        let request = ValidGrantRequest {
             user: user.clone(),
             role: role.clone(),
             ticket: TicketId::parse(&format!("CHG{:07}", i + 1))
                 .map_err(|e| anyhow::anyhow!(e.message))?,
             justification: Justification::parse("benchmark: expiry storm")
                 .map_err(|e| anyhow::anyhow!(e.message))?,
-            requested_by: "bench".into(),
-            state: GrantState::Active,
             starts_at: now,
             expires_at,
-            created_at: now,
-            updated_at: now,
-            ended_at: None,
-            end_reason: None,
-            end_note: None,
+        };
+        // Already active, role already held: activation is not what is timed.
+        let grant = Grant {
+            state: GrantState::Active,
             role_added_at: Some(now),
-            role_removed_at: None,
-            last_error: None,
+            ..Grant::from_request(request, "bench", now)
         };
         let job = NewJob {
             user,
