@@ -7,8 +7,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::decision::Decision;
 use crate::names::{Justification, RoleName, TicketId, UserName};
 use crate::request::ValidGrantRequest;
+use crate::ticket::ChangeTicket;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -111,9 +113,11 @@ pub struct Grant {
     pub id: GrantId,
     pub user: UserName,
     pub role: RoleName,
-    pub ticket: TicketId,
+    pub ticket: Option<TicketId>,
     pub justification: Justification,
     pub requested_by: String,
+    /// Where the request came from: `api`, `servicenow` (webhook), `web`.
+    pub origin: String,
     pub state: GrantState,
     pub starts_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
@@ -128,6 +132,10 @@ pub struct Grant {
     pub role_removed_at: Option<DateTime<Utc>>,
     /// The last permanent error applying this grant to the directory.
     pub last_error: Option<String>,
+    /// The policy decision with every clause evaluated.
+    pub decision: Option<Decision>,
+    /// The change ticket as read from ServiceNow for the decision.
+    pub ticket_snapshot: Option<ChangeTicket>,
 }
 
 /// A change of state, decided here and written by the store.
@@ -161,6 +169,7 @@ impl Grant {
             ticket: request.ticket,
             justification: request.justification,
             requested_by: requested_by.to_owned(),
+            origin: "api".to_owned(),
             state: GrantState::Approved,
             starts_at: request.starts_at,
             expires_at: request.expires_at,
@@ -172,7 +181,28 @@ impl Grant {
             role_added_at: None,
             role_removed_at: None,
             last_error: None,
+            decision: None,
+            ticket_snapshot: None,
         }
+    }
+
+    /// A new grant as the policy decided it: its state (approved or pending
+    /// approval), its clipped expiry, and the evidence it was decided on.
+    pub fn decided(
+        request: ValidGrantRequest,
+        requested_by: &str,
+        origin: &str,
+        decision: Decision,
+        ticket: Option<ChangeTicket>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let mut grant = Self::from_request(request, requested_by, now);
+        grant.origin = origin.to_owned();
+        grant.state = decision.state;
+        grant.expires_at = decision.expires_at;
+        grant.decision = Some(decision);
+        grant.ticket_snapshot = ticket;
+        grant
     }
 
     /// Whether this grant entitles its user to its role at `now`.
@@ -245,7 +275,7 @@ pub(crate) mod tests {
         let request = ValidGrantRequest {
             user: UserName::parse("eng@example.com").unwrap(),
             role: RoleName::parse("Master Admin").unwrap(),
-            ticket: TicketId::parse("CHG0012345").unwrap(),
+            ticket: Some(TicketId::parse("CHG0012345").unwrap()),
             justification: Justification::parse("rotate the trunk certificate").unwrap(),
             starts_at: t0 + TimeDelta::seconds(starts),
             expires_at: t0 + TimeDelta::seconds(expires),

@@ -1,15 +1,19 @@
 //! jit-domain: the pure rules of jit-broker. No IO, no async, no clock: time
 //! comes in as a value.
 
+pub mod decision;
 pub mod desired;
 pub mod grant;
 pub mod names;
 pub mod policy;
 pub mod request;
 pub mod retry;
+pub mod ticket;
 
+pub use decision::{Decision, Reason, TicketEvidence, decide, eligibility, ticket_ends_grant};
 pub use desired::{Desired, RoleChange, desired};
 pub use grant::{EndReason, Grant, GrantId, GrantState, Transition, TransitionError};
 pub use names::{Invalid, Justification, RoleName, TicketId, UserName};
-pub use policy::{Policy, PolicyError, RolePolicy};
+pub use policy::{EmergencyRule, Policy, PolicyError, RequesterMatch, RolePolicy};
 pub use request::{FieldError, ValidGrantRequest, validate_grant_request};
+pub use ticket::{ChangeState, ChangeTicket, Person, Team};

@@ -6,10 +6,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use chrono::TimeDelta;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::names::{RoleName, UserName};
+use crate::ticket::ChangeState;
 
 /// No grant may last longer than this, whatever a policy file says: a longer
 /// one is standing privilege by another name.
@@ -23,6 +24,45 @@ pub struct RolePolicy {
     /// must never touch.
     pub privileged: bool,
     pub default_duration: TimeDelta,
+    pub max_duration: TimeDelta,
+    pub eligible: Eligibility,
+    /// Whether a request must cite a ServiceNow change (default: yes).
+    pub require_ticket: bool,
+    /// Change states in which a grant may be made or kept (default: Implement).
+    pub change_states: BTreeSet<ChangeState>,
+    /// Who, on the change, the grant's user must be (default: its assignee).
+    pub requester: RequesterMatch,
+    /// Approvals needed before the grant may start; more than 0 leaves the
+    /// grant `pending_approval`.
+    pub approvals: u8,
+    /// Off unless named: changes of this type may be granted before their
+    /// approval arrives, for a short time, with the SOC alerted.
+    pub emergency: Option<EmergencyRule>,
+}
+
+/// Who may hold a role.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Eligibility {
+    /// `eligible_users = ["*"]`: anyone the API or the login vouches for.
+    pub anyone: bool,
+    pub users: BTreeSet<UserName>,
+    /// OIDC group names (known for web-form requests).
+    pub groups: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequesterMatch {
+    /// The grant's user is the change's `assigned_to`.
+    Assignee,
+    /// The grant's user is a member of the change's `assignment_group`.
+    AssignmentGroup,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmergencyRule {
+    /// The `change_request.type` value, e.g. `emergency`.
+    pub change_type: String,
     pub max_duration: TimeDelta,
 }
 
@@ -70,7 +110,31 @@ struct RawRole {
     privileged: bool,
     default_duration: Spanned<String>,
     max_duration: Spanned<String>,
+    #[serde(default)]
+    eligible_users: Vec<Spanned<String>>,
+    #[serde(default)]
+    eligible_groups: Vec<Spanned<String>>,
+    #[serde(default = "yes")]
+    require_ticket: bool,
+    #[serde(default)]
+    change_states: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    requester: Option<Spanned<String>>,
+    #[serde(default)]
+    approvals: Option<Spanned<i64>>,
+    #[serde(default)]
+    emergency: Option<Spanned<RawEmergency>>,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEmergency {
+    change_type: Spanned<String>,
+    max_duration: Spanned<String>,
+}
+
+/// The most approvals a policy may ask for; more is a typo.
+pub const MAX_APPROVALS: i64 = 5;
 
 fn yes() -> bool {
     true
@@ -150,11 +214,138 @@ impl Policy {
                     "must be more than 0 and at most max_duration".into(),
                 ));
             }
+            let mut eligible = Eligibility::default();
+            for user in &role.eligible_users {
+                if user.get_ref() == "*" {
+                    eligible.anyone = true;
+                    continue;
+                }
+                let parsed = UserName::parse(user.get_ref()).map_err(|e| {
+                    err(
+                        Some(user.span()),
+                        &format!("{key}.eligible_users"),
+                        format!("user name {}", e.message),
+                    )
+                })?;
+                eligible.users.insert(parsed);
+            }
+            for group in &role.eligible_groups {
+                if group.get_ref().trim().is_empty() {
+                    return Err(err(
+                        Some(group.span()),
+                        &format!("{key}.eligible_groups"),
+                        "group names must not be empty".into(),
+                    ));
+                }
+                eligible.groups.insert(group.get_ref().trim().to_owned());
+            }
+            if role.privileged
+                && !eligible.anyone
+                && eligible.users.is_empty()
+                && eligible.groups.is_empty()
+            {
+                return Err(err(
+                    span.clone(),
+                    &format!("{key}.eligible_users"),
+                    "a privileged role must say who may hold it: eligible_users and/or \
+                     eligible_groups (eligible_users = [\"*\"] for anyone)"
+                        .into(),
+                ));
+            }
+            let mut change_states = BTreeSet::from([ChangeState::Implement]);
+            if let Some(states) = &role.change_states {
+                change_states.clear();
+                for state in states.get_ref() {
+                    let parsed = state
+                        .get_ref()
+                        .parse::<ChangeState>()
+                        .ok()
+                        .filter(|s| matches!(s, ChangeState::Implement | ChangeState::Scheduled))
+                        .ok_or_else(|| {
+                            err(
+                                Some(state.span()),
+                                &format!("{key}.change_states"),
+                                format!(
+                                    "`{}` is not a state a grant may be made in: use \"implement\" and/or \"scheduled\"",
+                                    state.get_ref()
+                                ),
+                            )
+                        })?;
+                    change_states.insert(parsed);
+                }
+                if change_states.is_empty() {
+                    return Err(err(
+                        Some(states.span()),
+                        &format!("{key}.change_states"),
+                        "must name at least one state".into(),
+                    ));
+                }
+            }
+            let requester = match role
+                .requester
+                .as_ref()
+                .map(|r| (r.get_ref().as_str(), r.span()))
+            {
+                None | Some(("assignee", _)) => RequesterMatch::Assignee,
+                Some(("assignment_group", _)) => RequesterMatch::AssignmentGroup,
+                Some((other, span)) => {
+                    return Err(err(
+                        Some(span),
+                        &format!("{key}.requester"),
+                        format!("`{other}` is not \"assignee\" or \"assignment_group\""),
+                    ));
+                }
+            };
+            let approvals = match &role.approvals {
+                None => 0,
+                Some(a) => u8::try_from(*a.get_ref())
+                    .ok()
+                    .filter(|n| i64::from(*n) <= MAX_APPROVALS)
+                    .ok_or_else(|| {
+                        err(
+                            Some(a.span()),
+                            &format!("{key}.approvals"),
+                            format!("must be between 0 and {MAX_APPROVALS}"),
+                        )
+                    })?,
+            };
+            let emergency = match &role.emergency {
+                None => None,
+                Some(e) => {
+                    let inner = e.get_ref();
+                    let change_type = inner.change_type.get_ref().trim().to_owned();
+                    if change_type.is_empty() {
+                        return Err(err(
+                            Some(inner.change_type.span()),
+                            &format!("{key}.emergency.change_type"),
+                            "must name the change type, e.g. \"emergency\"".into(),
+                        ));
+                    }
+                    let max = duration(&inner.max_duration, "emergency.max_duration")?;
+                    if max <= TimeDelta::zero() || max > max_duration {
+                        return Err(err(
+                            Some(inner.max_duration.span()),
+                            &format!("{key}.emergency.max_duration"),
+                            "must be more than 0 and at most the role's max_duration".into(),
+                        ));
+                    }
+                    Some(EmergencyRule {
+                        change_type,
+                        max_duration: max,
+                    })
+                }
+            };
             let policy = RolePolicy {
                 name: name.clone(),
                 privileged: role.privileged,
                 default_duration,
                 max_duration,
+                eligible,
+                require_ticket: role.require_ticket,
+                change_states,
+                requester,
+                approvals,
+                emergency,
             };
             roles.insert(name, policy);
         }
@@ -218,6 +409,23 @@ version = 1
 [roles."Master Admin"]
 default_duration = "1h"
 max_duration = "4h"
+eligible_users = ["eng@example.com"]
+eligible_groups = ["sre"]
+
+[roles."Recording Admin"]
+default_duration = "30m"
+max_duration = "2h"
+eligible_users = ["*"]
+require_ticket = false
+
+[roles."Telephony Admin"]
+default_duration = "1h"
+max_duration = "8h"
+eligible_groups = ["telephony"]
+change_states = ["implement", "scheduled"]
+requester = "assignment_group"
+approvals = 1
+emergency = { change_type = "emergency", max_duration = "30m" }
 
 [roles."Employee"]
 privileged = false
@@ -293,8 +501,103 @@ users = ["breakglass@example.com"]
         assert_eq!(e.key, "roles");
 
         let e = error_of(
-            "version = 1\n[roles.\"A\"]\ndefault_duration = \"1h\"\nmax_duration = \"4h\"\n[break_glass]\nusers = [\"\"]\n",
+            "version = 1\n[roles.\"A\"]\ndefault_duration = \"1h\"\nmax_duration = \"4h\"\neligible_users = [\"*\"]\n[break_glass]\nusers = [\"\"]\n",
         );
-        assert_eq!((e.line, e.key.as_str()), (6, "break_glass.users"));
+        assert_eq!((e.line, e.key.as_str()), (7, "break_glass.users"));
+    }
+
+    const ROLE: &str =
+        "version = 1\n[roles.\"A\"]\ndefault_duration = \"1h\"\nmax_duration = \"4h\"\n";
+
+    #[test]
+    fn eligibility_change_rules_and_approvals_are_checked() {
+        let table = [
+            ("", 2, "roles.\"A\".eligible_users"),
+            (
+                "eligible_users = [\"bad\\\"name\"]\n",
+                5,
+                "roles.\"A\".eligible_users",
+            ),
+            (
+                "eligible_groups = [\" \"]\n",
+                5,
+                "roles.\"A\".eligible_groups",
+            ),
+            (
+                "eligible_users = [\"*\"]\nchange_states = [\"closed\"]\n",
+                6,
+                "roles.\"A\".change_states",
+            ),
+            (
+                "eligible_users = [\"*\"]\nchange_states = []\n",
+                6,
+                "roles.\"A\".change_states",
+            ),
+            (
+                "eligible_users = [\"*\"]\nrequester = \"anyone\"\n",
+                6,
+                "roles.\"A\".requester",
+            ),
+            (
+                "eligible_users = [\"*\"]\napprovals = 9\n",
+                6,
+                "roles.\"A\".approvals",
+            ),
+            (
+                "eligible_users = [\"*\"]\napprovals = -1\n",
+                6,
+                "roles.\"A\".approvals",
+            ),
+            (
+                "eligible_users = [\"*\"]\nemergency = { change_type = \"emergency\", max_duration = \"5h\" }\n",
+                6,
+                "roles.\"A\".emergency.max_duration",
+            ),
+            (
+                "eligible_users = [\"*\"]\nemergency = { change_type = \"\", max_duration = \"5m\" }\n",
+                6,
+                "roles.\"A\".emergency.change_type",
+            ),
+        ];
+        for (extra, line, key) in table {
+            let e = error_of(&format!("{ROLE}{extra}"));
+            assert_eq!((e.line, e.key.as_str()), (line, key), "{extra}: {e}");
+        }
+    }
+
+    #[test]
+    fn role_defaults_and_options() {
+        let p = sample();
+        let admin = p.role(&RoleName::parse("Master Admin").unwrap()).unwrap();
+        assert!(admin.require_ticket);
+        assert_eq!(
+            admin.change_states,
+            BTreeSet::from([ChangeState::Implement])
+        );
+        assert_eq!(admin.requester, RequesterMatch::Assignee);
+        assert_eq!(admin.approvals, 0);
+        assert_eq!(admin.emergency, None);
+        assert!(!admin.eligible.anyone);
+        assert!(admin.eligible.groups.contains("sre"));
+        let tel = p
+            .role(&RoleName::parse("Telephony Admin").unwrap())
+            .unwrap();
+        assert_eq!(
+            tel.change_states,
+            BTreeSet::from([ChangeState::Scheduled, ChangeState::Implement])
+        );
+        assert_eq!(tel.requester, RequesterMatch::AssignmentGroup);
+        assert_eq!(tel.approvals, 1);
+        assert_eq!(
+            tel.emergency,
+            Some(EmergencyRule {
+                change_type: "emergency".into(),
+                max_duration: TimeDelta::minutes(30)
+            })
+        );
+        let rec = p
+            .role(&RoleName::parse("Recording Admin").unwrap())
+            .unwrap();
+        assert!(rec.eligible.anyone && !rec.require_ticket);
     }
 }

@@ -13,17 +13,17 @@ use crate::policy::{Policy, format_duration, parse_duration};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FieldError {
     pub field: String,
-    pub rule: &'static str,
+    pub rule: String,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
 }
 
 impl FieldError {
-    pub fn new(field: &str, rule: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(field: &str, rule: &str, message: impl Into<String>) -> Self {
         Self {
             field: field.to_owned(),
-            rule,
+            rule: rule.to_owned(),
             message: message.into(),
             policy: None,
         }
@@ -44,7 +44,8 @@ impl FieldError {
 pub struct ValidGrantRequest {
     pub user: UserName,
     pub role: RoleName,
-    pub ticket: TicketId,
+    /// Absent only for a role whose policy does not require a ticket.
+    pub ticket: Option<TicketId>,
     pub justification: Justification,
     pub starts_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
@@ -140,7 +141,13 @@ pub fn validate_grant_request(
     }
     let user = f.required("user", UserName::parse);
     let role = f.required("role", RoleName::parse);
-    let ticket = f.required("ticket", TicketId::parse);
+    let ticket = match f.string("ticket") {
+        Some(raw) => TicketId::parse(raw)
+            .map_err(|e| f.errors.push(FieldError::from_invalid("ticket", e)))
+            .ok()
+            .map(Some),
+        None => Some(None),
+    };
     let justification = f.required("justification", Justification::parse);
     let starts_at = f.timestamp("starts_at");
     let expires_at = f.timestamp("expires_at");
@@ -174,6 +181,20 @@ pub fn validate_grant_request(
             Some(rp) => Some(rp),
         }
     });
+
+    if let (Some(None), Some(rp)) = (&ticket, role_policy)
+        && rp.require_ticket
+        && body.get("ticket").is_none_or(|v| v.is_null())
+    {
+        f.errors.push(
+            FieldError::new(
+                "ticket",
+                "required",
+                "is required: cite an approved change ticket",
+            )
+            .clause(format!("roles.\"{}\".require_ticket", rp.name)),
+        );
+    }
 
     let start = match starts_at {
         Some(s) if s < now - START_SKEW => {
@@ -311,7 +332,7 @@ mod tests {
         b
     }
 
-    fn rules(body: Value) -> Vec<(String, &'static str)> {
+    fn rules(body: Value) -> Vec<(String, String)> {
         validate_grant_request(&body, &sample(), now())
             .unwrap_err()
             .into_iter()
@@ -409,16 +430,16 @@ mod tests {
                 vec![
                     ("user", "required"),
                     ("role", "required"),
-                    ("ticket", "required"),
                     ("justification", "required"),
                 ],
             ),
+            (with(json!({"ticket": null})), vec![("ticket", "required")]),
         ];
         for (body, expected) in table {
             let got = rules(body.clone());
-            let expected: Vec<(String, &str)> = expected
+            let expected: Vec<(String, String)> = expected
                 .into_iter()
-                .map(|(f, r)| (f.to_owned(), r))
+                .map(|(f, r)| (f.to_owned(), r.to_owned()))
                 .collect();
             assert_eq!(got, expected, "{body}");
         }
@@ -436,6 +457,23 @@ mod tests {
             errs[0].message.contains("5h exceeds the maximum of 4h"),
             "{}",
             errs[0].message
+        );
+    }
+
+    #[test]
+    fn the_ticket_is_optional_only_where_policy_says_so() {
+        let v = validate_grant_request(
+            &with(json!({"role": "Recording Admin", "ticket": null, "duration": "1h"})),
+            &sample(),
+            now(),
+        )
+        .unwrap();
+        assert_eq!(v.ticket, None);
+        let errs =
+            validate_grant_request(&with(json!({"ticket": null})), &sample(), now()).unwrap_err();
+        assert_eq!(
+            errs[0].policy.as_deref(),
+            Some("roles.\"Master Admin\".require_ticket")
         );
     }
 
