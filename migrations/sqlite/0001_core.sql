@@ -6,7 +6,7 @@ CREATE TABLE grants (
     id              TEXT PRIMARY KEY,          -- UUIDv7: sorts by creation
     user_name       TEXT NOT NULL,
     role            TEXT NOT NULL,
-    ticket          TEXT NOT NULL,
+    ticket          TEXT,                      -- NULL: the role needs no change ticket
     justification   TEXT NOT NULL,
     requested_by    TEXT NOT NULL,
     state           TEXT NOT NULL,

@@ -22,7 +22,7 @@ async fn a_grant_made_over_http_adds_and_removes_the_role_in_real_time(#[case] b
     let app = spawn_app(backend, Some(&tenant.base_url)).await;
 
     let (status, grant) = app
-        .post("/api/v1/grants", &body("eng@example.com", "2s"))
+        .request_grant(&body("eng@example.com", "2s"))
         .await;
     assert_eq!(status, 201, "{grant}");
     assert_eq!(grant["state"], "approved");
@@ -191,7 +191,7 @@ async fn grants_are_listed_filtered_paged_and_dropped() {
         let mut b = body(&format!("user{}@example.com", i % 2), "1h");
         b["ticket"] = json!(format!("CHG000000{i}"));
         b["starts_at"] = json!((chrono::Utc::now() + chrono::TimeDelta::hours(1)).to_rfc3339());
-        let (status, g) = app.post("/api/v1/grants", &b).await;
+        let (status, g) = app.request_grant(&b).await;
         assert_eq!(status, 201, "{g}");
         ids.push(g["id"].as_str().unwrap().to_owned());
     }
@@ -296,10 +296,16 @@ async fn the_dev_sandbox_works_with_no_external_system() {
             .collect::<Vec<_>>()
     };
     assert_eq!(sandbox_roles().await, ["Employee"]);
-    let (status, _) = app
-        .post("/api/v1/grants", &body("alice@example.com", "1s"))
-        .await;
-    assert_eq!(status, 201);
+    // CHG0000001 is the sandbox ServiceNow's approved change assigned to alice.
+    let mut request = body("alice@example.com", "1s");
+    request["ticket"] = json!("CHG0000001");
+    let (status, g) = app.post("/api/v1/grants", &request).await;
+    assert_eq!(status, 201, "{g}");
+    assert_eq!(g["ticket_snapshot"]["assigned_to"]["email"], "alice@example.com");
+    // A change that is not approved is refused with its reasons.
+    request["ticket"] = json!("CHG0000003");
+    let (status, refused) = app.post("/api/v1/grants", &request).await;
+    assert_eq!(status, 403, "{refused}");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !sandbox_roles().await.contains(&"Master Admin".to_owned()) {
         assert!(

@@ -5,7 +5,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use jit_e2e::app::{API_KEY, shipped_policy_path};
+use jit_app::Clock;
+use jit_e2e::app::{API_KEY, SERVICENOW_PASSWORD, SERVICENOW_USER, ServiceNow, test_policy_path};
 use jit_e2e::{SCIM_TOKEN, Tenant, free_port};
 use serde_json::{Value, json};
 
@@ -24,6 +25,7 @@ fn start_broker(config: &Path, port: u16, log: &Path) -> Child {
             &format!("127.0.0.1:{port}"),
         ])
         .env("JIT_SCIM__BEARER_TOKEN", SCIM_TOKEN)
+        .env("JIT_SERVICENOW__PASSWORD", SERVICENOW_PASSWORD)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -40,14 +42,24 @@ fn start_broker(config: &Path, port: u16, log: &Path) -> Child {
 async fn a_kill_9_after_activation_still_ends_in_removal_at_expiry() {
     let tenant = Tenant::new();
     tenant.create_user("eng@example.com", &["Employee"]).await;
+    let servicenow = ServiceNow::start().await;
+    servicenow.approve(
+        "CHG0012345",
+        "eng@example.com",
+        "Master Admin",
+        jit_app::SystemClock.now(),
+    );
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("jit.toml");
     std::fs::write(
         &config,
         format!(
             "policy = {policy:?}\n[database]\nurl = \"sqlite://{db}\"\n[scim]\nbase_url = \"{scim}\"\n\
+             [servicenow]\ninstance_url = \"{sn}\"\nuser = \"{sn_user}\"\n\
              [[api_keys]]\nname = \"crash-test\"\nsha256 = \"{hash}\"\n[log]\nformat = \"json\"\n",
-            policy = shipped_policy_path().display().to_string(),
+            policy = test_policy_path().display().to_string(),
+            sn = servicenow.url,
+            sn_user = SERVICENOW_USER,
             db = dir.path().join("jit.db").display(),
             scim = tenant.base_url,
             hash = jit_server::http::hash_key(API_KEY),

@@ -153,7 +153,9 @@ async fn dropping_a_grant_removes_the_role_at_once_unless_another_covers_it(
     assert_eq!(tenant.roles_of(ENG).await, ["Employee"]);
 
     // Two grants for ops; dropping one keeps the role for the other.
-    let a = stack.request(request("ops@example.com", json!({}))).await;
+    let a = stack
+        .request(request("ops@example.com", json!({"ticket": "CHG0012398"})))
+        .await;
     let _b = stack
         .request(request("ops@example.com", json!({"ticket": "CHG0012399"})))
         .await;

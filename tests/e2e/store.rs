@@ -39,7 +39,7 @@ fn sample_grant(offset_ms: i64) -> Grant {
     let request = jit_domain::ValidGrantRequest {
         user: UserName::parse("eng@example.com").unwrap(),
         role: RoleName::parse("Master Admin").unwrap(),
-        ticket: jit_domain::TicketId::parse("CHG0012345").unwrap(),
+        ticket: Some(jit_domain::TicketId::parse("CHG0012345").unwrap()),
         justification: jit_domain::Justification::parse("store test justification").unwrap(),
         starts_at: at,
         expires_at: at + TimeDelta::hours(1),

@@ -8,6 +8,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use jit_app::{App, Clock, Directory, ManualClock, Store, SystemClock, Worker, WorkerConfig};
 use jit_domain::Policy;
+use jit_itsm::{ServiceNowAuth, ServiceNowClient, ServiceNowConfig};
+use jit_server::sandbox_servicenow::ChangeBook;
 use jit_scim::{ScimAuth, ScimClient, ScimConfig};
 use jit_server::config::{ApiKeyConfig, Config};
 use secrecy::SecretString;
@@ -23,6 +25,88 @@ pub fn shipped_policy_path() -> PathBuf {
 
 pub fn shipped_policy() -> Policy {
     jit_server::load_policy(&shipped_policy_path()).expect("the shipped policy is valid")
+}
+
+/// The tests' policy: the shipped shape, open to test users, with a role
+/// for each ticket clause (tests/fixtures/policy.toml).
+pub fn test_policy_path() -> PathBuf {
+    workspace_root().join("tests/fixtures/policy.toml")
+}
+
+pub fn test_policy() -> Policy {
+    jit_server::load_policy(&test_policy_path()).expect("the test policy is valid")
+}
+
+pub const SERVICENOW_USER: &str = "jit-broker-e2e";
+pub const SERVICENOW_PASSWORD: &str = "e2e-servicenow-password";
+
+/// The ServiceNow stand-in on its own port, requiring basic auth.
+pub struct ServiceNow {
+    pub changes: ChangeBook,
+    pub url: String,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl ServiceNow {
+    pub async fn start() -> Self {
+        let changes = ChangeBook::default();
+        changes.require_basic_auth(SERVICENOW_USER, SERVICENOW_PASSWORD);
+        let (addr, handle) = jit_server::sandbox_servicenow::serve(changes.clone())
+            .await
+            .expect("start the ServiceNow stand-in");
+        Self {
+            changes,
+            url: format!("http://{addr}/"),
+            handle,
+        }
+    }
+
+    pub fn client(&self, clock: Arc<dyn Clock>) -> ServiceNowClient {
+        ServiceNowClient::new(
+            ServiceNowConfig {
+                instance_url: url::Url::parse(&self.url).expect("stand-in URL"),
+                auth: ServiceNowAuth::Basic {
+                    user: SERVICENOW_USER.into(),
+                    password: SecretString::from(SERVICENOW_PASSWORD),
+                },
+                timeout: Duration::from_secs(2),
+                role_field: "u_jit_role".into(),
+            },
+            clock,
+        )
+        .expect("ServiceNow client")
+    }
+
+    /// Puts an approved change in Implement, assigned to `user`, for `role`,
+    /// open from a little before `now` for a week, unless one with this
+    /// number is already there.
+    pub fn approve(&self, ticket: &str, user: &str, role: &str, now: DateTime<Utc>) {
+        if !self.changes.has_change(ticket) {
+            self.changes.put_change(ChangeBook::approved_change(
+                ticket,
+                user,
+                role,
+                now,
+                TimeDelta::days(7),
+            ));
+        }
+    }
+
+    /// Seeds the change a grant-request body cites, as approved for its user.
+    pub fn approve_body(&self, body: &Value, now: DateTime<Utc>) {
+        if let (Some(t), Some(u)) = (body["ticket"].as_str(), body["user"].as_str()) {
+            self.approve(t, u, body["role"].as_str().unwrap_or("Master Admin"), now);
+        }
+    }
+}
+
+impl Drop for ServiceNow {
+    fn drop(&mut self) {
+        let handle = self.handle.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { handle.stop(false).await });
+        }
+    }
 }
 
 /// A SCIM client for a base URL, as the broker configures it.
@@ -44,6 +128,7 @@ pub struct Stack {
     pub clock: Arc<ManualClock>,
     pub store: Arc<dyn Store>,
     pub database_url: String,
+    pub servicenow: ServiceNow,
 }
 
 /// 2026-11-23T10:00:00Z: tests start here.
@@ -53,7 +138,7 @@ pub fn t0() -> DateTime<Utc> {
 
 impl Stack {
     pub async fn new(backend: Backend, directory: Arc<dyn Directory>) -> Self {
-        Self::with_policy(backend, directory, shipped_policy()).await
+        Self::with_policy(backend, directory, test_policy()).await
     }
 
     pub async fn with_policy(
@@ -66,9 +151,12 @@ impl Stack {
             .await
             .expect("open store");
         let clock = Arc::new(ManualClock::new(t0()));
+        let servicenow = ServiceNow::start().await;
+        let tickets = Arc::new(servicenow.client(clock.clone()));
         let app = Arc::new(App::new(
             store.clone(),
             directory,
+            tickets,
             clock.clone() as Arc<dyn Clock>,
             Arc::new(policy),
         ));
@@ -83,6 +171,7 @@ impl Stack {
             clock,
             store,
             database_url,
+            servicenow,
         }
     }
 
@@ -94,7 +183,10 @@ impl Stack {
         self.worker.run_due().await.expect("run due jobs")
     }
 
+    /// Requests a grant citing a change the stand-in holds as approved for
+    /// the body's user (seeded here unless the test put one there).
     pub async fn request(&self, body: Value) -> jit_domain::Grant {
+        self.servicenow.approve_body(&body, t0());
         self.app
             .request_grant("test", &body)
             .await
@@ -113,15 +205,30 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub running: jit_server::Running,
     pub database_url: String,
+    pub servicenow: ServiceNow,
 }
+
+pub const WEBHOOK_SECRET: &str = "e2e-webhook-secret-0123456789";
 
 pub async fn spawn_app(backend: Backend, scim_base_url: Option<&str>) -> TestApp {
     let database_url = fresh_database(backend).await;
     let mut config = Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
-        policy: shipped_policy_path(),
+        policy: test_policy_path(),
         ..Config::default()
     };
+    // `--dev` (no SCIM target given) runs as the README says: the shipped
+    // policy and the built-in sandboxes. Otherwise the ServiceNow stand-in.
+    let servicenow = ServiceNow::start().await;
+    if scim_base_url.is_some() {
+        config.servicenow.instance_url = Some(servicenow.url.clone());
+        config.servicenow.user = Some(SERVICENOW_USER.into());
+        config.servicenow.password = Some(SecretString::from(SERVICENOW_PASSWORD));
+        config.servicenow.webhook_secret = Some(SecretString::from(WEBHOOK_SECRET));
+        config.servicenow.timeout_secs = 2;
+    } else {
+        config.policy = shipped_policy_path();
+    }
     config.database.url = SecretString::from(database_url.clone());
     config.database.max_connections = 5;
     config.api_keys = vec![ApiKeyConfig {
@@ -141,10 +248,50 @@ pub async fn spawn_app(backend: Backend, scim_base_url: Option<&str>) -> TestApp
         http: reqwest::Client::new(),
         running,
         database_url,
+        servicenow,
     }
 }
 
 impl TestApp {
+    /// Seeds the change a grant-request body cites as approved for its user,
+    /// then POSTs it.
+    pub async fn request_grant(&self, body: &Value) -> (u16, Value) {
+        self.servicenow.approve_body(body, SystemClock.now());
+        self.post("/api/v1/grants", body).await
+    }
+
+    /// A signed ServiceNow webhook delivery of `record`.
+    pub async fn webhook(&self, delivery: &str, record: &Value) -> (u16, Value, bool) {
+        let verifier = jit_itsm::WebhookVerifier::new(
+            SecretString::from(WEBHOOK_SECRET),
+            Duration::from_secs(300),
+        );
+        let body = serde_json::to_vec(record).expect("json");
+        let ts = SystemClock.now().timestamp();
+        let signature = verifier.sign(ts, delivery, &body);
+        self.raw_webhook(&[
+            ("X-JIT-Timestamp", ts.to_string()),
+            ("X-JIT-Delivery", delivery.to_owned()),
+            ("X-JIT-Signature", signature),
+        ], body)
+        .await
+    }
+
+    pub async fn raw_webhook(&self, headers: &[(&str, String)], body: Vec<u8>) -> (u16, Value, bool) {
+        let mut r = self
+            .http
+            .post(format!("{}/webhooks/servicenow", self.base))
+            .header("content-type", "application/json")
+            .body(body);
+        for (k, v) in headers {
+            r = r.header(*k, v);
+        }
+        let r = r.send().await.expect("POST webhook");
+        let status = r.status().as_u16();
+        let replayed = r.headers().contains_key("x-jit-replayed");
+        (status, r.json().await.unwrap_or(Value::Null), replayed)
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         let r = self
             .http

@@ -4,9 +4,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, SubsecRound, Utc};
+use std::collections::BTreeSet;
+
 use jit_domain::{
-    Desired, EndReason, Grant, GrantId, GrantState, Policy, RoleChange, RoleName, Transition,
-    UserName, desired, validate_grant_request,
+    ChangeTicket, Desired, EndReason, Grant, GrantId, GrantState, Policy, RequesterMatch,
+    RoleChange, RoleName, TicketEvidence, Transition, UserName, ValidGrantRequest, decide, desired,
+    validate_grant_request,
 };
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -14,7 +17,7 @@ use serde_json::{Value, json};
 use crate::error::AppError;
 use crate::ports::{
     Clock, Directory, DirectoryError, GrantFilter, GrantMark, Job, NewAudit, NewJob, Store,
-    StoreError,
+    StoreError, TicketSystem,
 };
 
 /// The actor name the broker's own actions are audited under.
@@ -31,9 +34,31 @@ const MAX_WRITES_PER_CONVERGE: usize = 3;
 pub struct App {
     pub store: Arc<dyn Store>,
     pub directory: Arc<dyn Directory>,
+    pub tickets: Arc<dyn TicketSystem>,
     pub clock: Arc<dyn Clock>,
     pub policy: Arc<Policy>,
     pair_locks: PairLocks,
+}
+
+/// Who asks for a grant, and through which door.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requester {
+    /// The audited actor: an API key's name, a logged-in user, `servicenow`.
+    pub actor: String,
+    /// OIDC groups of the grant's user, where a login vouches for them.
+    pub groups: BTreeSet<String>,
+    /// `api`, `web`, `servicenow`.
+    pub origin: &'static str,
+}
+
+impl Requester {
+    pub fn api(actor: &str) -> Self {
+        Self {
+            actor: actor.to_owned(),
+            groups: BTreeSet::new(),
+            origin: "api",
+        }
+    }
 }
 
 /// What one converge saw and did.
@@ -80,12 +105,14 @@ impl App {
     pub fn new(
         store: Arc<dyn Store>,
         directory: Arc<dyn Directory>,
+        tickets: Arc<dyn TicketSystem>,
         clock: Arc<dyn Clock>,
         policy: Arc<Policy>,
     ) -> Self {
         Self {
             store,
             directory,
+            tickets,
             clock,
             policy,
             pair_locks: PairLocks::default(),
@@ -98,28 +125,96 @@ impl App {
         self.clock.now().trunc_subsecs(3)
     }
 
-    /// Records a grant with its two converge jobs (start, expiry) and its audit
-    /// event in one transaction. Nothing is written for a refused request.
+    /// An API request (no OIDC groups known).
     pub async fn request_grant(&self, actor: &str, body: &Value) -> Result<Grant, AppError> {
+        self.request_grant_as(&Requester::api(actor), body).await
+    }
+
+    /// Validates the fields, reads the cited change from ServiceNow, decides,
+    /// and records the grant with its converge jobs (start, expiry) and its
+    /// audit event in one transaction. Nothing is written for a refusal.
+    pub async fn request_grant_as(
+        &self,
+        requester: &Requester,
+        body: &Value,
+    ) -> Result<Grant, AppError> {
         let now = self.now();
         let valid = validate_grant_request(body, &self.policy, now).map_err(AppError::Invalid)?;
-        let grant = Grant::from_request(valid, actor, now);
-        let jobs = [grant.starts_at, grant.expires_at].map(|due_at| NewJob {
-            user: grant.user.clone(),
-            role: grant.role.clone(),
-            grant: Some(grant.id),
-            due_at,
-        });
+        let ticket = match &valid.ticket {
+            None => None,
+            Some(number) => Some(self.tickets.change(number).await?),
+        };
+        self.decide_and_record(requester, valid, ticket, now).await
+    }
+
+    /// `ticket`: `None` when the request cites none, `Some(None)` when
+    /// ServiceNow has no such change.
+    pub(crate) async fn decide_and_record(
+        &self,
+        requester: &Requester,
+        valid: ValidGrantRequest,
+        ticket: Option<Option<ChangeTicket>>,
+        now: DateTime<Utc>,
+    ) -> Result<Grant, AppError> {
+        let group_member = match (&ticket, self.policy.role(&valid.role)) {
+            (Some(Some(t)), Some(rp)) if rp.requester == RequesterMatch::AssignmentGroup => {
+                match &t.assignment_group {
+                    Some(g) => Some(self.tickets.is_group_member(&g.sys_id, &valid.user).await?),
+                    None => Some(false),
+                }
+            }
+            _ => None,
+        };
+        let evidence = match &ticket {
+            None => TicketEvidence::NotCited,
+            Some(None) => TicketEvidence::NotFound,
+            Some(Some(t)) => TicketEvidence::Found {
+                ticket: t,
+                group_member,
+            },
+        };
+        let decision = decide(&self.policy, &valid, &requester.groups, evidence, now);
+        if !decision.allowed {
+            tracing::warn!(
+                actor = %requester.actor, origin = requester.origin, user = %valid.user,
+                role = %valid.role, ticket = ?valid.ticket.as_ref().map(|t| t.as_str()),
+                denied = ?decision.denials().iter().map(|d| d.rule.as_str()).collect::<Vec<_>>(),
+                "grant refused by policy"
+            );
+            return Err(AppError::Denied(Box::new(decision)));
+        }
+        let grant = Grant::decided(
+            valid,
+            &requester.actor,
+            requester.origin,
+            decision,
+            ticket.flatten(),
+            now,
+        );
+        // A grant awaiting approval gets its jobs when it is approved.
+        let jobs: Vec<NewJob> = if grant.state == GrantState::Approved {
+            [grant.starts_at, grant.expires_at]
+                .map(|due_at| NewJob {
+                    user: grant.user.clone(),
+                    role: grant.role.clone(),
+                    grant: Some(grant.id),
+                    due_at,
+                })
+                .to_vec()
+        } else {
+            Vec::new()
+        };
         let audit = NewAudit {
             at: now,
-            actor: actor.to_owned(),
+            actor: requester.actor.clone(),
             kind: "grant_requested",
             grant: Some(grant.id),
-            ticket: Some(grant.ticket.clone()),
+            ticket: grant.ticket.clone(),
             data: json!({
-                "user": grant.user, "role": grant.role, "state": grant.state,
+                "user": grant.user, "role": grant.role, "state": grant.state, "origin": grant.origin,
                 "starts_at": grant.starts_at, "expires_at": grant.expires_at,
-                "justification": grant.justification,
+                "justification": grant.justification, "decision": grant.decision,
+                "ticket_snapshot": grant.ticket_snapshot,
             }),
         };
         self.store.insert_grant(&grant, &jobs, audit).await?;
@@ -361,7 +456,7 @@ fn transition_audit(actor: &str, grant: &Grant, t: &Transition, note: Option<&st
         actor: actor.to_owned(),
         kind,
         grant: Some(grant.id),
-        ticket: Some(grant.ticket.clone()),
+        ticket: grant.ticket.clone(),
         data: json!({
             "user": grant.user, "role": grant.role, "from": t.from, "to": t.to,
             "reason": t.end_reason, "note": note,

@@ -1,6 +1,6 @@
-use jit_domain::{FieldError, GrantId, TransitionError};
+use jit_domain::{Decision, FieldError, GrantId, TransitionError};
 
-use crate::ports::StoreError;
+use crate::ports::{StoreError, TicketError};
 
 /// What a use case can answer instead of a result; the server maps each
 /// variant to an HTTP status in one place.
@@ -8,6 +8,11 @@ use crate::ports::StoreError;
 pub enum AppError {
     #[error("the request breaks {} rule(s)", .0.len())]
     Invalid(Vec<FieldError>),
+    /// The policy refused; every clause it evaluated is in the decision.
+    #[error("the policy refuses the grant")]
+    Denied(Box<Decision>),
+    #[error(transparent)]
+    TicketSystem(#[from] TicketError),
     #[error("grant {0} not found")]
     GrantNotFound(GrantId),
     #[error(transparent)]

@@ -4,10 +4,12 @@ pub mod app;
 pub mod clock;
 pub mod error;
 pub mod ports;
+pub mod tickets;
 pub mod worker;
 
-pub use app::{App, ConvergeError, ConvergeReport, SYSTEM_ACTOR};
+pub use app::{App, ConvergeError, ConvergeReport, Requester, SYSTEM_ACTOR};
 pub use clock::{ManualClock, SystemClock};
 pub use error::AppError;
 pub use ports::*;
+pub use tickets::{ChangeOutcome, PollReport, SERVICENOW_ACTOR, WebhookAnswer};
 pub use worker::{Worker, WorkerConfig};

@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use jit_domain::{
-    Grant, GrantId, GrantState, RoleChange, RoleName, TicketId, Transition, UserName,
+    ChangeTicket, Grant, GrantId, GrantState, RoleChange, RoleName, TicketId, Transition, UserName,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -81,6 +81,29 @@ pub trait Directory: Send + Sync {
     ) -> Result<(), DirectoryError>;
 }
 
+// ------------------------------------------------------------------ tickets
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TicketError {
+    /// No answer we can decide on (down, timed out, 5xx, refused our
+    /// credentials, unreadable): a request is refused, never granted on a guess.
+    #[error("ServiceNow could not be asked: {0}")]
+    Unavailable(String),
+}
+
+/// The change-management system (ServiceNow's Table API).
+#[async_trait]
+pub trait TicketSystem: Send + Sync {
+    /// The change request with this number, read now; `None` if there is none.
+    async fn change(&self, number: &TicketId) -> Result<Option<ChangeTicket>, TicketError>;
+    /// Whether `user` is a member of the group with this `sys_id`.
+    async fn is_group_member(
+        &self,
+        group_sys_id: &str,
+        user: &UserName,
+    ) -> Result<bool, TicketError>;
+}
+
 // -------------------------------------------------------------------- store
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +112,17 @@ pub enum StoreError {
     Database(String),
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
+    /// A uniqueness rule refused the write (e.g. a second live webhook grant
+    /// for one change, user and role); nothing was written.
+    #[error("already recorded: {0}")]
+    Duplicate(String),
+}
+
+/// A webhook delivery already handled, with the answer it was given.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeenDelivery {
+    pub received_at: DateTime<Utc>,
+    pub answer: Value,
 }
 
 /// A side effect to attempt later (DESIGN.md, "Durable jobs").
@@ -212,6 +246,20 @@ pub trait Store: Send + Sync {
     ) -> Result<(), StoreError>;
     /// When the next job becomes claimable (leases included), if any is pending.
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// Distinct tickets cited by grants that are not terminal.
+    async fn tickets_of_live_grants(&self) -> Result<Vec<TicketId>, StoreError>;
+
+    /// The replay guard: the earlier answer to this delivery id, if any.
+    async fn seen_delivery(&self, delivery_id: &str) -> Result<Option<SeenDelivery>, StoreError>;
+    /// Remembers a handled delivery; `false` if another copy got there first.
+    async fn record_delivery(
+        &self,
+        delivery_id: &str,
+        at: DateTime<Utc>,
+        ticket: Option<&TicketId>,
+        answer: &Value,
+    ) -> Result<bool, StoreError>;
 
     async fn append_audit(&self, audit: NewAudit) -> Result<(), StoreError>;
     /// Events in order, after `after_seq`.

@@ -58,6 +58,53 @@ enum Command {
     },
     /// Read an API key on standard input and print the SHA-256 the config wants.
     HashKey,
+    /// The policy file.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate a policy file; with --user and --role, print the decision
+    /// table for that sample request (exit 3 when it would be refused).
+    Check(PolicyCheck),
+}
+
+#[derive(clap::Args)]
+struct PolicyCheck {
+    /// The policy file (default: the configured one).
+    file: Option<PathBuf>,
+    /// The user the grant is for.
+    #[arg(long)]
+    user: Option<String>,
+    #[arg(long)]
+    role: Option<String>,
+    /// OIDC groups of the user (repeatable).
+    #[arg(long = "group")]
+    groups: Vec<String>,
+    #[arg(long)]
+    duration: Option<String>,
+    /// The cited change; omit for a request without a ticket.
+    #[arg(long)]
+    ticket: Option<String>,
+    /// The change's state: new, assess, authorize, scheduled, implement, review, closed, canceled.
+    #[arg(long, default_value = "implement")]
+    change_state: String,
+    #[arg(long, default_value = "approved")]
+    approval: String,
+    /// The change's assignee (default: the user).
+    #[arg(long)]
+    assignee: Option<String>,
+    #[arg(long, default_value = "normal")]
+    change_type: String,
+    /// The user is a member of the change's assignment group.
+    #[arg(long)]
+    in_assignment_group: bool,
+    /// How long the change window still runs from now.
+    #[arg(long, default_value = "8h")]
+    window: String,
 }
 
 #[derive(Subcommand)]
@@ -196,7 +243,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         g.state,
                         g.user,
                         g.role,
-                        g.ticket,
+                        g.ticket.as_ref().map_or("-", |t| t.as_str()),
                         g.starts_at.format("%Y-%m-%d %H:%M:%S"),
                         g.expires_at.format("%Y-%m-%d %H:%M:%S")
                     );
@@ -215,6 +262,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Command::Policy {
+            command: PolicyCommand::Check(check),
+        } => return policy_check(&config, check),
         Command::HashKey => {
             let mut key = String::new();
             std::io::stdin().read_to_string(&mut key)?;
@@ -224,6 +274,144 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn policy_check(config: &Config, check: PolicyCheck) -> anyhow::Result<ExitCode> {
+    use jit_app::Clock;
+    use jit_domain::policy::{format_duration, parse_duration};
+    use jit_domain::{
+        ChangeState, ChangeTicket, Person, Team, TicketEvidence, decide, validate_grant_request,
+    };
+
+    let path = check.file.unwrap_or_else(|| config.policy.clone());
+    let policy = crate::load_policy(&path)?;
+    let privileged = policy.roles().filter(|r| r.privileged).count();
+    println!(
+        "{}: valid ({} roles, {privileged} privileged)",
+        path.display(),
+        policy.roles().count()
+    );
+    let (Some(user), Some(role)) = (check.user, check.role) else {
+        println!(
+            "\n{:<20}  {:<10}  {:<8}  {:<8}  {:<6}  {:<22}  {:<16}  {:<9}  ELIGIBLE",
+            "ROLE", "PRIVILEGED", "DEFAULT", "MAX", "TICKET", "STATES", "REQUESTER", "APPROVALS"
+        );
+        for r in policy.roles() {
+            let states: Vec<&str> = r.change_states.iter().map(|s| s.as_str()).collect();
+            let mut eligible: Vec<String> =
+                r.eligible.users.iter().map(|u| u.to_string()).collect();
+            eligible.extend(r.eligible.groups.iter().map(|g| format!("group:{g}")));
+            if r.eligible.anyone {
+                eligible.insert(0, "*".into());
+            }
+            println!(
+                "{:<20}  {:<10}  {:<8}  {:<8}  {:<6}  {:<22}  {:<16}  {:<9}  {}",
+                r.name.as_str(),
+                r.privileged,
+                format_duration(r.default_duration),
+                format_duration(r.max_duration),
+                if r.require_ticket { "yes" } else { "no" },
+                states.join(","),
+                format!("{:?}", r.requester).to_lowercase(),
+                r.approvals,
+                eligible.join(", ")
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    let now = jit_app::SystemClock.now();
+    let mut body = serde_json::json!({
+        "user": user, "role": role,
+        "justification": "policy check sample request",
+    });
+    if let Some(d) = &check.duration {
+        body["duration"] = serde_json::json!(d);
+    }
+    if let Some(t) = &check.ticket {
+        body["ticket"] = serde_json::json!(t);
+    }
+    let valid = match validate_grant_request(&body, &policy, now) {
+        Ok(v) => v,
+        Err(errors) => {
+            println!("\nthe request itself is refused:");
+            for e in errors {
+                println!("  {:<12} {:<18} {}", e.field, e.rule, e.message);
+            }
+            return Ok(ExitCode::from(3));
+        }
+    };
+    let state: ChangeState = check
+        .change_state
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--change-state: unknown state `{}`", check.change_state))?;
+    let window = parse_duration(&check.window).map_err(|m| anyhow::anyhow!("--window: {m}"))?;
+    let assignee = check.assignee.unwrap_or_else(|| valid.user.to_string());
+    let ticket = valid.ticket.clone().map(|number| ChangeTicket {
+        number,
+        sys_id: "sample".into(),
+        state: Some(state),
+        state_code: state.code().to_string(),
+        approval: check.approval.clone(),
+        start_date: Some(now - chrono::TimeDelta::minutes(5)),
+        end_date: Some(now + window),
+        assigned_to: Some(Person {
+            sys_id: "sample".into(),
+            user_name: None,
+            email: Some(assignee.clone()),
+        }),
+        assignment_group: Some(Team {
+            sys_id: "sample".into(),
+            name: Some("sample group".into()),
+        }),
+        change_type: check.change_type.clone(),
+        roles: vec![],
+        read_at: now,
+    });
+    let evidence = match &ticket {
+        None => TicketEvidence::NotCited,
+        Some(t) => TicketEvidence::Found {
+            ticket: t,
+            group_member: Some(check.in_assignment_group),
+        },
+    };
+    let groups = check.groups.into_iter().collect();
+    let decision = decide(&policy, &valid, &groups, evidence, now);
+    println!(
+        "\nsample: `{}` as `{}` for {}{}",
+        valid.user,
+        valid.role,
+        format_duration(valid.expires_at - valid.starts_at),
+        ticket.as_ref().map_or(String::new(), |t| format!(
+            ", citing {} ({}, {}, {} change assigned to {assignee}, window ends in {})",
+            t.number, state, t.approval, t.change_type, check.window
+        ))
+    );
+    println!("\n{:<6}  {:<40}  {:<24}  WHY", "RESULT", "CLAUSE", "RULE");
+    for r in &decision.reasons {
+        println!(
+            "{:<6}  {:<40}  {:<24}  {}",
+            if r.allowed { "allow" } else { "DENY" },
+            r.clause,
+            r.rule,
+            r.message
+        );
+    }
+    if decision.allowed {
+        println!(
+            "\ndecision: ALLOW → {} until {}{}",
+            decision.state,
+            decision.expires_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            if decision.emergency {
+                " (emergency: SOC alerted)"
+            } else {
+                ""
+            }
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("\ndecision: DENY");
+        Ok(ExitCode::from(3))
+    }
 }
 
 async fn shutdown_signal() {

@@ -19,6 +19,7 @@ pub struct Config {
     /// The policy file (role catalogue).
     pub policy: PathBuf,
     pub scim: ScimSettings,
+    pub servicenow: ServiceNowSettings,
     pub worker: WorkerSettings,
     /// API callers: a name (audited as the actor) and the SHA-256 of its key.
     pub api_keys: Vec<ApiKeyConfig>,
@@ -34,6 +35,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             policy: PathBuf::from("policies/policy.toml"),
             scim: ScimSettings::default(),
+            servicenow: ServiceNowSettings::default(),
             worker: WorkerSettings::default(),
             api_keys: Vec::new(),
             log: LogSettings::default(),
@@ -102,6 +104,53 @@ impl Default for ScimSettings {
             client_secret: None,
             client_secret_file: None,
             timeout_secs: 10,
+        }
+    }
+}
+
+/// ServiceNow: the Table API the broker reads changes from, and the webhook
+/// it accepts. Basic auth (`user` + `password`) or OAuth client credentials
+/// (`client_id` + `client_secret`).
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceNowSettings {
+    /// `https://<instance>.service-now.com`; unset: no ticket can be checked.
+    pub instance_url: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<SecretString>,
+    pub password_file: Option<PathBuf>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<SecretString>,
+    pub client_secret_file: Option<PathBuf>,
+    /// Default: `<instance_url>/oauth_token.do`.
+    pub token_url: Option<String>,
+    pub timeout_secs: u64,
+    /// The change-request field naming the role(s) a change needs.
+    pub role_field: String,
+    pub webhook_secret: Option<SecretString>,
+    pub webhook_secret_file: Option<PathBuf>,
+    pub webhook_max_skew_secs: u64,
+    /// When to re-read the changes of live grants (cron with seconds).
+    pub poll_cron: String,
+}
+
+impl Default for ServiceNowSettings {
+    fn default() -> Self {
+        Self {
+            instance_url: None,
+            user: None,
+            password: None,
+            password_file: None,
+            client_id: None,
+            client_secret: None,
+            client_secret_file: None,
+            token_url: None,
+            timeout_secs: 10,
+            role_field: "u_jit_role".into(),
+            webhook_secret: None,
+            webhook_secret_file: None,
+            webhook_max_skew_secs: 300,
+            poll_cron: "0 */2 * * * *".into(),
         }
     }
 }

@@ -8,8 +8,12 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
 use futures_util::StreamExt;
-use jit_app::{App, AppError, GrantFilter};
-use jit_domain::{EndReason, FieldError, Grant, GrantId, GrantState, TicketId, UserName};
+use jit_app::{App, AppError, GrantFilter, StoreError, TicketError};
+use jit_domain::{Decision, EndReason, FieldError, Grant, GrantId, GrantState, TicketId, UserName};
+use jit_itsm::webhook::{
+    DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookError, WebhookHeaders,
+    WebhookVerifier, change_number,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -24,6 +28,8 @@ pub struct ApiState {
     pub keys: Vec<ApiKeyConfig>,
     pub worker_wake: Arc<Notify>,
     pub max_body_bytes: usize,
+    /// `None`: no webhook secret configured, the endpoint refuses everything.
+    pub webhook: Option<WebhookVerifier>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +46,15 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// The policy refused: the denied clauses, and every clause evaluated.
+    #[error("the policy refuses this grant")]
+    Denied(Box<Decision>),
+    #[error("{0}; nothing was granted")]
+    TicketSystemUnavailable(String),
+    #[error("the webhook delivery is refused: {0}")]
+    Webhook(WebhookError),
+    #[error("the webhook is not configured (servicenow.webhook_secret)")]
+    WebhookDisabled,
     #[error("internal error")]
     Internal(String),
 }
@@ -50,6 +65,11 @@ impl From<AppError> for ApiError {
             AppError::Invalid(fields) => Self::Invalid(fields),
             AppError::GrantNotFound(_) => Self::NotFound(e.to_string()),
             AppError::Conflict(_) => Self::Conflict(e.to_string()),
+            AppError::Denied(decision) => Self::Denied(decision),
+            AppError::TicketSystem(TicketError::Unavailable(why)) => {
+                Self::TicketSystemUnavailable(format!("cannot check the change ticket: {why}"))
+            }
+            AppError::Store(StoreError::Duplicate(what)) => Self::Conflict(what),
             AppError::Store(inner) => Self::Internal(inner.to_string()),
         }
     }
@@ -64,6 +84,12 @@ impl ResponseError for ApiError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Denied(_) => StatusCode::FORBIDDEN,
+            Self::TicketSystemUnavailable(_) | Self::WebhookDisabled => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::Webhook(WebhookError::BadBody(_)) => StatusCode::BAD_REQUEST,
+            Self::Webhook(_) => StatusCode::UNAUTHORIZED,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -86,6 +112,19 @@ impl ResponseError for ApiError {
             Self::Unauthorized => ("unauthorized", vec![]),
             Self::NotFound(_) => ("not_found", vec![]),
             Self::Conflict(_) => ("conflict", vec![]),
+            Self::Denied(decision) => {
+                let body = json!({"error": {
+                    "code": "denied", "message": self.to_string(), "fields": decision.denials(),
+                    "reasons": decision.reasons,
+                }});
+                return HttpResponse::Forbidden().json(body);
+            }
+            Self::TicketSystemUnavailable(_) => ("ticket_system_unavailable", vec![]),
+            Self::WebhookDisabled => ("webhook_disabled", vec![]),
+            Self::Webhook(e) => (
+                "webhook_refused",
+                vec![FieldError::new(e.field(), e.rule(), e.to_string())],
+            ),
             Self::Internal(detail) => {
                 // The detail is for operators, not callers.
                 tracing::error!(error = %detail, "request failed");
@@ -185,6 +224,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/grants/{id}", web::get().to(get_grant))
             .route("/grants/{id}/drop", web::post().to(drop_grant)),
     )
+    .route("/webhooks/servicenow", web::post().to(servicenow_webhook))
     .route("/healthz", web::get().to(healthz));
 }
 
@@ -356,4 +396,64 @@ async fn drop_grant(
         .await?;
     state.worker_wake.notify_one();
     Ok(HttpResponse::Ok().json(&grant))
+}
+
+/// Reads a raw body up to `limit` bytes.
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::Bytes, ApiError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::TooLarge(limit));
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::TooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// `POST /webhooks/servicenow`: a change-request record from a Business Rule
+/// or Flow. Authenticated by signature before anything else is looked at;
+/// nothing is written for a refused delivery; a replayed delivery id gets the
+/// first answer again (with `X-JIT-Replayed: true`) and changes nothing.
+async fn servicenow_webhook(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let verifier = state.webhook.as_ref().ok_or(ApiError::WebhookDisabled)?;
+    let body = read_body(&req, payload, state.max_body_bytes).await?;
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let headers = WebhookHeaders {
+        timestamp: header(TIMESTAMP_HEADER),
+        delivery: header(DELIVERY_HEADER),
+        signature: header(SIGNATURE_HEADER),
+    };
+    let delivery = verifier
+        .verify(headers, &body, state.app.now())
+        .map_err(|e| {
+            tracing::warn!(error = %e, "servicenow webhook refused");
+            ApiError::Webhook(e)
+        })?;
+    let number = change_number(&body).map_err(ApiError::Webhook)?;
+    let answer = state
+        .app
+        .handle_change_webhook(&delivery.delivery_id, &number)
+        .await?;
+    state.worker_wake.notify_one();
+    let mut response = HttpResponse::Ok();
+    if answer.replayed {
+        response.insert_header(("X-JIT-Replayed", "true"));
+    }
+    Ok(response.json(answer.body))
 }

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod sandbox;
+pub mod sandbox_servicenow;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
@@ -14,8 +15,11 @@ use std::time::Duration;
 
 use actix_web::{App as ActixApp, HttpServer, web};
 use anyhow::{Context, bail};
-use jit_app::{App, Clock, Directory, Worker};
+use jit_app::{App, Clock, Directory, TicketSystem, Worker};
 use jit_domain::Policy;
+use jit_itsm::{
+    NoTicketSystem, ServiceNowAuth, ServiceNowClient, ServiceNowConfig, WebhookVerifier,
+};
 use jit_scim::{ScimAuth, ScimClient, ScimConfig};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{Notify, oneshot};
@@ -26,6 +30,8 @@ use crate::config::{ApiKeyConfig, Config, ScimProfile, secret};
 /// The API key `serve --dev` accepts when no key is configured. Public by
 /// design: the sandbox holds nothing real.
 pub const DEV_API_KEY: &str = "dev-sandbox-key";
+/// The webhook secret `serve --dev` uses when none is configured.
+pub const DEV_WEBHOOK_SECRET: &str = "dev-sandbox-webhook-secret";
 /// Where `serve --dev` keeps its data unless told otherwise.
 pub const DEV_DATABASE_URL: &str = "sqlite://jit-broker-dev.db";
 
@@ -83,6 +89,53 @@ pub fn directory_from_config(config: &Config) -> anyhow::Result<ScimClient> {
     Ok(ScimClient::new(scim)?)
 }
 
+/// The ServiceNow client the config describes; `None` without `instance_url`.
+pub fn tickets_from_config(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Option<ServiceNowClient>> {
+    let s = &config.servicenow;
+    let Some(instance) = &s.instance_url else {
+        return Ok(None);
+    };
+    let mut instance_url =
+        url::Url::parse(instance).context("`servicenow.instance_url` is not a URL")?;
+    if !instance_url.path().ends_with('/') {
+        let path = format!("{}/", instance_url.path());
+        instance_url.set_path(&path);
+    }
+    let password = secret("servicenow.password", &s.password, &s.password_file)?;
+    let client_secret = secret(
+        "servicenow.client_secret",
+        &s.client_secret,
+        &s.client_secret_file,
+    )?;
+    let auth = match (&s.user, password, &s.client_id, client_secret) {
+        (_, _, Some(client_id), Some(client_secret)) => ServiceNowAuth::ClientCredentials {
+            token_url: match &s.token_url {
+                Some(t) => url::Url::parse(t).context("`servicenow.token_url` is not a URL")?,
+                None => instance_url.join("oauth_token.do")?,
+            },
+            client_id: client_id.clone(),
+            client_secret,
+        },
+        (Some(user), Some(password), None, None) => ServiceNowAuth::Basic {
+            user: user.clone(),
+            password,
+        },
+        _ => bail!(
+            "`servicenow` needs `user` + `password` (basic auth) or `client_id` + `client_secret` (OAuth)"
+        ),
+    };
+    let config = ServiceNowConfig {
+        instance_url,
+        auth,
+        timeout: Duration::from_secs(s.timeout_secs.max(1)),
+        role_field: s.role_field.clone(),
+    };
+    Ok(Some(ServiceNowClient::new(config, clock)?))
+}
+
 /// A started broker: HTTP server and worker.
 pub struct Running {
     pub addr: SocketAddr,
@@ -92,6 +145,9 @@ pub struct Running {
     server_task: tokio::task::JoinHandle<std::io::Result<()>>,
     worker_stop: oneshot::Sender<()>,
     worker_task: tokio::task::JoinHandle<()>,
+    scheduler: Option<tokio_cron_scheduler::JobScheduler>,
+    /// `serve --dev`: the sandbox ServiceNow's changes (tests edit them).
+    pub sandbox_changes: Option<sandbox_servicenow::ChangeBook>,
 }
 
 impl Running {
@@ -100,7 +156,10 @@ impl Running {
         let _ = (&mut self.server_task).await;
     }
 
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
+        if let Some(mut scheduler) = self.scheduler.take() {
+            let _ = scheduler.shutdown().await;
+        }
         self.server.stop(true).await;
         let _ = self.server_task.await;
         let _ = self.worker_stop.send(());
@@ -133,6 +192,53 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
     } else {
         Arc::new(directory_from_config(&config)?)
     };
+    let sandbox_changes = dev.then(|| sandbox_servicenow::ChangeBook::seeded(clock.now()));
+    let tickets: Arc<dyn TicketSystem> = match (dev, tickets_from_config(&config, clock.clone())?) {
+        (_, Some(client)) => Arc::new(client),
+        (true, None) => {
+            if let Some(book) = &sandbox_changes {
+                book.require_basic_auth("sandbox", "sandbox");
+            }
+            Arc::new(ServiceNowClient::new(
+                ServiceNowConfig {
+                    instance_url: url::Url::parse(&format!(
+                        "http://{addr}{}/",
+                        sandbox_servicenow::BASE_PATH
+                    ))?,
+                    auth: ServiceNowAuth::Basic {
+                        user: "sandbox".into(),
+                        password: SecretString::from("sandbox"),
+                    },
+                    timeout: Duration::from_secs(5),
+                    role_field: config.servicenow.role_field.clone(),
+                },
+                clock.clone(),
+            )?)
+        }
+        (false, None) => {
+            if let Some(role) = policy.roles().find(|r| r.privileged && r.require_ticket) {
+                bail!(
+                    "the policy requires a change ticket for `{}` but no ServiceNow instance is configured \
+                     (set servicenow.instance_url, or require_ticket = false in the policy)",
+                    role.name
+                );
+            }
+            Arc::new(NoTicketSystem)
+        }
+    };
+    let ticket_system_configured = dev || config.servicenow.instance_url.is_some();
+    let webhook_secret = secret(
+        "servicenow.webhook_secret",
+        &config.servicenow.webhook_secret,
+        &config.servicenow.webhook_secret_file,
+    )?
+    .or_else(|| dev.then(|| SecretString::from(DEV_WEBHOOK_SECRET)));
+    let webhook = webhook_secret.map(|secret| {
+        WebhookVerifier::new(
+            secret,
+            Duration::from_secs(config.servicenow.webhook_max_skew_secs),
+        )
+    });
     let mut keys = config.api_keys.clone();
     if dev && keys.is_empty() {
         keys.push(ApiKeyConfig {
@@ -144,7 +250,7 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
         tracing::warn!("no api_keys configured: every API call will be refused");
     }
 
-    let app = Arc::new(App::new(store, directory, clock, policy));
+    let app = Arc::new(App::new(store, directory, tickets, clock, policy));
     let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
     let worker = Arc::new(Worker::new(
         app.clone(),
@@ -162,8 +268,10 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
         keys,
         worker_wake: worker_wake.clone(),
         max_body_bytes: config.max_body_bytes,
+        webhook,
     });
     let sandbox = dev.then(|| web::Data::new(sandbox::SandboxDirectory::seeded()));
+    let sandbox_book = sandbox_changes.clone().map(web::Data::new);
     let server = HttpServer::new(move || {
         let mut a = ActixApp::new()
             .wrap(TracingLogger::default())
@@ -171,6 +279,11 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
             .configure(http::routes);
         if let Some(sandbox) = &sandbox {
             a = a.app_data(sandbox.clone()).configure(sandbox::routes);
+        }
+        if let Some(book) = &sandbox_book {
+            a = a
+                .app_data(book.clone())
+                .configure(sandbox_servicenow::routes(sandbox_servicenow::BASE_PATH));
         }
         a
     })
@@ -184,6 +297,11 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
     if dev {
         tracing::warn!(%addr, api_key = DEV_API_KEY, "SANDBOX MODE: in-memory SCIM directory at {}; nothing real is touched", sandbox::BASE_PATH);
     }
+    let scheduler = if ticket_system_configured {
+        Some(start_ticket_poll(app.clone(), &config.servicenow.poll_cron).await?)
+    } else {
+        None
+    };
     tracing::info!(%addr, "jit-broker listening");
     Ok(Running {
         addr,
@@ -193,5 +311,34 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
         server_task,
         worker_stop,
         worker_task,
+        scheduler,
+        sandbox_changes,
     })
+}
+
+/// The poll behind the webhook: re-reads the change of every live grant on
+/// a cron schedule. Idempotent, so a missed or doubled tick (or several
+/// replicas polling) does no harm; per-grant timing never depends on it.
+async fn start_ticket_poll(
+    app: Arc<App>,
+    cron: &str,
+) -> anyhow::Result<tokio_cron_scheduler::JobScheduler> {
+    use tokio_cron_scheduler::{Job, JobScheduler};
+    let scheduler = JobScheduler::new().await?;
+    let job = Job::new_async(cron, move |_, _| {
+        let app = app.clone();
+        Box::pin(async move {
+            match app.recheck_tickets().await {
+                Ok(report) => tracing::info!(
+                    checked = report.tickets_checked, ended = report.grants_ended,
+                    unavailable = report.unavailable.len(), "ticket poll"
+                ),
+                Err(e) => tracing::error!(error = %e, "ticket poll failed"),
+            }
+        })
+    })
+    .with_context(|| format!("`servicenow.poll_cron` `{cron}` is not a cron schedule (sec min hour day month weekday)"))?;
+    scheduler.add(job).await?;
+    scheduler.start().await?;
+    Ok(scheduler)
 }

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use jit_app::{AuditEvent, GrantFilter, GrantMark, Job, NewAudit, NewJob, Store, StoreError};
+use jit_app::{
+    AuditEvent, GrantFilter, GrantMark, Job, NewAudit, NewJob, SeenDelivery, Store, StoreError,
+};
 use jit_domain::{
     EndReason, Grant, GrantId, Justification, RoleName, TicketId, Transition, UserName,
 };
@@ -145,14 +147,15 @@ impl PgStore {
 // ------------------------------------------------------------------ rows
 
 const GRANT_COLUMNS: &str = "id, user_name, role, ticket, justification, requested_by, state, starts_at, \
-     expires_at, created_at, updated_at, ended_at, end_reason, end_note, role_added_at, role_removed_at, last_error";
+     expires_at, created_at, updated_at, ended_at, end_reason, end_note, role_added_at, role_removed_at, last_error, \
+     origin, decision, ticket_snapshot";
 
 #[derive(sqlx::FromRow)]
 struct GrantRow {
     id: String,
     user_name: String,
     role: String,
-    ticket: String,
+    ticket: Option<String>,
     justification: String,
     requested_by: String,
     state: String,
@@ -166,6 +169,24 @@ struct GrantRow {
     role_added_at: Option<i64>,
     role_removed_at: Option<i64>,
     last_error: Option<String>,
+    origin: String,
+    decision: Option<String>,
+    ticket_snapshot: Option<String>,
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(
+    what: &str,
+    raw: Option<String>,
+) -> Result<Option<T>, StoreError> {
+    raw.map(|r| serde_json::from_str(&r).map_err(|e| corrupt(what, e)))
+        .transpose()
+}
+
+fn to_json<T: serde::Serialize>(value: &Option<T>) -> Result<Option<String>, StoreError> {
+    value
+        .as_ref()
+        .map(|v| serde_json::to_string(v).map_err(|e| corrupt("json", e)))
+        .transpose()
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -191,7 +212,11 @@ impl TryFrom<GrantRow> for Grant {
             id: r.id.parse().map_err(|e| corrupt("grant id", e))?,
             user: UserName::parse(&r.user_name).map_err(|e| corrupt("user_name", e.message))?,
             role: RoleName::parse(&r.role).map_err(|e| corrupt("role", e.message))?,
-            ticket: TicketId::parse(&r.ticket).map_err(|e| corrupt("ticket", e.message))?,
+            ticket: r
+                .ticket
+                .map(|t| TicketId::parse(&t))
+                .transpose()
+                .map_err(|e| corrupt("ticket", e.message))?,
             justification: Justification::parse(&r.justification)
                 .map_err(|e| corrupt("justification", e.message))?,
             requested_by: r.requested_by,
@@ -210,6 +235,9 @@ impl TryFrom<GrantRow> for Grant {
             role_added_at: opt_time(r.role_added_at)?,
             role_removed_at: opt_time(r.role_removed_at)?,
             last_error: r.last_error,
+            origin: r.origin,
+            decision: from_json("decision", r.decision)?,
+            ticket_snapshot: from_json("ticket_snapshot", r.ticket_snapshot)?,
         })
     }
 }
@@ -384,12 +412,12 @@ macro_rules! sql_store {
                 let mut tx = self.pool.begin().await.map_err(db)?;
                 sqlx::query(built(format!(
                     "INSERT INTO grants ({GRANT_COLUMNS}) VALUES \
-                     ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+                     ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
                 )))
                 .bind(g.id.to_string())
                 .bind(g.user.as_str())
                 .bind(g.role.as_str())
-                .bind(g.ticket.as_str())
+                .bind(g.ticket.as_ref().map(|t| t.as_str()))
                 .bind(g.justification.as_str())
                 .bind(&g.requested_by)
                 .bind(g.state.as_str())
@@ -403,9 +431,21 @@ macro_rules! sql_store {
                 .bind(g.role_added_at.map(ms))
                 .bind(g.role_removed_at.map(ms))
                 .bind(g.last_error.as_deref())
+                .bind(&g.origin)
+                .bind(to_json(&g.decision)?)
+                .bind(to_json(&g.ticket_snapshot)?)
                 .execute(&mut *tx)
                 .await
-                .map_err(db)?;
+                .map_err(|e| match &e {
+                    sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Duplicate(format!(
+                        "a live {} grant of `{}` to `{}` for {}",
+                        g.origin,
+                        g.role,
+                        g.user,
+                        g.ticket.as_ref().map_or("no ticket", |t| t.as_str())
+                    )),
+                    _ => db(e),
+                })?;
                 Self::insert_jobs_in(&mut tx, jobs, g.created_at).await?;
                 Self::append_audit_in(&mut tx, &audit).await?;
                 tx.commit().await.map_err(db)
@@ -561,6 +601,55 @@ macro_rules! sql_store {
                 .await
                 .map_err(db)?;
                 opt_time(next)
+            }
+
+            async fn tickets_of_live_grants(&self) -> Result<Vec<TicketId>, StoreError> {
+                let rows: Vec<(String,)> = sqlx::query_as(built(format!(
+                    "SELECT DISTINCT ticket FROM grants WHERE ticket IS NOT NULL AND state IN {NON_TERMINAL} ORDER BY ticket"
+                )))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+                rows.into_iter()
+                    .map(|(t,)| TicketId::parse(&t).map_err(|e| corrupt("ticket", e.message)))
+                    .collect()
+            }
+
+            async fn seen_delivery(&self, delivery_id: &str) -> Result<Option<SeenDelivery>, StoreError> {
+                let row: Option<(i64, String)> =
+                    sqlx::query_as("SELECT received_at, answer FROM webhook_deliveries WHERE delivery_id = $1")
+                        .bind(delivery_id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db)?;
+                row.map(|(at, answer)| {
+                    Ok(SeenDelivery {
+                        received_at: time(at)?,
+                        answer: serde_json::from_str(&answer).map_err(|e| corrupt("answer", e))?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn record_delivery(
+                &self,
+                delivery_id: &str,
+                at: DateTime<Utc>,
+                ticket: Option<&TicketId>,
+                answer: &serde_json::Value,
+            ) -> Result<bool, StoreError> {
+                let done = sqlx::query(
+                    "INSERT INTO webhook_deliveries (delivery_id, received_at, ticket, answer) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (delivery_id) DO NOTHING",
+                )
+                .bind(delivery_id)
+                .bind(ms(at))
+                .bind(ticket.map(|t| t.as_str()))
+                .bind(answer.to_string())
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
+                Ok(done.rows_affected() == 1)
             }
 
             async fn append_audit(&self, audit: NewAudit) -> Result<(), StoreError> {

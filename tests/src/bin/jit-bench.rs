@@ -24,7 +24,10 @@ use jit_app::{NewAudit, NewJob, Store, SystemClock};
 use jit_domain::{
     Grant, GrantState, Justification, RoleName, TicketId, UserName, ValidGrantRequest,
 };
-use jit_e2e::app::{API_KEY, shipped_policy_path};
+use jit_e2e::app::{API_KEY, SERVICENOW_PASSWORD, SERVICENOW_USER, ServiceNow, test_policy_path};
+
+/// Distinct users (and their approved changes) the API load cycles through.
+const API_USERS: usize = 1000;
 use jit_e2e::{Backend, SCIM_TOKEN, Tenant, fresh_database};
 use jit_server::config::{ApiKeyConfig, Config};
 use secrecy::SecretString;
@@ -209,8 +212,10 @@ async fn main() -> anyhow::Result<()> {
         let request = ValidGrantRequest {
             user: user.clone(),
             role: role.clone(),
-            ticket: TicketId::parse(&format!("CHG{:07}", i + 1))
-                .map_err(|e| anyhow::anyhow!(e.message))?,
+            ticket: Some(
+                TicketId::parse(&format!("CHG{:07}", i + 1))
+                    .map_err(|e| anyhow::anyhow!(e.message))?,
+            ),
             justification: Justification::parse("benchmark: expiry storm")
                 .map_err(|e| anyhow::anyhow!(e.message))?,
             starts_at: now,
@@ -251,9 +256,18 @@ async fn main() -> anyhow::Result<()> {
 
     let mut config = Config {
         listen: "127.0.0.1:0".parse()?,
-        policy: shipped_policy_path(),
+        policy: test_policy_path(),
         ..Config::default()
     };
+    // Every API request's change is read from the ServiceNow stand-in, as in
+    // production; one approved change per benchmark user.
+    let servicenow = ServiceNow::start().await;
+    for u in 0..API_USERS {
+        servicenow.approve(&format!("CHG{:07}", u + 1), &user_name("u", u), "Master Admin", Utc::now());
+    }
+    config.servicenow.instance_url = Some(servicenow.url.clone());
+    config.servicenow.user = Some(SERVICENOW_USER.into());
+    config.servicenow.password = Some(SecretString::from(SERVICENOW_PASSWORD));
     config.database.url = SecretString::from(database_url.clone());
     config.scim.base_url = Some(tenant.base_url.clone());
     config.scim.bearer_token = Some(SecretString::from(SCIM_TOKEN));
@@ -326,7 +340,7 @@ async fn main() -> anyhow::Result<()> {
         bounded(args.api_requests, args.api_clients, move |i| {
             let (http, base, starts) = (http.clone(), base.clone(), starts.clone());
             async move {
-                let body = json!({"user": user_name("u", i % 10_000), "role": "Master Admin", "ticket": format!("CHG{:07}", i + 1),
+                let body = json!({"user": user_name("u", i % API_USERS), "role": "Master Admin", "ticket": format!("CHG{:07}", i % API_USERS + 1),
                                   "duration": "1h", "starts_at": starts, "justification": "benchmark: API throughput"});
                 let r = http.post(format!("{base}/api/v1/grants")).bearer_auth(API_KEY).json(&body).send().await?;
                 anyhow::ensure!(r.status() == 201, "POST /api/v1/grants: {}", r.status());
