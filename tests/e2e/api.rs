@@ -21,9 +21,7 @@ async fn a_grant_made_over_http_adds_and_removes_the_role_in_real_time(#[case] b
     tenant.create_user("eng@example.com", &["Employee"]).await;
     let app = spawn_app(backend, Some(&tenant.base_url)).await;
 
-    let (status, grant) = app
-        .request_grant(&body("eng@example.com", "2s"))
-        .await;
+    let (status, grant) = app.request_grant(&body("eng@example.com", "2s")).await;
     assert_eq!(status, 201, "{grant}");
     assert_eq!(grant["state"], "approved");
     assert_eq!(grant["requested_by"], "e2e");
@@ -301,7 +299,10 @@ async fn the_dev_sandbox_works_with_no_external_system() {
     request["ticket"] = json!("CHG0000001");
     let (status, g) = app.post("/api/v1/grants", &request).await;
     assert_eq!(status, 201, "{g}");
-    assert_eq!(g["ticket_snapshot"]["assigned_to"]["email"], "alice@example.com");
+    assert_eq!(
+        g["ticket_snapshot"]["assigned_to"]["email"],
+        "alice@example.com"
+    );
     // A change that is not approved is refused with its reasons.
     request["ticket"] = json!("CHG0000003");
     let (status, refused) = app.post("/api/v1/grants", &request).await;

@@ -7,3 +7,4 @@ mod crash;
 mod faults;
 mod lifecycle;
 mod store;
+mod tickets;

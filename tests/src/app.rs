@@ -9,9 +9,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use jit_app::{App, Clock, Directory, ManualClock, Store, SystemClock, Worker, WorkerConfig};
 use jit_domain::Policy;
 use jit_itsm::{ServiceNowAuth, ServiceNowClient, ServiceNowConfig};
-use jit_server::sandbox_servicenow::ChangeBook;
 use jit_scim::{ScimAuth, ScimClient, ScimConfig};
 use jit_server::config::{ApiKeyConfig, Config};
+use jit_server::sandbox_servicenow::ChangeBook;
 use secrecy::SecretString;
 use serde_json::Value;
 
@@ -269,15 +269,22 @@ impl TestApp {
         let body = serde_json::to_vec(record).expect("json");
         let ts = SystemClock.now().timestamp();
         let signature = verifier.sign(ts, delivery, &body);
-        self.raw_webhook(&[
-            ("X-JIT-Timestamp", ts.to_string()),
-            ("X-JIT-Delivery", delivery.to_owned()),
-            ("X-JIT-Signature", signature),
-        ], body)
+        self.raw_webhook(
+            &[
+                ("X-JIT-Timestamp", ts.to_string()),
+                ("X-JIT-Delivery", delivery.to_owned()),
+                ("X-JIT-Signature", signature),
+            ],
+            body,
+        )
         .await
     }
 
-    pub async fn raw_webhook(&self, headers: &[(&str, String)], body: Vec<u8>) -> (u16, Value, bool) {
+    pub async fn raw_webhook(
+        &self,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> (u16, Value, bool) {
         let mut r = self
             .http
             .post(format!("{}/webhooks/servicenow", self.base))

@@ -128,10 +128,10 @@ impl App {
         };
         let grants = self.grants_citing(number).await?;
         for g in grants.iter().filter(|g| !g.state.is_terminal()) {
-            if let Some(why) = ticket_ends_grant(&self.policy, g, ticket.as_ref(), now) {
-                if let Some(ended) = self.end_for_ticket(g, &why).await? {
-                    outcome.ended.push(ended);
-                }
+            if let Some(why) = ticket_ends_grant(&self.policy, g, ticket.as_ref(), now)
+                && let Some(ended) = self.end_for_ticket(g, &why).await?
+            {
+                outcome.ended.push(ended);
             }
         }
         let Some(ticket) = ticket else {

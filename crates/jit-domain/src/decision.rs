@@ -547,17 +547,17 @@ mod tests {
     #[test]
     fn each_refusal_names_its_clause() {
         type Edit = fn(&mut ChangeTicket);
-        let table: Vec<(&str, Edit, Vec<(&str, &str)>, &str)> = vec![
+        let table: Vec<(&str, Edit, (&str, &str), &str)> = vec![
             (
                 "not approved",
                 |t| t.approval = "requested".into(),
-                vec![("ticket", "ticket_approved")],
+                ("ticket", "ticket_approved"),
                 "ticket.approval",
             ),
             (
                 "rejected",
                 |t| t.approval = "rejected".into(),
-                vec![("ticket", "ticket_approved")],
+                ("ticket", "ticket_approved"),
                 "ticket.approval",
             ),
             (
@@ -566,13 +566,13 @@ mod tests {
                     t.state = Some(ChangeState::Assess);
                     t.state_code = "-4".into()
                 },
-                vec![("ticket", "ticket_state")],
+                ("ticket", "ticket_state"),
                 "roles.\"Master Admin\".change_states",
             ),
             (
                 "scheduled, not allowed for this role",
                 |t| t.state = Some(ChangeState::Scheduled),
-                vec![("ticket", "ticket_state")],
+                ("ticket", "ticket_state"),
                 "roles.\"Master Admin\".change_states",
             ),
             (
@@ -581,25 +581,25 @@ mod tests {
                     t.state = None;
                     t.state_code = "9".into()
                 },
-                vec![("ticket", "ticket_state")],
+                ("ticket", "ticket_state"),
                 "roles.\"Master Admin\".change_states",
             ),
             (
                 "window not open yet",
                 |t| t.start_date = Some(now() + TimeDelta::minutes(5)),
-                vec![("ticket", "ticket_window")],
+                ("ticket", "ticket_window"),
                 "ticket.start_date",
             ),
             (
                 "window closed",
                 |t| t.end_date = Some(now()),
-                vec![("ticket", "ticket_window")],
+                ("ticket", "ticket_window"),
                 "ticket.start_date",
             ),
             (
                 "no window",
                 |t| t.end_date = None,
-                vec![("ticket", "ticket_window")],
+                ("ticket", "ticket_window"),
                 "ticket.start_date",
             ),
             (
@@ -611,13 +611,13 @@ mod tests {
                         email: Some("bob@example.com".into()),
                     })
                 },
-                vec![("user", "ticket_assignee")],
+                ("user", "ticket_assignee"),
                 "roles.\"Master Admin\".requester",
             ),
             (
                 "unassigned",
                 |t| t.assigned_to = None,
-                vec![("user", "ticket_assignee")],
+                ("user", "ticket_assignee"),
                 "roles.\"Master Admin\".requester",
             ),
         ];
@@ -633,10 +633,7 @@ mod tests {
             );
             assert!(!d.allowed, "{name}");
             assert_eq!(d.state, GrantState::Denied, "{name}");
-            let want: Vec<(String, String)> = rules
-                .iter()
-                .map(|(f, r)| (f.to_string(), r.to_string()))
-                .collect();
+            let want = vec![(rules.0.to_string(), rules.1.to_string())];
             assert_eq!(denied_rules(&d), want, "{name}");
             assert_eq!(d.denials()[0].policy.as_deref(), Some(clause), "{name}");
         }

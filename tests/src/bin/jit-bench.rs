@@ -263,7 +263,12 @@ async fn main() -> anyhow::Result<()> {
     // production; one approved change per benchmark user.
     let servicenow = ServiceNow::start().await;
     for u in 0..API_USERS {
-        servicenow.approve(&format!("CHG{:07}", u + 1), &user_name("u", u), "Master Admin", Utc::now());
+        servicenow.approve(
+            &format!("CHG{:07}", u + 1),
+            &user_name("u", u),
+            "Master Admin",
+            Utc::now(),
+        );
     }
     config.servicenow.instance_url = Some(servicenow.url.clone());
     config.servicenow.user = Some(SERVICENOW_USER.into());
