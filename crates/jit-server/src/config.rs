@@ -300,6 +300,23 @@ mod tests {
     use secrecy::ExposeSecret;
 
     #[test]
+    fn the_example_config_in_deploy_is_valid() {
+        let example =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/jit-broker.example.toml");
+        let text = std::fs::read_to_string(&example).unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("example.toml", &text)?;
+            let c = Config::load(Some(Path::new("example.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.servicenow.role_field, "u_jit_role");
+            assert_eq!(
+                c.servicenow.instance_url.as_deref(),
+                Some("https://acme.service-now.com")
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
     fn env_overrides_the_file_and_secrets_stay_hidden() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(
