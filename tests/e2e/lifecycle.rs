@@ -1,11 +1,8 @@
 //! The core loop against a real SCIM server (scim2-server), on SQLite and
 //! PostgreSQL, with time moved by the test.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use jit_domain::{EndReason, GrantState};
-use jit_e2e::app::{Stack, scim_client};
+use jit_e2e::app::Stack;
 use jit_e2e::{Backend, Tenant};
 use rstest::rstest;
 use serde_json::{Value, json};
@@ -22,16 +19,7 @@ fn request(user: &str, extra: Value) -> Value {
 }
 
 async fn stack_with_users(backend: Backend, users: &[(&str, &[&str])]) -> (Stack, Tenant) {
-    let tenant = Tenant::new();
-    for (name, roles) in users {
-        tenant.create_user(name, roles).await;
-    }
-    let stack = Stack::new(
-        backend,
-        Arc::new(scim_client(&tenant.base_url, Duration::from_secs(5))),
-    )
-    .await;
-    (stack, tenant)
+    Stack::with_users(backend, users).await
 }
 
 #[rstest]

@@ -6,5 +6,6 @@ mod api;
 mod crash;
 mod faults;
 mod lifecycle;
+mod reconcile;
 mod store;
 mod tickets;

@@ -3,13 +3,12 @@
 //! start and end grants on the real SCIM server, and the poll behind them.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use jit_app::GrantFilter;
 use jit_domain::{EndReason, GrantState};
-use jit_e2e::app::{Stack, TestApp, WEBHOOK_SECRET, scim_client, spawn_app, t0};
+use jit_e2e::app::{Stack, TestApp, WEBHOOK_SECRET, spawn_app, t0};
 use jit_e2e::{Backend, Tenant};
 use jit_itsm::WebhookVerifier;
 use jit_server::sandbox_servicenow::{ChangeBook, sn_date};
@@ -174,16 +173,8 @@ async fn servicenow_down_is_a_503_and_nothing_is_written() {
 }
 
 async fn stack_with(backend: Backend, users: &[&str]) -> (Stack, Tenant) {
-    let tenant = Tenant::new();
-    for u in users {
-        tenant.create_user(u, &["Employee"]).await;
-    }
-    let stack = Stack::new(
-        backend,
-        Arc::new(scim_client(&tenant.base_url, Duration::from_secs(5))),
-    )
-    .await;
-    (stack, tenant)
+    let users: Vec<(&str, &[&str])> = users.iter().map(|u| (*u, &["Employee"][..])).collect();
+    Stack::with_users(backend, &users).await
 }
 
 #[rstest]

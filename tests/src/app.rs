@@ -18,6 +18,8 @@ use serde_json::Value;
 use crate::{Backend, SCIM_TOKEN, fresh_database, workspace_root};
 
 pub const API_KEY: &str = "e2e-api-key-0123456789abcdef";
+/// A key without `admin`: may request grants, may not start sweeps.
+pub const READER_KEY: &str = "e2e-reader-key-0123456789abcdef";
 
 pub fn shipped_policy_path() -> PathBuf {
     workspace_root().join("policies/policy.toml")
@@ -175,6 +177,21 @@ impl Stack {
         }
     }
 
+    /// A stack over a fresh scim2-server tenant holding `users` with their
+    /// baseline roles.
+    pub async fn with_users(backend: Backend, users: &[(&str, &[&str])]) -> (Self, crate::Tenant) {
+        let tenant = crate::Tenant::new();
+        for (name, roles) in users {
+            tenant.create_user(name, roles).await;
+        }
+        let stack = Self::new(
+            backend,
+            Arc::new(scim_client(&tenant.base_url, Duration::from_secs(5))),
+        )
+        .await;
+        (stack, tenant)
+    }
+
     pub fn advance(&self, secs: i64) {
         self.clock.advance(TimeDelta::seconds(secs));
     }
@@ -231,10 +248,18 @@ pub async fn spawn_app(backend: Backend, scim_base_url: Option<&str>) -> TestApp
     }
     config.database.url = SecretString::from(database_url.clone());
     config.database.max_connections = 5;
-    config.api_keys = vec![ApiKeyConfig {
-        name: "e2e".into(),
-        sha256: jit_server::http::hash_key(API_KEY),
-    }];
+    config.api_keys = vec![
+        ApiKeyConfig {
+            name: "e2e".into(),
+            sha256: jit_server::http::hash_key(API_KEY),
+            admin: true,
+        },
+        ApiKeyConfig {
+            name: "e2e-reader".into(),
+            sha256: jit_server::http::hash_key(READER_KEY),
+            admin: false,
+        },
+    ];
     let dev = scim_base_url.is_none();
     if let Some(base) = scim_base_url {
         config.scim.base_url = Some(base.to_owned());

@@ -1,6 +1,6 @@
 use jit_domain::{Decision, FieldError, GrantId, TransitionError};
 
-use crate::ports::{StoreError, TicketError};
+use crate::ports::{DirectoryError, StoreError, TicketError};
 
 /// What a use case can answer instead of a result; the server maps each
 /// variant to an HTTP status in one place.
@@ -13,6 +13,13 @@ pub enum AppError {
     Denied(Box<Decision>),
     #[error(transparent)]
     TicketSystem(#[from] TicketError),
+    /// Something that runs once at a time is already running.
+    #[error("{0}")]
+    Busy(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("the directory failed: {0}")]
+    Directory(DirectoryError),
     #[error("grant {0} not found")]
     GrantNotFound(GrantId),
     #[error(transparent)]

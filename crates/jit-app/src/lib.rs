@@ -4,6 +4,7 @@ pub mod app;
 pub mod clock;
 pub mod error;
 pub mod ports;
+pub mod reconcile;
 pub mod tickets;
 pub mod worker;
 
@@ -11,5 +12,6 @@ pub use app::{App, ConvergeError, ConvergeReport, Requester, SYSTEM_ACTOR};
 pub use clock::{ManualClock, SystemClock};
 pub use error::AppError;
 pub use ports::*;
+pub use reconcile::ReconcileConfig;
 pub use tickets::{ChangeOutcome, PollReport, SERVICENOW_ACTOR, WebhookAnswer};
 pub use worker::{Worker, WorkerConfig};

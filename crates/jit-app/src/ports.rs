@@ -66,8 +66,22 @@ impl DirectoryError {
     }
 }
 
+/// One page of the directory listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryPage {
+    pub users: Vec<DirectoryUser>,
+    /// The directory's count of all users (the listing ends past it).
+    pub total_results: u64,
+}
+
 #[async_trait]
 pub trait Directory: Send + Sync {
+    /// Users `start_index ..` (1-based, SCIM) with their roles, at most `count`.
+    async fn list_users(
+        &self,
+        start_index: u64,
+        count: u32,
+    ) -> Result<DirectoryPage, DirectoryError>;
     /// The user whose `userName` is `user`.
     async fn find_user(&self, user: &UserName) -> Result<DirectoryUser, DirectoryError>;
     /// The user by directory id (the read-back after a write).
@@ -116,6 +130,39 @@ pub enum StoreError {
     /// for one change, user and role); nothing was written.
     #[error("already recorded: {0}")]
     Duplicate(String),
+}
+
+/// One reconciler sweep as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReconcileRun {
+    pub id: String,
+    /// `cron`, `cli` or `api`.
+    pub trigger: String,
+    pub dry_run: bool,
+    /// `running`, `completed` or `failed`.
+    pub status: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub users_scanned: u64,
+    pub pages: u64,
+    pub findings: u64,
+    /// Roles removed and verified by read-back.
+    pub actions: u64,
+    pub errors: u64,
+    pub error: Option<String>,
+}
+
+/// One finding of a sweep.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FindingRecord {
+    pub run_id: String,
+    pub at: DateTime<Utc>,
+    pub user: String,
+    pub role: String,
+    pub kind: String,
+    /// `removed`, `would_remove`, `reported`, `failed`.
+    pub action: String,
+    pub detail: String,
 }
 
 /// A webhook delivery already handled, with the answer it was given.
@@ -171,6 +218,7 @@ pub struct AuditEvent {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GrantFilter {
     pub user: Option<UserName>,
+    pub role: Option<RoleName>,
     pub state: Option<GrantState>,
     pub ticket: Option<TicketId>,
     /// Only grants created before this one (ids sort by creation).
@@ -246,6 +294,35 @@ pub trait Store: Send + Sync {
     ) -> Result<(), StoreError>;
     /// When the next job becomes claimable (leases included), if any is pending.
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// Takes or renews the named lease for `owner` until `until`, if it is
+    /// free, expired at `now`, or already `owner`'s.
+    async fn try_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError>;
+
+    async fn insert_run(&self, run: &ReconcileRun) -> Result<(), StoreError>;
+    /// The run's counters and status, with its audit event.
+    async fn update_run(
+        &self,
+        run: &ReconcileRun,
+        audit: Option<NewAudit>,
+    ) -> Result<(), StoreError>;
+    async fn runs(&self, limit: u32) -> Result<Vec<ReconcileRun>, StoreError>;
+    async fn run(&self, id: &str) -> Result<Option<ReconcileRun>, StoreError>;
+    async fn insert_finding(
+        &self,
+        finding: &FindingRecord,
+        audit: NewAudit,
+    ) -> Result<(), StoreError>;
+    async fn findings(&self, run_id: &str, limit: u32) -> Result<Vec<FindingRecord>, StoreError>;
+    /// Whether a sweep ever removed (and verified) this pair.
+    async fn stripped_before(&self, user: &UserName, role: &RoleName) -> Result<bool, StoreError>;
 
     /// Distinct tickets cited by grants that are not terminal.
     async fn tickets_of_live_grants(&self) -> Result<Vec<TicketId>, StoreError>;

@@ -38,6 +38,9 @@ pub struct RolePolicy {
     /// Off unless named: changes of this type may be granted before their
     /// approval arrives, for a short time, with the SOC alerted.
     pub emergency: Option<EmergencyRule>,
+    /// The reconciler reports this role held without cause but does not
+    /// strip it (default: it strips).
+    pub report_only: bool,
 }
 
 /// Who may hold a role.
@@ -124,6 +127,8 @@ struct RawRole {
     approvals: Option<Spanned<i64>>,
     #[serde(default)]
     emergency: Option<Spanned<RawEmergency>>,
+    #[serde(default)]
+    report_only: bool,
 }
 
 #[derive(Deserialize)]
@@ -346,6 +351,7 @@ impl Policy {
                 requester,
                 approvals,
                 emergency,
+                report_only: role.report_only,
             };
             roles.insert(name, policy);
         }
@@ -417,6 +423,7 @@ default_duration = "30m"
 max_duration = "2h"
 eligible_users = ["*"]
 require_ticket = false
+report_only = true
 
 [roles."Telephony Admin"]
 default_duration = "1h"

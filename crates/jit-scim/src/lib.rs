@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use jit_app::{Directory, DirectoryError, DirectoryUser};
+use jit_app::{Directory, DirectoryError, DirectoryPage, DirectoryUser};
 use jit_domain::{RoleChange, RoleName, UserName};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, header};
 use secrecy::{ExposeSecret, SecretString};
@@ -398,6 +398,30 @@ impl ScimClient {
         }
     }
 
+    /// One page of `/Users` (`startIndex` is 1-based), asking only for the
+    /// attributes the sweep needs: Genesys answers 429 to large pages that
+    /// include expensive attributes (GENESYS.md, "Listing").
+    pub async fn list_users(
+        &self,
+        start_index: u64,
+        count: u32,
+    ) -> Result<DirectoryPage, ScimError> {
+        let mut url = self.users_url(None)?;
+        url.query_pairs_mut()
+            .append_pair("startIndex", &start_index.to_string())
+            .append_pair("count", &count.to_string())
+            .append_pair("attributes", USER_ATTRIBUTES);
+        let list: ListResponse = Self::json(self.send(Method::GET, url, |r| r).await?).await?;
+        Ok(DirectoryPage {
+            total_results: list.total_results,
+            users: list
+                .resources
+                .into_iter()
+                .map(|u| u.into_directory_user(None))
+                .collect(),
+        })
+    }
+
     pub async fn get_user(&self, id: &str) -> Result<DirectoryUser, ScimError> {
         let mut url = self.users_url(Some(id))?;
         url.query_pairs_mut()
@@ -447,6 +471,14 @@ impl ScimClient {
 impl Directory for ScimClient {
     async fn find_user(&self, user: &UserName) -> Result<DirectoryUser, DirectoryError> {
         Ok(ScimClient::find_user(self, user.as_str()).await?)
+    }
+
+    async fn list_users(
+        &self,
+        start_index: u64,
+        count: u32,
+    ) -> Result<DirectoryPage, DirectoryError> {
+        Ok(ScimClient::list_users(self, start_index, count).await?)
     }
 
     async fn get_user(&self, id: &str) -> Result<DirectoryUser, DirectoryError> {

@@ -58,6 +58,12 @@ enum Command {
     },
     /// Read an API key on standard input and print the SHA-256 the config wants.
     HashKey,
+    /// One reconciler sweep now: strip privileged roles held without cause.
+    Reconcile {
+        /// Report what would be stripped; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// The policy file.
     Policy {
         #[command(subcommand)]
@@ -209,6 +215,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let store = open_store(&config, false).await?;
             let filter = GrantFilter {
+                role: None,
                 user: user
                     .map(|u| {
                         UserName::parse(&u).map_err(|e| anyhow::anyhow!("--user {}", e.message))
@@ -265,6 +272,58 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy {
             command: PolicyCommand::Check(check),
         } => return policy_check(&config, check),
+        Command::Reconcile { dry_run } => {
+            init_tracing(&config);
+            let store = open_store(&config, true).await?;
+            let policy = Arc::new(crate::load_policy(&config.policy)?);
+            let directory = Arc::new(crate::directory_from_config(&config)?);
+            let app = jit_app::App::new(
+                store,
+                directory,
+                Arc::new(jit_itsm::NoTicketSystem),
+                Arc::new(SystemClock),
+                policy,
+            );
+            let owner = format!("cli-{}", std::process::id());
+            let run = app
+                .reconcile(
+                    "cli",
+                    dry_run,
+                    &owner,
+                    &config.reconciler.to_reconcile_config(),
+                )
+                .await?;
+            let (run, findings) = app.reconcile_run(&run.id).await?;
+            println!(
+                "run {}: {}{} — {} users in {} pages, {} findings, {} removed, {} errors",
+                run.id,
+                run.status,
+                if run.dry_run { " (dry run)" } else { "" },
+                run.users_scanned,
+                run.pages,
+                run.findings,
+                run.actions,
+                run.errors
+            );
+            if let Some(e) = &run.error {
+                println!("error: {e}");
+            }
+            if !findings.is_empty() {
+                println!(
+                    "\n{:<32}  {:<20}  {:<20}  {:<12}  DETAIL",
+                    "USER", "ROLE", "KIND", "ACTION"
+                );
+                for f in &findings {
+                    println!(
+                        "{:<32}  {:<20}  {:<20}  {:<12}  {}",
+                        f.user, f.role, f.kind, f.action, f.detail
+                    );
+                }
+            }
+            if run.status != "completed" {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         Command::HashKey => {
             let mut key = String::new();
             std::io::stdin().read_to_string(&mut key)?;

@@ -20,6 +20,7 @@ pub struct Config {
     pub policy: PathBuf,
     pub scim: ScimSettings,
     pub servicenow: ServiceNowSettings,
+    pub reconciler: ReconcilerSettings,
     pub worker: WorkerSettings,
     /// API callers: a name (audited as the actor) and the SHA-256 of its key.
     pub api_keys: Vec<ApiKeyConfig>,
@@ -36,6 +37,7 @@ impl Default for Config {
             policy: PathBuf::from("policies/policy.toml"),
             scim: ScimSettings::default(),
             servicenow: ServiceNowSettings::default(),
+            reconciler: ReconcilerSettings::default(),
             worker: WorkerSettings::default(),
             api_keys: Vec::new(),
             log: LogSettings::default(),
@@ -155,6 +157,50 @@ impl Default for ServiceNowSettings {
     }
 }
 
+/// The sweep that strips privileged roles held without cause.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReconcilerSettings {
+    /// Run on `cron`; `jit-broker reconcile` and the API work either way.
+    pub enabled: bool,
+    /// sec min hour day month weekday (default every 5 minutes).
+    pub cron: String,
+    /// Users per SCIM page (Genesys Cloud: 25 or fewer when roles are read).
+    pub page_size: u32,
+    /// Directory requests per second the sweep may make.
+    pub requests_per_second: u32,
+    /// A grant that ended less than this ago is left to its expiry job.
+    pub grace_secs: u64,
+    /// How long a silent sweep holds its lease before another replica may sweep.
+    pub lease_secs: u64,
+}
+
+impl Default for ReconcilerSettings {
+    fn default() -> Self {
+        let d = jit_app::ReconcileConfig::default();
+        Self {
+            enabled: true,
+            cron: "0 */5 * * * *".into(),
+            page_size: d.page_size,
+            requests_per_second: d.requests_per_second,
+            grace_secs: d.grace.num_seconds().unsigned_abs(),
+            lease_secs: d.lease.as_secs(),
+        }
+    }
+}
+
+impl ReconcilerSettings {
+    pub fn to_reconcile_config(&self) -> jit_app::ReconcileConfig {
+        jit_app::ReconcileConfig {
+            page_size: self.page_size.clamp(1, 1000),
+            requests_per_second: self.requests_per_second.max(1),
+            grace: chrono::TimeDelta::seconds(i64::try_from(self.grace_secs).unwrap_or(60)),
+            lease: Duration::from_secs(self.lease_secs.max(10)),
+            ..jit_app::ReconcileConfig::default()
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorkerSettings {
@@ -196,6 +242,9 @@ pub struct ApiKeyConfig {
     pub name: String,
     /// Lower-case hex SHA-256 of the key (`jit-broker hash-key` prints it).
     pub sha256: String,
+    /// May start reconciler sweeps (`POST /api/v1/reconcile`).
+    #[serde(default)]
+    pub admin: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -8,7 +8,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
 use futures_util::StreamExt;
-use jit_app::{App, AppError, GrantFilter, StoreError, TicketError};
+use jit_app::{App, AppError, GrantFilter, ReconcileConfig, StoreError, TicketError};
 use jit_domain::{Decision, EndReason, FieldError, Grant, GrantId, GrantState, TicketId, UserName};
 use jit_itsm::webhook::{
     DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookError, WebhookHeaders,
@@ -30,6 +30,9 @@ pub struct ApiState {
     pub max_body_bytes: usize,
     /// `None`: no webhook secret configured, the endpoint refuses everything.
     pub webhook: Option<WebhookVerifier>,
+    pub reconcile: ReconcileConfig,
+    /// This process's identity for leases.
+    pub owner: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +45,8 @@ pub enum ApiError {
     TooLarge(usize),
     #[error("a valid API key is required (Authorization: Bearer <key>)")]
     Unauthorized,
+    #[error("this API key may not do that (admin = true is required)")]
+    Forbidden,
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -70,6 +75,9 @@ impl From<AppError> for ApiError {
                 Self::TicketSystemUnavailable(format!("cannot check the change ticket: {why}"))
             }
             AppError::Store(StoreError::Duplicate(what)) => Self::Conflict(what),
+            AppError::Busy(what) => Self::Conflict(what),
+            AppError::NotFound(what) => Self::NotFound(what),
+            AppError::Directory(e) => Self::Internal(e.to_string()),
             AppError::Store(inner) => Self::Internal(inner.to_string()),
         }
     }
@@ -82,6 +90,7 @@ impl ResponseError for ApiError {
             Self::MalformedJson(_) => StatusCode::BAD_REQUEST,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Denied(_) => StatusCode::FORBIDDEN,
@@ -110,6 +119,7 @@ impl ResponseError for ApiError {
                 )],
             ),
             Self::Unauthorized => ("unauthorized", vec![]),
+            Self::Forbidden => ("forbidden", vec![]),
             Self::NotFound(_) => ("not_found", vec![]),
             Self::Conflict(_) => ("conflict", vec![]),
             Self::Denied(decision) => {
@@ -141,7 +151,17 @@ impl ResponseError for ApiError {
 }
 
 /// The authenticated API caller; its name is the audited actor.
-pub struct Caller(pub String);
+pub struct Caller(pub String, pub bool);
+
+impl Caller {
+    fn admin(&self) -> Result<(), ApiError> {
+        if self.1 {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden)
+        }
+    }
+}
 
 fn key_digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
@@ -172,7 +192,7 @@ impl FromRequest for Caller {
                     matched = Some(k);
                 }
             }
-            matched.map(|k| Caller(k.name.clone()))
+            matched.map(|k| Caller(k.name.clone(), k.admin))
         })();
         std::future::ready(found.ok_or(ApiError::Unauthorized))
     }
@@ -189,23 +209,10 @@ impl FromRequest for JsonBody {
         let limit = req
             .app_data::<web::Data<ApiState>>()
             .map_or(16 * 1024, |s| s.max_body_bytes);
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-        let mut payload = payload.take();
+        let declared = declared_length(req);
+        let payload = payload.take();
         Box::pin(async move {
-            if declared.is_some_and(|n| n > limit) {
-                return Err(ApiError::TooLarge(limit));
-            }
-            let mut body = web::BytesMut::new();
-            while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-                if body.len() + chunk.len() > limit {
-                    return Err(ApiError::TooLarge(limit));
-                }
-                body.extend_from_slice(&chunk);
-            }
+            let body = collect_body(declared, payload, limit).await?;
             if body.is_empty() {
                 return Err(ApiError::MalformedJson("the body is empty".into()));
             }
@@ -222,7 +229,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/grants", web::post().to(create_grant))
             .route("/grants", web::get().to(list_grants))
             .route("/grants/{id}", web::get().to(get_grant))
-            .route("/grants/{id}/drop", web::post().to(drop_grant)),
+            .route("/grants/{id}/drop", web::post().to(drop_grant))
+            .route("/reconcile", web::post().to(start_reconcile))
+            .route("/reconcile/runs", web::get().to(list_runs))
+            .route("/reconcile/runs/{id}", web::get().to(get_run)),
     )
     .route("/webhooks/servicenow", web::post().to(servicenow_webhook))
     .route("/healthz", web::get().to(healthz));
@@ -340,6 +350,7 @@ async fn list_grants(
         return Err(ApiError::Invalid(errors));
     }
     let filter = GrantFilter {
+        role: None,
         user,
         state: grant_state,
         ticket,
@@ -398,16 +409,22 @@ async fn drop_grant(
     Ok(HttpResponse::Ok().json(&grant))
 }
 
-/// Reads a raw body up to `limit` bytes.
-async fn read_body(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-    limit: usize,
-) -> Result<web::Bytes, ApiError> {
-    let declared = req
-        .headers()
+fn declared_length(req: &HttpRequest) -> Option<usize> {
+    req.headers()
         .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+}
+
+/// Reads a raw body up to `limit` bytes, refusing early on a declared length.
+async fn collect_body<S, E>(
+    declared: Option<usize>,
+    mut payload: S,
+    limit: usize,
+) -> Result<web::Bytes, ApiError>
+where
+    S: futures_util::Stream<Item = Result<web::Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::TooLarge(limit));
     }
@@ -432,7 +449,7 @@ async fn servicenow_webhook(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let verifier = state.webhook.as_ref().ok_or(ApiError::WebhookDisabled)?;
-    let body = read_body(&req, payload, state.max_body_bytes).await?;
+    let body = collect_body(declared_length(&req), payload, state.max_body_bytes).await?;
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
     let headers = WebhookHeaders {
         timestamp: header(TIMESTAMP_HEADER),
@@ -456,4 +473,87 @@ async fn servicenow_webhook(
         response.insert_header(("X-JIT-Replayed", "true"));
     }
     Ok(response.json(answer.body))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReconcileQuery {
+    #[serde(default)]
+    dry_run: bool,
+    /// Answer when the sweep has finished (200 with its findings) instead of
+    /// at once (202 with the running run).
+    #[serde(default)]
+    wait: bool,
+}
+
+fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
+    web::Query::<T>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .map_err(|e| ApiError::Invalid(vec![FieldError::new("query", "format", e.to_string())]))
+}
+
+/// `POST /api/v1/reconcile?dry_run=&wait=`: an on-demand sweep (admin keys).
+async fn start_reconcile(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    caller.admin()?;
+    let q: ReconcileQuery = query(&req)?;
+    let app = state.app.clone();
+    let run = app
+        .begin_reconcile(
+            &format!("api:{}", caller.0),
+            q.dry_run,
+            &state.owner,
+            &state.reconcile,
+        )
+        .await?;
+    if q.wait {
+        let run = app
+            .run_reconcile(run, &state.owner, &state.reconcile)
+            .await?;
+        let (run, findings) = app.reconcile_run(&run.id).await?;
+        return Ok(HttpResponse::Ok().json(json!({"run": run, "findings": findings})));
+    }
+    let (owner, config, started) = (state.owner.clone(), state.reconcile.clone(), run.clone());
+    tokio::spawn(async move {
+        if let Err(e) = app.run_reconcile(started, &owner, &config).await {
+            tracing::error!(error = %e, "reconcile sweep failed");
+        }
+    });
+    Ok(HttpResponse::Accepted()
+        .insert_header((
+            header::LOCATION,
+            format!("/api/v1/reconcile/runs/{}", run.id),
+        ))
+        .json(json!({"run": run})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunsQuery {
+    limit: Option<u32>,
+}
+
+async fn list_runs(
+    state: web::Data<ApiState>,
+    _caller: Caller,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let q: RunsQuery = query(&req)?;
+    let runs = state
+        .app
+        .reconcile_runs(q.limit.unwrap_or(20).clamp(1, MAX_PAGE))
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({"items": runs})))
+}
+
+async fn get_run(
+    state: web::Data<ApiState>,
+    _caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let (run, findings) = state.app.reconcile_run(&id).await?;
+    Ok(HttpResponse::Ok().json(json!({"run": run, "findings": findings})))
 }

@@ -244,6 +244,7 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
         keys.push(ApiKeyConfig {
             name: "dev".into(),
             sha256: http::hash_key(DEV_API_KEY),
+            admin: true,
         });
     }
     if keys.is_empty() {
@@ -252,9 +253,10 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
 
     let app = Arc::new(App::new(store, directory, tickets, clock, policy));
     let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+    let reconcile = config.reconciler.to_reconcile_config();
     let worker = Arc::new(Worker::new(
         app.clone(),
-        owner,
+        owner.clone(),
         config.worker.to_worker_config(),
     ));
     let worker_wake = worker.waker();
@@ -269,6 +271,8 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
         worker_wake: worker_wake.clone(),
         max_body_bytes: config.max_body_bytes,
         webhook,
+        reconcile: reconcile.clone(),
+        owner: owner.clone(),
     });
     let sandbox = dev.then(|| web::Data::new(sandbox::SandboxDirectory::seeded()));
     let sandbox_book = sandbox_changes.clone().map(web::Data::new);
@@ -297,11 +301,13 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
     if dev {
         tracing::warn!(%addr, api_key = DEV_API_KEY, "SANDBOX MODE: in-memory SCIM directory at {}; nothing real is touched", sandbox::BASE_PATH);
     }
-    let scheduler = if ticket_system_configured {
-        Some(start_ticket_poll(app.clone(), &config.servicenow.poll_cron).await?)
-    } else {
-        None
-    };
+    let ticket_poll = ticket_system_configured.then_some(config.servicenow.poll_cron.as_str());
+    let sweep =
+        config
+            .reconciler
+            .enabled
+            .then_some((config.reconciler.cron.as_str(), reconcile, owner));
+    let scheduler = start_schedules(app.clone(), ticket_poll, sweep).await?;
     tracing::info!(%addr, "jit-broker listening");
     Ok(Running {
         addr,
@@ -316,29 +322,55 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
     })
 }
 
-/// The poll behind the webhook: re-reads the change of every live grant on
-/// a cron schedule. Idempotent, so a missed or doubled tick (or several
-/// replicas polling) does no harm; per-grant timing never depends on it.
-async fn start_ticket_poll(
+/// The periodic triggers: the ticket poll behind the webhook and the
+/// reconciler sweep. Both are idempotent, so a missed or doubled tick (or
+/// several replicas firing) does no harm; per-grant timing never depends on
+/// them (expiry comes from the durable jobs table).
+async fn start_schedules(
     app: Arc<App>,
-    cron: &str,
-) -> anyhow::Result<tokio_cron_scheduler::JobScheduler> {
+    ticket_poll: Option<&str>,
+    sweep: Option<(&str, jit_app::ReconcileConfig, String)>,
+) -> anyhow::Result<Option<tokio_cron_scheduler::JobScheduler>> {
     use tokio_cron_scheduler::{Job, JobScheduler};
+    if ticket_poll.is_none() && sweep.is_none() {
+        return Ok(None);
+    }
     let scheduler = JobScheduler::new().await?;
-    let job = Job::new_async(cron, move |_, _| {
+    if let Some(cron) = ticket_poll {
         let app = app.clone();
-        Box::pin(async move {
-            match app.recheck_tickets().await {
-                Ok(report) => tracing::info!(
-                    checked = report.tickets_checked, ended = report.grants_ended,
-                    unavailable = report.unavailable.len(), "ticket poll"
-                ),
-                Err(e) => tracing::error!(error = %e, "ticket poll failed"),
-            }
+        let job = Job::new_async(cron, move |_, _| {
+            let app = app.clone();
+            Box::pin(async move {
+                match app.recheck_tickets().await {
+                    Ok(report) => tracing::info!(
+                        checked = report.tickets_checked, ended = report.grants_ended,
+                        unavailable = report.unavailable.len(), "ticket poll"
+                    ),
+                    Err(e) => tracing::error!(error = %e, "ticket poll failed"),
+                }
+            })
         })
-    })
-    .with_context(|| format!("`servicenow.poll_cron` `{cron}` is not a cron schedule (sec min hour day month weekday)"))?;
-    scheduler.add(job).await?;
+        .with_context(|| format!("`servicenow.poll_cron` `{cron}` is not a cron schedule (sec min hour day month weekday)"))?;
+        scheduler.add(job).await?;
+    }
+    if let Some((cron, config, owner)) = sweep {
+        let job = Job::new_async(cron, move |_, _| {
+            let (app, config, owner) = (app.clone(), config.clone(), owner.clone());
+            Box::pin(async move {
+                match app.reconcile("cron", false, &owner, &config).await {
+                    Ok(_) => {}
+                    Err(jit_app::AppError::Busy(why)) => tracing::debug!(%why, "reconcile skipped"),
+                    Err(e) => tracing::error!(error = %e, "reconcile sweep failed"),
+                }
+            })
+        })
+        .with_context(|| {
+            format!(
+                "`reconciler.cron` `{cron}` is not a cron schedule (sec min hour day month weekday)"
+            )
+        })?;
+        scheduler.add(job).await?;
+    }
     scheduler.start().await?;
-    Ok(scheduler)
+    Ok(Some(scheduler))
 }

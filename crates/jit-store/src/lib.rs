@@ -14,7 +14,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use jit_app::{
-    AuditEvent, GrantFilter, GrantMark, Job, NewAudit, NewJob, SeenDelivery, Store, StoreError,
+    AuditEvent, FindingRecord, GrantFilter, GrantMark, Job, NewAudit, NewJob, ReconcileRun,
+    SeenDelivery, Store, StoreError,
 };
 use jit_domain::{
     EndReason, Grant, GrantId, Justification, RoleName, TicketId, Transition, UserName,
@@ -187,6 +188,61 @@ fn to_json<T: serde::Serialize>(value: &Option<T>) -> Result<Option<String>, Sto
         .as_ref()
         .map(|v| serde_json::to_string(v).map_err(|e| corrupt("json", e)))
         .transpose()
+}
+
+const RUN_COLUMNS: &str = "id, trigger_source, dry_run, status, started_at, finished_at, users_scanned, \
+     pages, findings, actions, errors, error";
+
+#[derive(sqlx::FromRow)]
+struct RunRow {
+    id: String,
+    trigger_source: String,
+    dry_run: bool,
+    status: String,
+    started_at: i64,
+    finished_at: Option<i64>,
+    users_scanned: i64,
+    pages: i64,
+    findings: i64,
+    actions: i64,
+    errors: i64,
+    error: Option<String>,
+}
+
+impl TryFrom<RunRow> for ReconcileRun {
+    type Error = StoreError;
+    fn try_from(r: RunRow) -> Result<Self, StoreError> {
+        let count = |v: i64| u64::try_from(v).map_err(|e| corrupt("counter", e));
+        Ok(ReconcileRun {
+            id: r.id,
+            trigger: r.trigger_source,
+            dry_run: r.dry_run,
+            status: r.status,
+            started_at: time(r.started_at)?,
+            finished_at: opt_time(r.finished_at)?,
+            users_scanned: count(r.users_scanned)?,
+            pages: count(r.pages)?,
+            findings: count(r.findings)?,
+            actions: count(r.actions)?,
+            errors: count(r.errors)?,
+            error: r.error,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct FindingRow {
+    run_id: String,
+    at: i64,
+    user_name: String,
+    role: String,
+    kind: String,
+    action: String,
+    detail: String,
+}
+
+fn counter(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -469,6 +525,7 @@ macro_rules! sql_store {
                     sql.push_str(&format!(" AND {clause} ${}", args.len()));
                 };
                 if let Some(u) = &f.user { push("user_name =", u.to_string(), &mut sql); }
+                if let Some(r) = &f.role { push("role =", r.to_string(), &mut sql); }
                 if let Some(s) = f.state { push("state =", s.to_string(), &mut sql); }
                 if let Some(t) = &f.ticket { push("ticket =", t.to_string(), &mut sql); }
                 if let Some(b) = f.before { push("id <", b.to_string(), &mut sql); }
@@ -601,6 +658,163 @@ macro_rules! sql_store {
                 .await
                 .map_err(db)?;
                 opt_time(next)
+            }
+
+            async fn try_lease(
+                &self,
+                name: &str,
+                owner: &str,
+                now: DateTime<Utc>,
+                until: DateTime<Utc>,
+            ) -> Result<bool, StoreError> {
+                let done = sqlx::query(
+                    "INSERT INTO leases (name, owner, until_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, until_at = excluded.until_at \
+                     WHERE leases.until_at < $4 OR leases.owner = excluded.owner",
+                )
+                .bind(name)
+                .bind(owner)
+                .bind(ms(until))
+                .bind(ms(now))
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+                sqlx::query("DELETE FROM leases WHERE name = $1 AND owner = $2")
+                    .bind(name)
+                    .bind(owner)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db)?;
+                Ok(())
+            }
+
+            async fn insert_run(&self, r: &ReconcileRun) -> Result<(), StoreError> {
+                sqlx::query(built(format!(
+                    "INSERT INTO reconcile_runs ({RUN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+                )))
+                .bind(&r.id)
+                .bind(&r.trigger)
+                .bind(r.dry_run)
+                .bind(&r.status)
+                .bind(ms(r.started_at))
+                .bind(r.finished_at.map(ms))
+                .bind(counter(r.users_scanned))
+                .bind(counter(r.pages))
+                .bind(counter(r.findings))
+                .bind(counter(r.actions))
+                .bind(counter(r.errors))
+                .bind(r.error.as_deref())
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
+                Ok(())
+            }
+
+            async fn update_run(&self, r: &ReconcileRun, audit: Option<NewAudit>) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin().await.map_err(db)?;
+                sqlx::query(
+                    "UPDATE reconcile_runs SET status = $1, finished_at = $2, users_scanned = $3, pages = $4, \
+                     findings = $5, actions = $6, errors = $7, error = $8 WHERE id = $9",
+                )
+                .bind(&r.status)
+                .bind(r.finished_at.map(ms))
+                .bind(counter(r.users_scanned))
+                .bind(counter(r.pages))
+                .bind(counter(r.findings))
+                .bind(counter(r.actions))
+                .bind(counter(r.errors))
+                .bind(r.error.as_deref())
+                .bind(&r.id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+                if let Some(audit) = audit {
+                    Self::append_audit_in(&mut tx, &audit).await?;
+                }
+                tx.commit().await.map_err(db)
+            }
+
+            async fn runs(&self, limit: u32) -> Result<Vec<ReconcileRun>, StoreError> {
+                let rows: Vec<RunRow> = sqlx::query_as(built(format!(
+                    "SELECT {RUN_COLUMNS} FROM reconcile_runs ORDER BY id DESC LIMIT $1"
+                )))
+                .bind(i64::from(limit.clamp(1, 1000)))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+                rows.into_iter().map(ReconcileRun::try_from).collect()
+            }
+
+            async fn run(&self, id: &str) -> Result<Option<ReconcileRun>, StoreError> {
+                let row: Option<RunRow> = sqlx::query_as(built(format!(
+                    "SELECT {RUN_COLUMNS} FROM reconcile_runs WHERE id = $1"
+                )))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+                row.map(ReconcileRun::try_from).transpose()
+            }
+
+            async fn insert_finding(&self, f: &FindingRecord, audit: NewAudit) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin().await.map_err(db)?;
+                sqlx::query(
+                    "INSERT INTO reconcile_findings (run_id, at, user_name, role, kind, action, detail) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&f.run_id)
+                .bind(ms(f.at))
+                .bind(&f.user)
+                .bind(&f.role)
+                .bind(&f.kind)
+                .bind(&f.action)
+                .bind(&f.detail)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+                Self::append_audit_in(&mut tx, &audit).await?;
+                tx.commit().await.map_err(db)
+            }
+
+            async fn findings(&self, run_id: &str, limit: u32) -> Result<Vec<FindingRecord>, StoreError> {
+                let rows: Vec<FindingRow> = sqlx::query_as(
+                    "SELECT run_id, at, user_name, role, kind, action, detail FROM reconcile_findings \
+                     WHERE run_id = $1 ORDER BY id LIMIT $2",
+                )
+                .bind(run_id)
+                .bind(i64::from(limit.clamp(1, 10_000)))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+                rows.into_iter()
+                    .map(|r| {
+                        Ok(FindingRecord {
+                            run_id: r.run_id,
+                            at: time(r.at)?,
+                            user: r.user_name,
+                            role: r.role,
+                            kind: r.kind,
+                            action: r.action,
+                            detail: r.detail,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn stripped_before(&self, user: &UserName, role: &RoleName) -> Result<bool, StoreError> {
+                let row: Option<(i64,)> = sqlx::query_as(
+                    "SELECT id FROM reconcile_findings WHERE user_name = $1 AND role = $2 AND action = 'removed' LIMIT 1",
+                )
+                .bind(user.as_str())
+                .bind(role.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+                Ok(row.is_some())
             }
 
             async fn tickets_of_live_grants(&self) -> Result<Vec<TicketId>, StoreError> {

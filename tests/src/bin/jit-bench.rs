@@ -280,6 +280,7 @@ async fn main() -> anyhow::Result<()> {
     config.api_keys = vec![ApiKeyConfig {
         name: "bench".into(),
         sha256: jit_server::http::hash_key(API_KEY),
+        admin: true,
     }];
     config.log.level = "warn".into();
     let running = jit_server::start(config, false, Arc::new(SystemClock)).await?;
@@ -371,6 +372,7 @@ async fn removed_delays_ms(store: &dyn Store, n: usize) -> anyhow::Result<Vec<f6
     let mut before = None;
     loop {
         let filter = jit_app::GrantFilter {
+            role: None,
             user: None,
             state: Some(GrantState::Ended),
             ticket: None,

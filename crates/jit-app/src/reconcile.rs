@@ -1,0 +1,321 @@
+//! The reconciler: reads the whole directory page by page, judges every
+//! privileged role held (jit-domain `judge`), strips what is held without
+//! cause through the same `converge` the scheduler uses, and records the run.
+//!
+//! Memory does not grow with the directory: one page is held at a time and
+//! only counters are kept; every finding is written as it is found.
+//!
+//! Race-free against activations: the sweep's listing only nominates a pair.
+//! The decision to remove is taken inside `converge`, under the pair's lock,
+//! from a store read made after the listing, and the write is conditional on
+//! the directory version converge itself read (`If-Match`). A grant that
+//! activated before that store read keeps its role; one whose activation
+//! commits during converge's write is caught by the re-decision that follows
+//! every write, which restores the role at once (the activation's own
+//! converge, waiting on the same pair lock, then finds it in place).
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use governor::{Quota, RateLimiter};
+use jit_domain::{FindingAction, GrantId, RoleChange, RoleName, UserName, judge};
+use serde_json::json;
+
+use crate::app::{App, SYSTEM_ACTOR};
+use crate::error::AppError;
+use crate::ports::{
+    DirectoryError, DirectoryPage, FindingRecord, GrantFilter, NewAudit, ReconcileRun,
+};
+
+/// The lease name that makes sweeps exclusive across replicas.
+const LEASE: &str = "reconciler";
+
+#[derive(Debug, Clone)]
+pub struct ReconcileConfig {
+    /// Users per page; Genesys Cloud wants 25 or fewer when `roles` is asked for.
+    pub page_size: u32,
+    /// Directory requests per second the sweep may make (pages and fixes),
+    /// so that it never starves the org's other integrations.
+    pub requests_per_second: u32,
+    /// A grant that ended less than this long ago is left to its expiry job.
+    pub grace: TimeDelta,
+    /// How long one page may take before another replica may take over.
+    pub lease: Duration,
+    /// Attempts per page on transient errors (429/5xx) before the run fails.
+    pub page_attempts: u32,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        Self {
+            page_size: 25,
+            requests_per_second: 10,
+            grace: TimeDelta::seconds(60),
+            lease: Duration::from_secs(120),
+            page_attempts: 5,
+        }
+    }
+}
+
+impl App {
+    /// Takes the sweep lease and records a new run, or answers `Busy`.
+    pub async fn begin_reconcile(
+        &self,
+        trigger: &str,
+        dry_run: bool,
+        owner: &str,
+        config: &ReconcileConfig,
+    ) -> Result<ReconcileRun, AppError> {
+        let now = self.now();
+        let until = now + TimeDelta::from_std(config.lease).unwrap_or(TimeDelta::minutes(2));
+        if !self.store.try_lease(LEASE, owner, now, until).await? {
+            return Err(AppError::Busy(
+                "a reconciler sweep is already running".into(),
+            ));
+        }
+        let run = ReconcileRun {
+            id: GrantId::new_at(now).to_string(),
+            trigger: trigger.to_owned(),
+            dry_run,
+            status: "running".into(),
+            started_at: now,
+            finished_at: None,
+            users_scanned: 0,
+            pages: 0,
+            findings: 0,
+            actions: 0,
+            errors: 0,
+            error: None,
+        };
+        self.store.insert_run(&run).await?;
+        Ok(run)
+    }
+
+    /// Runs a sweep begun by [`App::begin_reconcile`] to its end and releases
+    /// the lease. The run is recorded `completed` or `failed` either way.
+    pub async fn run_reconcile(
+        &self,
+        mut run: ReconcileRun,
+        owner: &str,
+        config: &ReconcileConfig,
+    ) -> Result<ReconcileRun, AppError> {
+        let result = self.sweep(&mut run, owner, config).await;
+        run.finished_at = Some(self.now());
+        match &result {
+            Ok(()) => run.status = "completed".into(),
+            Err(e) => {
+                run.status = "failed".into();
+                run.error = Some(e.to_string());
+            }
+        }
+        let audit = NewAudit {
+            at: self.now(),
+            actor: SYSTEM_ACTOR.into(),
+            kind: "reconcile_run",
+            grant: None,
+            ticket: None,
+            data: json!({
+                "run": run.id, "trigger": run.trigger, "dry_run": run.dry_run, "status": run.status,
+                "started_at": run.started_at, "finished_at": run.finished_at,
+                "users_scanned": run.users_scanned, "pages": run.pages, "findings": run.findings,
+                "actions": run.actions, "errors": run.errors, "error": run.error,
+            }),
+        };
+        self.store.update_run(&run, Some(audit)).await?;
+        self.store.release_lease(LEASE, owner).await?;
+        tracing::info!(
+            run = %run.id, status = %run.status, users = run.users_scanned,
+            findings = run.findings, removed = run.actions, errors = run.errors, "reconcile sweep"
+        );
+        Ok(run)
+    }
+
+    /// Begin and run in one call (CLI, cron).
+    pub async fn reconcile(
+        &self,
+        trigger: &str,
+        dry_run: bool,
+        owner: &str,
+        config: &ReconcileConfig,
+    ) -> Result<ReconcileRun, AppError> {
+        let run = self
+            .begin_reconcile(trigger, dry_run, owner, config)
+            .await?;
+        self.run_reconcile(run, owner, config).await
+    }
+
+    async fn sweep(
+        &self,
+        run: &mut ReconcileRun,
+        owner: &str,
+        config: &ReconcileConfig,
+    ) -> Result<(), AppError> {
+        let rate = NonZeroU32::new(config.requests_per_second.max(1)).unwrap_or(NonZeroU32::MIN);
+        let limiter = RateLimiter::direct(Quota::per_second(rate));
+        let lease = TimeDelta::from_std(config.lease).unwrap_or(TimeDelta::minutes(2));
+        let mut start_index: u64 = 1;
+        loop {
+            // Renewed per page: a replica that died mid-sweep frees it soon.
+            let now = self.now();
+            if !self.store.try_lease(LEASE, owner, now, now + lease).await? {
+                return Err(AppError::Busy(
+                    "the sweep lease was lost to another replica".into(),
+                ));
+            }
+            limiter.until_ready().await;
+            let page = self.page(start_index, config).await?;
+            run.pages += 1;
+            let listed = page.users.len() as u64;
+            for user in page.users {
+                run.users_scanned += 1;
+                for role in &user.roles {
+                    let Ok(role) = RoleName::parse(role) else {
+                        continue;
+                    };
+                    if !self.policy.is_privileged(&role) {
+                        continue;
+                    }
+                    let Ok(user_name) = UserName::parse(&user.user_name) else {
+                        run.errors += 1;
+                        continue;
+                    };
+                    self.examine(run, &user_name, &role, config, &limiter)
+                        .await?;
+                }
+            }
+            self.store.update_run(run, None).await?;
+            start_index += listed;
+            if listed == 0 || start_index > page.total_results {
+                return Ok(());
+            }
+        }
+    }
+
+    /// One page, retried on transient errors, honouring `Retry-After`.
+    async fn page(
+        &self,
+        start_index: u64,
+        config: &ReconcileConfig,
+    ) -> Result<DirectoryPage, AppError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self
+                .directory
+                .list_users(start_index, config.page_size)
+                .await
+            {
+                Ok(page) => return Ok(page),
+                Err(e @ DirectoryError::Transient { .. }) if attempt < config.page_attempts => {
+                    let wait = jit_domain::retry::next_delay(
+                        attempt,
+                        Duration::from_millis(500),
+                        Duration::from_secs(30),
+                        rand::random::<f64>(),
+                        e.retry_after(),
+                    );
+                    tracing::warn!(start_index, attempt, wait_ms = wait.as_millis() as u64, error = %e, "reconcile: page retried");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => return Err(AppError::Directory(e)),
+            }
+        }
+    }
+
+    async fn examine(
+        &self,
+        run: &mut ReconcileRun,
+        user: &UserName,
+        role: &RoleName,
+        config: &ReconcileConfig,
+        limiter: &governor::DefaultDirectRateLimiter,
+    ) -> Result<(), AppError> {
+        let grants = self
+            .store
+            .grants(&GrantFilter {
+                user: Some(user.clone()),
+                role: Some(role.clone()),
+                limit: 100,
+                ..GrantFilter::default()
+            })
+            .await?;
+        let stripped_before = self.store.stripped_before(user, role).await?;
+        let now = self.now();
+        let Some(judgement) = judge(
+            &self.policy,
+            user,
+            role,
+            &grants,
+            stripped_before,
+            config.grace,
+            now,
+        ) else {
+            return Ok(());
+        };
+        let action = match (judgement.action, run.dry_run) {
+            (FindingAction::Report, _) => "reported",
+            (FindingAction::Strip, true) => "would_remove",
+            (FindingAction::Strip, false) => {
+                // A converge costs the target three requests (read, PATCH, read-back).
+                if let Some(three) = NonZeroU32::new(3) {
+                    let _ = limiter.until_n_ready(three).await;
+                }
+                match self.converge(user, role).await {
+                    Ok(report) if report.change == Some(RoleChange::Remove) => {
+                        run.actions += 1;
+                        "removed"
+                    }
+                    // A grant covers it now (activated during the sweep), or
+                    // it was already gone: no finding.
+                    Ok(_) => return Ok(()),
+                    Err(e) => {
+                        tracing::warn!(%user, %role, error = %e, "reconcile: could not strip");
+                        run.errors += 1;
+                        "failed"
+                    }
+                }
+            }
+        };
+        run.findings += 1;
+        let finding = FindingRecord {
+            run_id: run.id.clone(),
+            at: self.now(),
+            user: user.to_string(),
+            role: role.to_string(),
+            kind: judgement.kind.as_str().into(),
+            action: action.into(),
+            detail: judgement.detail.clone(),
+        };
+        let audit = NewAudit {
+            at: finding.at,
+            actor: SYSTEM_ACTOR.into(),
+            kind: "reconcile_finding",
+            grant: None,
+            ticket: None,
+            data: json!({
+                "run": run.id, "user": user, "role": role, "kind": finding.kind,
+                "action": action, "detail": finding.detail, "dry_run": run.dry_run,
+            }),
+        };
+        self.store.insert_finding(&finding, audit).await?;
+        Ok(())
+    }
+
+    pub async fn reconcile_runs(&self, limit: u32) -> Result<Vec<ReconcileRun>, AppError> {
+        Ok(self.store.runs(limit).await?)
+    }
+
+    pub async fn reconcile_run(
+        &self,
+        id: &str,
+    ) -> Result<(ReconcileRun, Vec<FindingRecord>), AppError> {
+        let run = self
+            .store
+            .run(id)
+            .await?
+            .ok_or_else(|| AppError::NotFound(format!("reconcile run {id} not found")))?;
+        let findings = self.store.findings(id, 10_000).await?;
+        Ok((run, findings))
+    }
+}

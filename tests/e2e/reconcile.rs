@@ -1,0 +1,316 @@
+//! The reconciler against the real SCIM server: standing privilege and role
+//! accumulation are stripped, break-glass is reported and kept, a dry run
+//! changes nothing, and a grant activated during a sweep keeps its role.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jit_app::{
+    AppError, Directory, DirectoryError, DirectoryPage, DirectoryUser, ReconcileConfig, Worker,
+    WorkerConfig,
+};
+use jit_domain::{RoleChange, RoleName, UserName};
+use jit_e2e::app::{READER_KEY, Stack, scim_client, spawn_app};
+use jit_e2e::{Backend, Tenant};
+use rstest::rstest;
+use serde_json::json;
+
+const ADMIN: &str = "Master Admin";
+
+fn config() -> ReconcileConfig {
+    ReconcileConfig {
+        page_size: 2, // several pages even for a handful of users
+        requests_per_second: 1000,
+        ..ReconcileConfig::default()
+    }
+}
+
+/// alice: Master Admin, never granted. bob: Master Admin from a grant whose
+/// expiry never ran (broker down past the grace). breakglass: exempt.
+/// carol: baseline only.
+async fn seeded(backend: Backend) -> (Stack, Tenant) {
+    let (stack, tenant) = Stack::with_users(
+        backend,
+        &[
+            ("alice@example.com", &["Employee", ADMIN]),
+            ("bob@example.com", &["Employee"]),
+            ("breakglass@example.com", &[ADMIN]),
+            ("carol@example.com", &["Employee", "Supervisor"]),
+        ],
+    )
+    .await;
+    stack
+        .request(
+            json!({"user": "bob@example.com", "role": ADMIN, "ticket": "CHG0000100",
+                        "duration": "10m", "justification": "Rotate the SIP trunk certificate"}),
+        )
+        .await;
+    stack.run_due().await;
+    assert!(
+        tenant
+            .roles_of("bob@example.com")
+            .await
+            .contains(&ADMIN.to_owned())
+    );
+    stack.advance(10 * 60 + 120); // past expiry and the 60 s grace, no job run
+    (stack, tenant)
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn one_sweep_strips_what_is_held_without_cause_and_keeps_break_glass(
+    #[case] backend: Backend,
+) {
+    let (stack, tenant) = seeded(backend).await;
+    // One sweep at a time: a second owner is refused while the lease is held.
+    let first = stack
+        .app
+        .begin_reconcile("test", false, "replica-a", &config())
+        .await
+        .unwrap();
+    let busy = stack
+        .app
+        .begin_reconcile("test", false, "replica-b", &config())
+        .await;
+    assert!(matches!(busy, Err(AppError::Busy(_))), "{busy:?}");
+    let run = stack
+        .app
+        .run_reconcile(first, "replica-a", &config())
+        .await
+        .unwrap();
+
+    assert_eq!(run.status, "completed", "{run:?}");
+    assert_eq!((run.users_scanned, run.pages), (4, 2));
+    assert_eq!((run.findings, run.actions, run.errors), (3, 2, 0));
+    assert_eq!(tenant.roles_of("alice@example.com").await, ["Employee"]);
+    assert_eq!(tenant.roles_of("bob@example.com").await, ["Employee"]);
+    assert_eq!(tenant.roles_of("breakglass@example.com").await, [ADMIN]);
+    assert_eq!(
+        tenant.roles_of("carol@example.com").await,
+        ["Employee", "Supervisor"]
+    );
+
+    let (_, findings) = stack.app.reconcile_run(&run.id).await.unwrap();
+    let mut got: Vec<(String, String, String)> = findings
+        .into_iter()
+        .map(|f| (f.user, f.kind, f.action))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            (
+                "alice@example.com".into(),
+                "standing_privilege".into(),
+                "removed".into()
+            ),
+            (
+                "bob@example.com".into(),
+                "role_accumulation".into(),
+                "removed".into()
+            ),
+            (
+                "breakglass@example.com".into(),
+                "break_glass_held".into(),
+                "reported".into()
+            ),
+        ]
+    );
+    let kinds = stack.audit_kinds().await;
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "reconcile_finding").count(),
+        3
+    );
+    assert_eq!(kinds.last().map(String::as_str), Some("reconcile_run"));
+    assert_eq!(stack.app.reconcile_runs(10).await.unwrap().len(), 1);
+
+    // The lease was released: the next sweep runs, and finds nothing to strip.
+    // A role put back by hand after the verified removal is another writer:
+    // reported, not fought.
+    let alice = scim_client(&tenant.base_url, Duration::from_secs(5));
+    let user = Directory::find_user(&alice, &UserName::parse("alice@example.com").unwrap())
+        .await
+        .unwrap();
+    Directory::change_role(
+        &alice,
+        &user,
+        &RoleName::parse(ADMIN).unwrap(),
+        RoleChange::Add,
+    )
+    .await
+    .unwrap();
+    let again = stack
+        .app
+        .reconcile("test", false, "replica-b", &config())
+        .await
+        .unwrap();
+    let (_, findings) = stack.app.reconcile_run(&again.id).await.unwrap();
+    let kinds: Vec<(&str, &str, &str)> = findings
+        .iter()
+        .map(|f| (f.user.as_str(), f.kind.as_str(), f.action.as_str()))
+        .collect();
+    assert!(
+        kinds.contains(&("alice@example.com", "conflicting_writer", "reported")),
+        "{kinds:?}"
+    );
+    assert_eq!(again.actions, 0);
+}
+
+#[tokio::test]
+async fn a_dry_run_reports_and_changes_nothing() {
+    let (stack, tenant) = seeded(Backend::Sqlite).await;
+    let run = stack
+        .app
+        .reconcile("test", true, "dry", &config())
+        .await
+        .unwrap();
+    assert!(run.dry_run);
+    assert_eq!((run.findings, run.actions), (3, 0));
+    let (_, findings) = stack.app.reconcile_run(&run.id).await.unwrap();
+    assert_eq!(
+        findings
+            .iter()
+            .filter(|f| f.action == "would_remove")
+            .count(),
+        2
+    );
+    assert!(
+        tenant
+            .roles_of("alice@example.com")
+            .await
+            .contains(&ADMIN.to_owned())
+    );
+    assert!(
+        tenant
+            .roles_of("bob@example.com")
+            .await
+            .contains(&ADMIN.to_owned())
+    );
+}
+
+type Hook = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The real SCIM client, with a hook that runs once right after a page has
+/// been listed: the moment a grant activating "during the sweep" matters.
+struct AfterListing {
+    inner: Arc<dyn Directory>,
+    hook: Mutex<Option<Hook>>,
+}
+
+#[async_trait]
+impl Directory for AfterListing {
+    async fn list_users(&self, start: u64, count: u32) -> Result<DirectoryPage, DirectoryError> {
+        let page = self.inner.list_users(start, count).await?;
+        let hook = self.hook.lock().unwrap().take();
+        if let Some(hook) = hook {
+            hook.await;
+        }
+        Ok(page)
+    }
+    async fn find_user(&self, user: &UserName) -> Result<DirectoryUser, DirectoryError> {
+        self.inner.find_user(user).await
+    }
+    async fn get_user(&self, id: &str) -> Result<DirectoryUser, DirectoryError> {
+        self.inner.get_user(id).await
+    }
+    async fn change_role(
+        &self,
+        user: &DirectoryUser,
+        role: &RoleName,
+        change: RoleChange,
+    ) -> Result<(), DirectoryError> {
+        self.inner.change_role(user, role, change).await
+    }
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn a_grant_activated_during_a_sweep_keeps_its_role(#[case] backend: Backend) {
+    let tenant = Tenant::new();
+    tenant
+        .create_user("dave@example.com", &["Employee", ADMIN])
+        .await;
+    let directory = Arc::new(AfterListing {
+        inner: Arc::new(scim_client(&tenant.base_url, Duration::from_secs(5))),
+        hook: Mutex::new(None),
+    });
+    let stack = Stack::new(backend, directory.clone()).await;
+    let starts = jit_e2e::app::t0() + chrono::TimeDelta::seconds(30);
+    stack
+        .request(
+            json!({"user": "dave@example.com", "role": ADMIN, "ticket": "CHG0000200",
+                        "starts_at": starts.to_rfc3339(), "duration": "1h",
+                        "justification": "Rotate the SIP trunk certificate"}),
+        )
+        .await;
+    // The page shows dave holding Master Admin with no active grant; before
+    // the sweep decides, time reaches the start and the worker activates it.
+    let (app, clock) = (stack.app.clone(), stack.clock.clone());
+    *directory.hook.lock().unwrap() = Some(Box::pin(async move {
+        clock.advance(chrono::TimeDelta::seconds(31));
+        let worker = Worker::new(app, "activator".into(), WorkerConfig::default());
+        assert_eq!(worker.run_due().await.unwrap(), 1, "the activation ran");
+    }));
+    let run = stack
+        .app
+        .reconcile("test", false, "sweeper", &config())
+        .await
+        .unwrap();
+    assert_eq!((run.findings, run.actions), (0, 0), "{run:?}");
+    assert!(
+        tenant
+            .roles_of("dave@example.com")
+            .await
+            .contains(&ADMIN.to_owned())
+    );
+}
+
+#[tokio::test]
+async fn sweeps_over_http_need_an_admin_key_and_are_listed() {
+    let tenant = Tenant::new();
+    tenant.create_user("erin@example.com", &[ADMIN]).await;
+    let app = spawn_app(Backend::Sqlite, Some(&tenant.base_url)).await;
+    let r = app
+        .http
+        .post(format!("{}/api/v1/reconcile?wait=true", app.base))
+        .bearer_auth(READER_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "a non-admin key may not sweep");
+
+    let (status, body) = app
+        .post("/api/v1/reconcile?dry_run=true&wait=true", &json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["run"]["status"], "completed");
+    assert_eq!(body["findings"][0]["kind"], "standing_privilege");
+    assert_eq!(body["findings"][0]["action"], "would_remove");
+
+    let (status, body) = app.post("/api/v1/reconcile", &json!({})).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["run"]["id"].as_str().unwrap().to_owned();
+    tenant
+        .wait_for_role("erin@example.com", ADMIN, false, Duration::from_secs(10))
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, run) = app.get(&format!("/api/v1/reconcile/runs/{id}")).await;
+        if run["run"]["status"] == "completed" {
+            assert_eq!(run["findings"][0]["action"], "removed");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{run}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, runs) = app.get("/api/v1/reconcile/runs").await;
+    assert_eq!(runs["items"].as_array().unwrap().len(), 2);
+    app.running.stop().await;
+}
