@@ -107,15 +107,23 @@ async fn a_kill_9_after_activation_still_ends_in_removal_at_expiry() {
             Duration::from_secs(20),
         )
         .await;
-    let g: Value = http
-        .get(format!("{base}/api/v1/grants/{id}"))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // The verified removal is recorded just after the read-back that proves it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let g: Value = loop {
+        let g: Value = http
+            .get(format!("{base}/api/v1/grants/{id}"))
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if g["role_removed_at"].is_string() || Instant::now() > deadline {
+            break g;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(
         (g["state"].as_str(), g["end_reason"].as_str()),
         (Some("ended"), Some("expired")),

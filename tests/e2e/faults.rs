@@ -289,3 +289,121 @@ async fn the_oauth_token_is_cached_and_refreshed_once_when_refused() {
         "no secret in errors: {debug}"
     );
 }
+
+#[tokio::test]
+async fn a_removal_failing_past_the_slo_is_raised_once_as_overdue() {
+    let server = MockServer::start().await;
+    let holding = list(user(&["Employee", "Master Admin"], 1));
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(holding))
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path("/scim/v2/Users/u1"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    let smtp = jit_e2e::SmtpPeer::start();
+    let stack = stack_on(&server, Duration::from_secs(5)).await;
+    let mailer = stack.mailer(
+        &smtp,
+        jit_notify::Recipients {
+            default: vec!["soc@bank.example".into()],
+            ..Default::default()
+        },
+    );
+    let mut body = grant_body();
+    body["duration"] = json!("1m");
+    stack.request(body).await;
+    stack.run_due().await; // activation: the role is there already
+    stack.advance(60);
+    stack.run_due().await; // expiry: the removal fails (503)
+    let overdue = |kinds: Vec<String>| kinds.iter().filter(|k| *k == "revocation_overdue").count();
+    stack.advance(30);
+    stack.run_due().await;
+    assert_eq!(
+        overdue(stack.audit_kinds().await),
+        0,
+        "30 s: within the 60 s SLO"
+    );
+    for _ in 0..3 {
+        stack.advance(40);
+        stack.run_due().await;
+    }
+    assert_eq!(
+        overdue(stack.audit_kinds().await),
+        1,
+        "raised once, not per retry"
+    );
+    mailer.run_due().await.unwrap();
+    let mail = smtp.messages();
+    let alert = mail
+        .iter()
+        .find(|m| m.subject.contains("OVERDUE"))
+        .expect("an overdue alert");
+    assert_eq!(
+        alert.subject,
+        "[jit-broker][ALERT] OVERDUE: eng@example.com still holds Master Admin"
+    );
+    assert!(alert.text.contains("SLO 60 s"), "{}", alert.text);
+    assert!(alert.text.contains("503"), "{}", alert.text);
+}
+
+#[tokio::test]
+async fn a_rate_limited_directory_page_is_retried_after_retry_after() {
+    let server = MockServer::start().await;
+    let page = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"], "totalResults": 1,
+                      "Resources": [user(&["Employee"], 1)]});
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .and(query_param("startIndex", "1"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("Retry-After", "1")
+                .set_body_string(
+                    "Rate limit exceeded the maximum. Retry the request in [1] seconds",
+                ),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users"))
+        .and(query_param("startIndex", "1"))
+        .and(query_param("count", "25"))
+        .and(query_param(
+            "attributes",
+            "userName,roles,active,meta.version",
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(page))
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    let stack = stack_on(&server, Duration::from_secs(5)).await;
+    let started = std::time::Instant::now();
+    let run = stack
+        .app
+        .reconcile(
+            "test",
+            false,
+            "sweeper",
+            &jit_app::ReconcileConfig::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((run.status.as_str(), run.users_scanned), ("completed", 1));
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "waited as asked"
+    );
+    let lists = server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.method == wiremock::http::Method::GET)
+        .count();
+    assert_eq!(lists, 2, "one refused page, one retry");
+}

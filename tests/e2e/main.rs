@@ -6,6 +6,7 @@ mod api;
 mod crash;
 mod faults;
 mod lifecycle;
+mod notify;
 mod reconcile;
 mod store;
 mod tickets;

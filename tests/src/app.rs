@@ -192,6 +192,37 @@ impl Stack {
         (stack, tenant)
     }
 
+    /// A mailer over this stack's store and clock, sending to `smtp` (plain
+    /// SMTP on localhost) with `recipients`.
+    pub fn mailer(
+        &self,
+        smtp: &crate::SmtpPeer,
+        recipients: jit_notify::Recipients,
+    ) -> jit_app::Mailer {
+        let notifier = jit_notify::SmtpNotifier::new(
+            jit_notify::SmtpConfig {
+                host: "127.0.0.1".into(),
+                port: smtp.port,
+                tls: jit_notify::TlsMode::None,
+                username: None,
+                password: None,
+                timeout: Duration::from_secs(5),
+                from: "jit-broker@bank.example".into(),
+                recipients,
+                templates_dir: None,
+            },
+            Duration::from_secs(60),
+        )
+        .expect("SMTP notifier");
+        jit_app::Mailer::new(
+            self.store.clone(),
+            Arc::new(notifier),
+            self.clock.clone(),
+            "test-mailer".into(),
+            jit_app::MailerConfig::default(),
+        )
+    }
+
     pub fn advance(&self, secs: i64) {
         self.clock.advance(TimeDelta::seconds(secs));
     }
@@ -335,6 +366,19 @@ impl TestApp {
             .expect("POST");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The grant, once `field` is set (a verified change is recorded just
+    /// after the read-back that proves it); as it is after 10 s otherwise.
+    pub async fn grant_with(&self, id: &str, field: &str) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, g) = self.get(&format!("/api/v1/grants/{id}")).await;
+            if !g[field].is_null() || std::time::Instant::now() > deadline {
+                return g;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {

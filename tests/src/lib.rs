@@ -316,3 +316,110 @@ pub async fn fresh_database(backend: Backend) -> String {
         }
     }
 }
+
+// ---------------------------------------------------------------- SMTP
+
+/// A real SMTP server (`aiosmtpd`, PyPI) writing each message it accepts to
+/// a Maildir; one per test, so a test can stop it and start it again on the
+/// same port.
+pub struct SmtpPeer {
+    pub port: u16,
+    maildir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+/// One message as the SMTP server stored it.
+#[derive(Debug, Clone)]
+pub struct ReceivedMail {
+    pub subject: String,
+    pub to: String,
+    pub from: String,
+    pub message_id: String,
+    pub text: String,
+    pub html: String,
+}
+
+impl SmtpPeer {
+    pub fn start() -> Self {
+        let maildir = tempfile::tempdir().expect("maildir");
+        for sub in ["cur", "new", "tmp"] {
+            std::fs::create_dir_all(maildir.path().join(sub)).expect("maildir folders");
+        }
+        let mut peer = Self {
+            port: free_port(),
+            maildir,
+            child: None,
+        };
+        peer.resume();
+        peer
+    }
+
+    /// Starts the server again on the same port (after `stop`).
+    pub fn resume(&mut self) {
+        let python = std::env::var_os("JIT_PEERS_VENV")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace_root().join(".venv-peers"))
+            .join("bin/python");
+        let child = Command::new(&python)
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{}", self.port))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(self.maildir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start aiosmtpd (scripts/test installs it)");
+        self.child = Some(child);
+        wait_for_port(self.port, "aiosmtpd", Duration::from_secs(20)).expect("aiosmtpd listening");
+    }
+
+    /// Stops the server: connections are refused until `resume`.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Every message received so far, oldest first.
+    pub fn messages(&self) -> Vec<ReceivedMail> {
+        let mut files: Vec<_> = std::fs::read_dir(self.maildir.path().join("new"))
+            .expect("maildir/new")
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .collect();
+        files.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+        files
+            .iter()
+            .map(|path| {
+                let raw = std::fs::read(path).expect("message file");
+                let mail = mailparse::parse_mail(&raw).expect("RFC 5322 message");
+                let header = |name: &str| {
+                    mailparse::MailHeaderMap::get_first_value(mail.headers.as_slice(), name)
+                        .unwrap_or_default()
+                };
+                let part = |mime: &str| {
+                    mail.subparts
+                        .iter()
+                        .find(|p| p.ctype.mimetype == mime)
+                        .and_then(|p| p.get_body().ok())
+                        .unwrap_or_default()
+                };
+                ReceivedMail {
+                    subject: header("Subject"),
+                    to: header("To"),
+                    from: header("From"),
+                    message_id: header("Message-ID"),
+                    text: part("text/plain"),
+                    html: part("text/html"),
+                }
+            })
+            .collect()
+    }
+}
+
+impl Drop for SmtpPeer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

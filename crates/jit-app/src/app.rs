@@ -37,6 +37,8 @@ pub struct App {
     pub tickets: Arc<dyn TicketSystem>,
     pub clock: Arc<dyn Clock>,
     pub policy: Arc<Policy>,
+    /// A role still present this long after its grant ended is raised to the SOC.
+    pub revocation_slo: chrono::TimeDelta,
     pair_locks: PairLocks,
 }
 
@@ -115,6 +117,7 @@ impl App {
             tickets,
             clock,
             policy,
+            revocation_slo: chrono::TimeDelta::seconds(60),
             pair_locks: PairLocks::default(),
         }
     }
@@ -274,6 +277,9 @@ impl App {
             self.advance_grant(id).await?;
         }
         let result = self.converge(&job.user, &job.role).await;
+        if let (Err(e), Some(id)) = (&result, job.grant) {
+            self.raise_if_overdue(id, e).await?;
+        }
         if let (Err(e), Some(id)) = (&result, job.grant)
             && e.is_permanent()
         {
@@ -441,6 +447,41 @@ impl App {
             Some(mark) => self.store.mark(&mark, now, Some(audit)).await,
             None => self.store.append_audit(audit).await,
         }
+    }
+}
+
+impl App {
+    /// A removal that keeps failing past the SLO is raised once per grant.
+    async fn raise_if_overdue(&self, id: GrantId, error: &ConvergeError) -> Result<(), StoreError> {
+        let Some(grant) = self.store.grant(id).await? else {
+            return Ok(());
+        };
+        let now = self.now();
+        let Some(ended_at) = grant.ended_at else {
+            return Ok(());
+        };
+        if grant.state != GrantState::Ended
+            || grant.role_removed_at.is_some()
+            || now < ended_at + self.revocation_slo
+        {
+            return Ok(());
+        }
+        let audit = NewAudit {
+            at: now,
+            actor: SYSTEM_ACTOR.into(),
+            kind: "revocation_overdue",
+            grant: Some(id),
+            ticket: grant.ticket.clone(),
+            data: json!({
+                "user": grant.user, "role": grant.role, "ended_at": ended_at,
+                "end_reason": grant.end_reason, "overdue_secs": (now - ended_at).num_seconds(),
+                "slo_secs": self.revocation_slo.num_seconds(), "error": error.to_string(),
+            }),
+        };
+        if self.store.mark_overdue(id, audit).await? {
+            tracing::error!(grant = %id, user = %grant.user, role = %grant.role, "revocation overdue");
+        }
+        Ok(())
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod app;
 pub mod clock;
 pub mod error;
+pub mod mailer;
 pub mod ports;
 pub mod reconcile;
 pub mod tickets;
@@ -11,6 +12,7 @@ pub mod worker;
 pub use app::{App, ConvergeError, ConvergeReport, Requester, SYSTEM_ACTOR};
 pub use clock::{ManualClock, SystemClock};
 pub use error::AppError;
+pub use mailer::{Mailer, MailerConfig};
 pub use ports::*;
 pub use reconcile::ReconcileConfig;
 pub use tickets::{ChangeOutcome, PollReport, SERVICENOW_ACTOR, WebhookAnswer};

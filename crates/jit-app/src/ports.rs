@@ -165,6 +165,54 @@ pub struct FindingRecord {
     pub detail: String,
 }
 
+/// An audit event the SOC must hear about, claimed for delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxItem {
+    pub id: i64,
+    pub event: AuditEvent,
+    pub attempts: u32,
+}
+
+/// Whether an audit event is mailed to the SOC. The store calls this inside
+/// the event's own transaction, so the email is recorded with the event.
+pub fn notifies(kind: &str, data: &Value) -> bool {
+    match kind {
+        "grant_activated" | "grant_ended" | "converge_failed" | "revocation_overdue" => true,
+        // Findings reach the SOC in one email per sweep: the run event.
+        "reconcile_run" => data["findings"].as_u64().is_some_and(|n| n > 0),
+        "grant_requested" => data["decision"]["emergency"].as_bool() == Some(true),
+        _ => false,
+    }
+}
+
+// ------------------------------------------------------------------- notify
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotifyError {
+    /// Try again later (SMTP server down, 4xx reply, timeout).
+    #[error("{0}")]
+    Transient(String),
+    /// Trying again will not help (5xx reply, bad address, template error).
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// What the SOC is told about one audit event, with what it refers to.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Notice {
+    pub event: AuditEvent,
+    /// The grant the event is about, as it is now.
+    pub grant: Option<Grant>,
+    /// For a sweep (`reconcile_run`): its findings.
+    pub findings: Vec<FindingRecord>,
+}
+
+/// The SOC's mail (jit-notify over SMTP).
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    async fn deliver(&self, notice: &Notice) -> Result<(), NotifyError>;
+}
+
 /// A webhook delivery already handled, with the answer it was given.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeenDelivery {
@@ -323,6 +371,28 @@ pub trait Store: Send + Sync {
     async fn findings(&self, run_id: &str, limit: u32) -> Result<Vec<FindingRecord>, StoreError>;
     /// Whether a sweep ever removed (and verified) this pair.
     async fn stripped_before(&self, user: &UserName, role: &RoleName) -> Result<bool, StoreError>;
+
+    /// Leases up to `limit` due outbox rows with their audit events.
+    async fn claim_outbox(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<OutboxItem>, StoreError>;
+    /// `sent`, `failed` (permanent), or `pending` again at `next_at`.
+    async fn release_outbox(
+        &self,
+        id: i64,
+        owner: &str,
+        status: &str,
+        at: DateTime<Utc>,
+        next_at: Option<DateTime<Utc>>,
+        error: Option<&str>,
+    ) -> Result<(), StoreError>;
+    /// Records, once per grant, that its role outlived the revocation SLO,
+    /// with the audit event (and so the email). `false`: already recorded.
+    async fn mark_overdue(&self, id: GrantId, audit: NewAudit) -> Result<bool, StoreError>;
 
     /// Distinct tickets cited by grants that are not terminal.
     async fn tickets_of_live_grants(&self) -> Result<Vec<TicketId>, StoreError>;

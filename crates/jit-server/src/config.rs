@@ -21,6 +21,7 @@ pub struct Config {
     pub scim: ScimSettings,
     pub servicenow: ServiceNowSettings,
     pub reconciler: ReconcilerSettings,
+    pub notify: NotifySettings,
     pub worker: WorkerSettings,
     /// API callers: a name (audited as the actor) and the SHA-256 of its key.
     pub api_keys: Vec<ApiKeyConfig>,
@@ -38,6 +39,7 @@ impl Default for Config {
             scim: ScimSettings::default(),
             servicenow: ServiceNowSettings::default(),
             reconciler: ReconcilerSettings::default(),
+            notify: NotifySettings::default(),
             worker: WorkerSettings::default(),
             api_keys: Vec::new(),
             log: LogSettings::default(),
@@ -153,6 +155,60 @@ impl Default for ServiceNowSettings {
             webhook_secret_file: None,
             webhook_max_skew_secs: 300,
             poll_cron: "0 */2 * * * *".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpTls {
+    #[default]
+    Starttls,
+    /// Implicit TLS (SMTPS).
+    Tls,
+    /// Plain SMTP, for a relay on the same host or segment only.
+    None,
+}
+
+/// The SOC's email. Without `smtp_host` nothing is sent (events still queue
+/// in the outbox, and the start-up log says so).
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotifySettings {
+    pub smtp_host: Option<String>,
+    pub smtp_port: u16,
+    pub tls: SmtpTls,
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    pub password_file: Option<PathBuf>,
+    pub timeout_secs: u64,
+    pub from: String,
+    /// SOC addresses for every event kind not listed in `recipients`.
+    pub to: Vec<String>,
+    /// Per kind: grant_activated, grant_ended, converge_failed,
+    /// revocation_overdue, reconcile_run, emergency_grant.
+    pub recipients: std::collections::BTreeMap<String, Vec<String>>,
+    /// `subject.txt`, `body.txt`, `body.html` here replace the built-in templates.
+    pub templates_dir: Option<PathBuf>,
+    /// A role still present this long after its grant ended is raised as overdue.
+    pub revocation_slo_secs: u64,
+}
+
+impl Default for NotifySettings {
+    fn default() -> Self {
+        Self {
+            smtp_host: None,
+            smtp_port: 587,
+            tls: SmtpTls::Starttls,
+            username: None,
+            password: None,
+            password_file: None,
+            timeout_secs: 10,
+            from: "jit-broker@localhost".into(),
+            to: Vec::new(),
+            recipients: Default::default(),
+            templates_dir: None,
+            revocation_slo_secs: 60,
         }
     }
 }

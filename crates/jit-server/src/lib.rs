@@ -136,6 +136,36 @@ pub fn tickets_from_config(
     Ok(Some(ServiceNowClient::new(config, clock)?))
 }
 
+/// The SMTP notifier the config describes; `None` without `notify.smtp_host`.
+pub fn notifier_from_config(config: &Config) -> anyhow::Result<Option<jit_notify::SmtpNotifier>> {
+    let n = &config.notify;
+    let Some(host) = &n.smtp_host else {
+        return Ok(None);
+    };
+    let smtp = jit_notify::SmtpConfig {
+        host: host.clone(),
+        port: n.smtp_port,
+        tls: match n.tls {
+            config::SmtpTls::Starttls => jit_notify::TlsMode::StartTls,
+            config::SmtpTls::Tls => jit_notify::TlsMode::Tls,
+            config::SmtpTls::None => jit_notify::TlsMode::None,
+        },
+        username: n.username.clone(),
+        password: secret("notify.password", &n.password, &n.password_file)?,
+        timeout: Duration::from_secs(n.timeout_secs.max(1)),
+        from: n.from.clone(),
+        recipients: jit_notify::Recipients {
+            default: n.to.clone(),
+            by_kind: n.recipients.clone(),
+        },
+        templates_dir: n.templates_dir.clone(),
+    };
+    Ok(Some(jit_notify::SmtpNotifier::new(
+        smtp,
+        Duration::from_secs(n.revocation_slo_secs),
+    )?))
+}
+
 /// A started broker: HTTP server and worker.
 pub struct Running {
     pub addr: SocketAddr,
@@ -146,6 +176,7 @@ pub struct Running {
     worker_stop: oneshot::Sender<()>,
     worker_task: tokio::task::JoinHandle<()>,
     scheduler: Option<tokio_cron_scheduler::JobScheduler>,
+    mailer_task: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
     /// `serve --dev`: the sandbox ServiceNow's changes (tests edit them).
     pub sandbox_changes: Option<sandbox_servicenow::ChangeBook>,
 }
@@ -161,6 +192,10 @@ impl Running {
             let _ = scheduler.shutdown().await;
         }
         self.server.stop(true).await;
+        if let Some((stop, task)) = self.mailer_task.take() {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
         let _ = self.server_task.await;
         let _ = self.worker_stop.send(());
         let _ = self.worker_task.await;
@@ -251,7 +286,11 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
         tracing::warn!("no api_keys configured: every API call will be refused");
     }
 
-    let app = Arc::new(App::new(store, directory, tickets, clock, policy));
+    let notifier = notifier_from_config(&config)?;
+    let mut app = App::new(store, directory, tickets, clock, policy);
+    app.revocation_slo =
+        chrono::TimeDelta::seconds(i64::try_from(config.notify.revocation_slo_secs).unwrap_or(60));
+    let app = Arc::new(app);
     let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
     let reconcile = config.reconciler.to_reconcile_config();
     let worker = Arc::new(Worker::new(
@@ -260,6 +299,28 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
         config.worker.to_worker_config(),
     ));
     let worker_wake = worker.waker();
+    let mailer_task = match notifier {
+        Some(notifier) => {
+            let mailer = Arc::new(jit_app::Mailer::new(
+                app.store.clone(),
+                Arc::new(notifier),
+                app.clock.clone(),
+                owner.clone(),
+                jit_app::MailerConfig::default(),
+            ));
+            let (stop, stop_rx) = oneshot::channel::<()>();
+            let task = tokio::spawn(mailer.run(async {
+                let _ = stop_rx.await;
+            }));
+            Some((stop, task))
+        }
+        None => {
+            tracing::warn!(
+                "notify.smtp_host is not set: SOC email is queued in the outbox but not sent"
+            );
+            None
+        }
+    };
     let (worker_stop, stop_rx) = oneshot::channel::<()>();
     let worker_task = tokio::spawn(worker.run(async {
         let _ = stop_rx.await;
@@ -318,6 +379,7 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
         worker_stop,
         worker_task,
         scheduler,
+        mailer_task,
         sandbox_changes,
     })
 }

@@ -14,8 +14,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use jit_app::{
-    AuditEvent, FindingRecord, GrantFilter, GrantMark, Job, NewAudit, NewJob, ReconcileRun,
-    SeenDelivery, Store, StoreError,
+    AuditEvent, FindingRecord, GrantFilter, GrantMark, Job, NewAudit, NewJob, OutboxItem,
+    ReconcileRun, SeenDelivery, Store, StoreError, notifies,
 };
 use jit_domain::{
     EndReason, Grant, GrantId, Justification, RoleName, TicketId, Transition, UserName,
@@ -436,7 +436,30 @@ macro_rules! sql_store {
                 .execute(&mut **tx)
                 .await
                 .map_err(db)?;
+                // The SOC's email is recorded with the event, or not at all.
+                if notifies(audit.kind, &audit.data) {
+                    sqlx::query(
+                        "INSERT INTO outbox (audit_seq, kind, created_at, next_attempt_at) VALUES ($1, $2, $3, $3)",
+                    )
+                    .bind(seq)
+                    .bind(audit.kind)
+                    .bind(ms(audit.at))
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(db)?;
+                }
                 Ok(())
+            }
+
+            async fn audit_event_in(&self, seq: i64) -> Result<Option<AuditEvent>, StoreError> {
+                let row: Option<AuditRow> = sqlx::query_as(
+                    "SELECT seq, at, actor, kind, grant_id, ticket, data, prev_hash, hash FROM audit WHERE seq = $1",
+                )
+                .bind(seq)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+                row.map(AuditEvent::try_from).transpose()
             }
 
             async fn insert_jobs_in(
@@ -815,6 +838,87 @@ macro_rules! sql_store {
                 .await
                 .map_err(db)?;
                 Ok(row.is_some())
+            }
+
+            async fn claim_outbox(
+                &self,
+                owner: &str,
+                now: DateTime<Utc>,
+                lease_until: DateTime<Utc>,
+                limit: u32,
+            ) -> Result<Vec<OutboxItem>, StoreError> {
+                let rows: Vec<(i64, i64, i64)> = sqlx::query_as(concat!(
+                    "UPDATE outbox SET lease_owner = $1, lease_until = $2, attempts = attempts + 1 \
+                     WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= $3 \
+                     AND (lease_until IS NULL OR lease_until <= $3) ORDER BY next_attempt_at LIMIT $4 ",
+                    $claim_lock,
+                    ") RETURNING id, audit_seq, attempts"
+                ))
+                .bind(owner)
+                .bind(ms(lease_until))
+                .bind(ms(now))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+                let mut items = Vec::with_capacity(rows.len());
+                for (id, seq, attempts) in rows {
+                    let event = self
+                        .audit_event_in(seq)
+                        .await?
+                        .ok_or_else(|| corrupt("outbox", format!("audit event {seq} is missing")))?;
+                    items.push(OutboxItem {
+                        id,
+                        event,
+                        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                    });
+                }
+                items.sort_by_key(|i| i.event.seq);
+                Ok(items)
+            }
+
+            async fn release_outbox(
+                &self,
+                id: i64,
+                owner: &str,
+                status: &str,
+                at: DateTime<Utc>,
+                next_at: Option<DateTime<Utc>>,
+                error: Option<&str>,
+            ) -> Result<(), StoreError> {
+                sqlx::query(
+                    "UPDATE outbox SET status = $1, sent_at = CASE WHEN $1 = 'sent' THEN $2 ELSE sent_at END, \
+                     next_attempt_at = COALESCE($3, next_attempt_at), last_error = $4, lease_owner = NULL, \
+                     lease_until = NULL WHERE id = $5 AND lease_owner = $6",
+                )
+                .bind(status)
+                .bind(ms(at))
+                .bind(next_at.map(ms))
+                .bind(error)
+                .bind(id)
+                .bind(owner)
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
+                Ok(())
+            }
+
+            async fn mark_overdue(&self, id: GrantId, audit: NewAudit) -> Result<bool, StoreError> {
+                let mut tx = self.pool.begin().await.map_err(db)?;
+                let done = sqlx::query(
+                    "UPDATE grants SET overdue_alerted_at = $1 WHERE id = $2 AND overdue_alerted_at IS NULL",
+                )
+                .bind(ms(audit.at))
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+                if done.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                Self::append_audit_in(&mut tx, &audit).await?;
+                tx.commit().await.map_err(db)?;
+                Ok(true)
             }
 
             async fn tickets_of_live_grants(&self) -> Result<Vec<TicketId>, StoreError> {

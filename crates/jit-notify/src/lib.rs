@@ -1,0 +1,363 @@
+//! jit-notify: the SOC's email. [`compose`] decides what one audit event says
+//! (who, which role, which ticket, when, what the broker did); templates
+//! (minijinja, overridable from a directory) lay it out as plain text and
+//! HTML; [`SmtpNotifier`] sends it with lettre over STARTTLS, implicit TLS or
+//! (for a local relay) plain SMTP.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jit_app::{Notice, Notifier, NotifyError};
+use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use minijinja::Environment;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use serde_json::Value;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyConfigError {
+    #[error("`{0}` is not an e-mail address: {1}")]
+    Address(String, String),
+    #[error("SMTP: {0}")]
+    Smtp(String),
+    #[error("template {0}: {1}")]
+    Template(String, String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain SMTP: only for a relay on the same host or network segment.
+    None,
+    StartTls,
+    /// Implicit TLS (SMTPS, usually port 465).
+    Tls,
+}
+
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    pub timeout: Duration,
+    pub from: String,
+    /// Where each event kind goes; kinds not listed go to `default`.
+    pub recipients: Recipients,
+    /// Operator-edited `subject.txt`, `body.txt`, `body.html` override the built-in ones.
+    pub templates_dir: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Recipients {
+    pub default: Vec<String>,
+    /// Keyed by notice kind: `grant_activated`, `grant_ended`,
+    /// `converge_failed`, `revocation_overdue`, `reconcile_run`, `emergency_grant`.
+    pub by_kind: BTreeMap<String, Vec<String>>,
+}
+
+impl Recipients {
+    pub fn for_kind(&self, kind: &str) -> &[String] {
+        self.by_kind
+            .get(kind)
+            .filter(|r| !r.is_empty())
+            .unwrap_or(&self.default)
+    }
+}
+
+/// What one email says, before layout.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Composed {
+    /// The recipients' key: the event kind, or `emergency_grant`.
+    pub kind: String,
+    pub alert: bool,
+    pub headline: String,
+    pub summary: String,
+    pub facts: Vec<(String, String)>,
+    pub action: String,
+    pub findings: Vec<jit_app::FindingRecord>,
+    pub seq: i64,
+    pub at: String,
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "—".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The words for one notice. Pure: the tests read them without SMTP.
+pub fn compose(notice: &Notice, slo: Duration) -> Composed {
+    let e = &notice.event;
+    let d = &e.data;
+    let grant = notice.grant.as_ref();
+    let user = grant.map_or_else(|| text(&d["user"]), |g| g.user.to_string());
+    let role = grant.map_or_else(|| text(&d["role"]), |g| g.role.to_string());
+    let ticket = e.ticket.clone().unwrap_or_else(|| "none".into());
+    let mut facts = vec![
+        ("User".to_owned(), user.clone()),
+        ("Role".to_owned(), role.clone()),
+        ("Ticket".to_owned(), ticket.clone()),
+    ];
+    if let Some(g) = grant {
+        facts.push((
+            "Window".into(),
+            format!(
+                "{} – {} (UTC)",
+                g.starts_at.format("%Y-%m-%d %H:%M:%S"),
+                g.expires_at.format("%Y-%m-%d %H:%M:%S")
+            ),
+        ));
+        facts.push((
+            "Requested by".into(),
+            format!("{} (via {})", g.requested_by, g.origin),
+        ));
+        facts.push(("Justification".into(), g.justification.to_string()));
+        facts.push(("Grant".into(), g.id.to_string()));
+    }
+    let at = e.at.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+    let (kind, alert, headline, summary, action) = match e.kind.as_str() {
+        "grant_activated" => (
+            "grant_activated",
+            false,
+            format!("{role} granted to {user} ({ticket})"),
+            format!("{user}'s grant of {role} became active at {at}."),
+            "Adds the role through SCIM, verifies it by reading the user back, and removes it at expiry; a failure is reported in a separate alert.".to_owned(),
+        ),
+        "grant_ended" => {
+            let reason = text(&d["reason"]);
+            let note = d["note"].as_str().map(|n| format!(" ({n})")).unwrap_or_default();
+            (
+                "grant_ended",
+                false,
+                format!("{role} ended for {user}: {reason}"),
+                format!("{user}'s grant of {role} ended at {at}: {reason}{note}."),
+                format!(
+                    "Removes the role through SCIM and verifies the removal by reading the user back; if it is still present {} s after the end, an OVERDUE alert follows.",
+                    slo.as_secs()
+                ),
+            )
+        }
+        "converge_failed" => (
+            "converge_failed",
+            true,
+            format!("FAILED to apply {role} for {user}"),
+            format!("The directory refused a change for {user} / {role} at {at}: {}.", text(&d["error"])),
+            "Stopped retrying (the error is permanent) and recorded it on the grant. Check the user in Genesys Cloud now: if the grant has ended, the role may still be present.".to_owned(),
+        ),
+        "revocation_overdue" => (
+            "revocation_overdue",
+            true,
+            format!("OVERDUE: {user} still holds {role}"),
+            format!(
+                "The grant ended at {} ({}), but {} s later the role has not been removed (SLO {} s). Last error: {}.",
+                text(&d["ended_at"]),
+                text(&d["end_reason"]),
+                text(&d["overdue_secs"]),
+                text(&d["slo_secs"]),
+                text(&d["error"])
+            ),
+            "Keeps retrying the removal with backoff. Remove the role by hand in Genesys Cloud if the target stays down.".to_owned(),
+        ),
+        "grant_requested" => (
+            "emergency_grant",
+            true,
+            format!("EMERGENCY grant: {role} for {user} on {ticket}, before approval"),
+            format!(
+                "{user} was granted {role} at {at} under the policy's emergency-change rule: {ticket} is not approved yet.",
+            ),
+            "Applies the grant for at most the emergency duration and ends it when the change closes, is cancelled or is rejected.".to_owned(),
+        ),
+        "reconcile_run" => {
+            let n = notice.findings.len();
+            let stripped = notice.findings.iter().filter(|f| f.action == "removed").count();
+            let headline = match notice.findings.as_slice() {
+                [one] => format!(
+                    "{}: {} held {} ({})",
+                    one.kind.replace('_', " "),
+                    one.user,
+                    one.role,
+                    one.action.replace('_', " ")
+                ),
+                _ => format!("Reconciler: {n} findings, {stripped} roles stripped"),
+            };
+            facts = vec![
+                ("Run".into(), text(&d["run"])),
+                ("Trigger".into(), text(&d["trigger"])),
+                ("Dry run".into(), text(&d["dry_run"])),
+                ("Users scanned".into(), text(&d["users_scanned"])),
+                ("Errors".into(), text(&d["errors"])),
+            ];
+            (
+                "reconcile_run",
+                true,
+                headline,
+                format!("The directory sweep that ended at {at} found privileged roles held without an active grant."),
+                if d["dry_run"] == Value::Bool(true) {
+                    "Nothing: this was a dry run.".to_owned()
+                } else {
+                    "Removed each role marked `removed` through SCIM and verified it by reading the user back; `reported` ones (break-glass accounts, a conflicting writer, report-only roles) were left in place.".to_owned()
+                },
+            )
+        }
+        other => (
+            other,
+            false,
+            format!("{other}: {user} / {role}"),
+            format!("Audit event {other} at {at}."),
+            "Recorded it in the audit log.".to_owned(),
+        ),
+    };
+    Composed {
+        kind: kind.to_owned(),
+        alert,
+        headline,
+        summary,
+        facts,
+        action,
+        findings: notice.findings.clone(),
+        seq: e.seq,
+        at,
+    }
+}
+
+const SUBJECT: &str = include_str!("../templates/subject.txt");
+const BODY_TXT: &str = include_str!("../templates/body.txt");
+const BODY_HTML: &str = include_str!("../templates/body.html");
+
+/// The three templates, built in or from an operator's directory.
+pub struct Templates(Environment<'static>);
+
+impl Templates {
+    pub fn load(dir: Option<&Path>) -> Result<Self, NotifyConfigError> {
+        let mut env = Environment::new();
+        env.set_auto_escape_callback(|name| {
+            if name.ends_with(".html") {
+                minijinja::AutoEscape::Html
+            } else {
+                minijinja::AutoEscape::None
+            }
+        });
+        for (name, built_in) in [
+            ("subject.txt", SUBJECT),
+            ("body.txt", BODY_TXT),
+            ("body.html", BODY_HTML),
+        ] {
+            let source = match dir.map(|d| d.join(name)).filter(|p| p.exists()) {
+                Some(path) => std::fs::read_to_string(&path).map_err(|e| {
+                    NotifyConfigError::Template(path.display().to_string(), e.to_string())
+                })?,
+                None => built_in.to_owned(),
+            };
+            env.add_template_owned(name, source)
+                .map_err(|e| NotifyConfigError::Template(name.into(), e.to_string()))?;
+        }
+        Ok(Self(env))
+    }
+
+    /// Subject, plain text and HTML.
+    pub fn render(&self, c: &Composed) -> Result<(String, String, String), minijinja::Error> {
+        let get = |name| self.0.get_template(name).and_then(|t| t.render(c));
+        let subject = get("subject.txt")?
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        Ok((subject, get("body.txt")?, get("body.html")?))
+    }
+}
+
+pub struct SmtpNotifier {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+    recipients: Recipients,
+    templates: Templates,
+    slo: Duration,
+}
+
+fn mailbox(raw: &str) -> Result<Mailbox, NotifyConfigError> {
+    raw.parse().map_err(|e: lettre::address::AddressError| {
+        NotifyConfigError::Address(raw.to_owned(), e.to_string())
+    })
+}
+
+impl SmtpNotifier {
+    pub fn new(config: SmtpConfig, slo: Duration) -> Result<Self, NotifyConfigError> {
+        let smtp = |e: lettre::transport::smtp::Error| NotifyConfigError::Smtp(e.to_string());
+        let mut builder = match config.tls {
+            TlsMode::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host),
+            TlsMode::StartTls => {
+                AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&config.host).map_err(smtp)?
+            }
+            TlsMode::Tls => {
+                AsyncSmtpTransport::<Tokio1Executor>::relay(&config.host).map_err(smtp)?
+            }
+        }
+        .port(config.port)
+        .timeout(Some(config.timeout));
+        if let (Some(user), Some(password)) = (&config.username, &config.password) {
+            builder = builder.credentials(Credentials::new(
+                user.clone(),
+                password.expose_secret().to_owned(),
+            ));
+        }
+        for r in config
+            .recipients
+            .default
+            .iter()
+            .chain(config.recipients.by_kind.values().flatten())
+        {
+            mailbox(r)?;
+        }
+        if config.recipients.default.is_empty() {
+            return Err(NotifyConfigError::Address(
+                String::new(),
+                "notify.to must name at least one SOC address".into(),
+            ));
+        }
+        Ok(Self {
+            transport: builder.build(),
+            from: mailbox(&config.from)?,
+            recipients: config.recipients,
+            templates: Templates::load(config.templates_dir.as_deref())?,
+            slo,
+        })
+    }
+}
+
+#[async_trait]
+impl Notifier for SmtpNotifier {
+    async fn deliver(&self, notice: &Notice) -> Result<(), NotifyError> {
+        let composed = compose(notice, self.slo);
+        let (subject, body_text, body_html) = self
+            .templates
+            .render(&composed)
+            .map_err(|e| NotifyError::Permanent(format!("template: {e}")))?;
+        let mut message = Message::builder()
+            .from(self.from.clone())
+            .subject(subject)
+            // Stable per event: a copy sent again after a crash is recognisable.
+            .message_id(Some(format!(
+                "<audit-{}-{}@jit-broker>",
+                notice.event.seq,
+                &notice.event.hash[..16.min(notice.event.hash.len())]
+            )));
+        for to in self.recipients.for_kind(&composed.kind) {
+            message = message.to(mailbox(to).map_err(|e| NotifyError::Permanent(e.to_string()))?);
+        }
+        let message = message
+            .multipart(MultiPart::alternative_plain_html(body_text, body_html))
+            .map_err(|e| NotifyError::Permanent(format!("message: {e}")))?;
+        match self.transport.send(message).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_permanent() => Err(NotifyError::Permanent(e.to_string())),
+            Err(e) => Err(NotifyError::Transient(e.to_string())),
+        }
+    }
+}

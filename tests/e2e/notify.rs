@@ -1,0 +1,243 @@
+//! SOC email against a real SMTP server (aiosmtpd): each event kind reaches
+//! its recipients with who, which role, which ticket, when and what the
+//! broker did; an SMTP outage queues mail that is delivered once it is back.
+
+use std::collections::BTreeMap;
+
+use chrono::TimeDelta;
+use jit_e2e::app::{Stack, t0};
+use jit_e2e::{Backend, SmtpPeer};
+use jit_notify::Recipients;
+use jit_server::sandbox_servicenow::ChangeBook;
+use serde_json::json;
+
+const ENG: &str = "eng@example.com";
+
+fn recipients() -> Recipients {
+    Recipients {
+        default: vec!["soc@bank.example".into()],
+        by_kind: BTreeMap::from([(
+            "grant_activated".to_owned(),
+            vec![
+                "cx-ops@bank.example".to_owned(),
+                "soc@bank.example".to_owned(),
+            ],
+        )]),
+    }
+}
+
+fn request(user: &str, ticket: &str) -> serde_json::Value {
+    json!({"user": user, "role": "Master Admin", "ticket": ticket, "duration": "30m",
+           "justification": "Rotate the SIP trunk certificate"})
+}
+
+#[tokio::test]
+async fn each_event_kind_reaches_its_recipients_with_its_content() {
+    let smtp = SmtpPeer::start();
+    let (stack, _tenant) = Stack::with_users(
+        Backend::Sqlite,
+        &[
+            (ENG, &["Employee"]),
+            ("tel@example.com", &["Employee"]),
+            ("mallory@example.com", &["Employee", "Master Admin"]),
+        ],
+    )
+    .await;
+    let mailer = stack.mailer(&smtp, recipients());
+
+    // Activation, then expiry.
+    let grant = stack.request(request(ENG, "CHG0000300")).await;
+    stack.run_due().await;
+    assert_eq!(mailer.run_due().await.unwrap(), 1);
+    stack.advance(30 * 60);
+    stack.run_due().await;
+    assert_eq!(mailer.run_due().await.unwrap(), 1);
+
+    // A permanent directory failure: a user the directory does not know.
+    stack
+        .request(request("ghost@example.com", "CHG0000301"))
+        .await;
+    stack.run_due().await;
+
+    // An emergency change granted before its approval.
+    let mut c = ChangeBook::approved_change(
+        "CHG0000302",
+        "bob@example.com",
+        "Telephony Admin",
+        t0(),
+        TimeDelta::hours(4),
+    );
+    c["approval"] = json!("requested");
+    c["type"] = json!("emergency");
+    stack.servicenow.changes.put_change(c);
+    stack
+        .servicenow
+        .changes
+        .add_group_member("grp-ops", "tel@example.com");
+    let mut body = request("tel@example.com", "CHG0000302");
+    body["role"] = json!("Telephony Admin");
+    stack.request(body).await;
+
+    // A sweep finding mallory's standing Master Admin.
+    let config = jit_app::ReconcileConfig {
+        requests_per_second: 1000,
+        ..Default::default()
+    };
+    let run = stack
+        .app
+        .reconcile("test", false, "sweeper", &config)
+        .await
+        .unwrap();
+    assert_eq!(run.findings, 1);
+    mailer.run_due().await.unwrap();
+    assert_eq!(
+        mailer.run_due().await.unwrap(),
+        0,
+        "nothing left, nothing sent twice"
+    );
+
+    let mail = smtp.messages();
+    let subjects: Vec<&str> = mail.iter().map(|m| m.subject.as_str()).collect();
+    // Six: the unknown user's grant did activate before its failure.
+    assert_eq!(mail.len(), 6, "{subjects:#?}");
+    let find = |needle: &str| {
+        mail.iter()
+            .find(|m| m.subject.contains(needle))
+            .unwrap_or_else(|| panic!("no mail with `{needle}` in {subjects:#?}"))
+    };
+
+    let activated = find("Master Admin granted to eng@example.com");
+    assert_eq!(
+        activated.subject,
+        "[jit-broker] Master Admin granted to eng@example.com (CHG0000300)"
+    );
+    assert!(
+        activated.to.contains("cx-ops@bank.example") && activated.to.contains("soc@bank.example"),
+        "{}",
+        activated.to
+    );
+    assert!(activated.from.contains("jit-broker@bank.example"));
+    for fact in [
+        "User: eng@example.com",
+        "Role: Master Admin",
+        "Ticket: CHG0000300",
+        "Rotate the SIP trunk certificate",
+        &grant.id.to_string(),
+        "What the broker did: Adds the role",
+    ] {
+        assert!(
+            activated.text.contains(fact),
+            "`{fact}` in {}",
+            activated.text
+        );
+    }
+    assert!(
+        activated
+            .html
+            .contains("<th align=\"left\">Ticket</th><td>CHG0000300</td>"),
+        "{}",
+        activated.html
+    );
+    assert!(
+        activated.message_id.starts_with("<audit-"),
+        "{}",
+        activated.message_id
+    );
+
+    let ended = find("Master Admin ended for eng@example.com: expired");
+    assert_eq!(ended.to, "soc@bank.example");
+    assert!(
+        ended.text.contains("OVERDUE alert follows"),
+        "{}",
+        ended.text
+    );
+
+    let failed = find("[ALERT] FAILED to apply Master Admin for ghost@example.com");
+    assert!(failed.text.contains("not found"), "{}", failed.text);
+
+    let emergency =
+        find("[ALERT] EMERGENCY grant: Telephony Admin for tel@example.com on CHG0000302");
+    assert!(
+        emergency.text.contains("not approved yet"),
+        "{}",
+        emergency.text
+    );
+
+    let sweep = find("[ALERT] standing privilege: mallory@example.com held Master Admin (removed)");
+    assert!(
+        sweep.text.contains("mallory@example.com held Master Admin"),
+        "{}",
+        sweep.text
+    );
+    assert!(
+        sweep.html.contains("<td>standing_privilege</td>"),
+        "{}",
+        sweep.html
+    );
+}
+
+#[tokio::test]
+async fn with_smtp_down_mail_is_queued_then_delivered_exactly_once() {
+    let mut smtp = SmtpPeer::start();
+    smtp.stop();
+    let (stack, _tenant) = Stack::with_users(Backend::Postgres, &[(ENG, &["Employee"])]).await;
+    let mailer = stack.mailer(&smtp, recipients());
+    stack.request(request(ENG, "CHG0000310")).await;
+    stack.run_due().await;
+    assert_eq!(mailer.run_due().await.unwrap(), 1, "attempted, refused");
+    assert_eq!(
+        mailer.run_due().await.unwrap(),
+        0,
+        "backing off, not hammering"
+    );
+
+    smtp.resume();
+    assert_eq!(
+        mailer.run_due().await.unwrap(),
+        0,
+        "still waiting for its retry time"
+    );
+    stack.advance(10);
+    assert_eq!(mailer.run_due().await.unwrap(), 1, "delivered on retry");
+    stack.advance(3600);
+    assert_eq!(mailer.run_due().await.unwrap(), 0);
+    let mail = smtp.messages();
+    assert_eq!(mail.len(), 1);
+    assert!(
+        mail[0]
+            .subject
+            .contains("Master Admin granted to eng@example.com")
+    );
+}
+
+#[tokio::test]
+async fn a_many_finding_sweep_is_one_digest() {
+    let smtp = SmtpPeer::start();
+    let users: Vec<String> = (0..6).map(|i| format!("admin{i}@example.com")).collect();
+    let seeded: Vec<(&str, &[&str])> = users
+        .iter()
+        .map(|u| (u.as_str(), &["Master Admin"][..]))
+        .collect();
+    let (stack, tenant) = Stack::with_users(Backend::Sqlite, &seeded).await;
+    let mailer = stack.mailer(&smtp, recipients());
+    let config = jit_app::ReconcileConfig {
+        requests_per_second: 1000,
+        ..Default::default()
+    };
+    stack
+        .app
+        .reconcile("test", false, "sweeper", &config)
+        .await
+        .unwrap();
+    mailer.run_due().await.unwrap();
+    let mail = smtp.messages();
+    assert_eq!(mail.len(), 1, "one digest, not six mails");
+    assert_eq!(
+        mail[0].subject,
+        "[jit-broker][ALERT] Reconciler: 6 findings, 6 roles stripped"
+    );
+    for u in &users {
+        assert!(mail[0].text.contains(u.as_str()), "{u} listed");
+        assert!(tenant.roles_of(u).await.is_empty(), "{u} stripped");
+    }
+}
