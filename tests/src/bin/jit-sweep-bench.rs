@@ -145,7 +145,7 @@ async fn main() -> anyhow::Result<()> {
         args.rate
     );
     println!(
-        "| users | target raw: users/s (pages/s) | sweep: users/s | sweep time | findings / removed | sweep peak RSS |"
+        "| users | target raw users/s, before / after the sweep | sweep users/s | sweep time | findings / removed | sweep peak RSS |"
     );
     println!("|---|---|---|---|---|---|");
     for &n in &args.users {
@@ -154,7 +154,6 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("setup: {n} users in {:.1} s", filled.as_secs_f64());
         let (listed, raw_secs) = raw_pages(&tenant.base_url, args.page_size).await?;
         anyhow::ensure!(listed as usize == n, "listed {listed} of {n}");
-        let pages = (n as f64 / f64::from(args.page_size)).ceil();
         let out = Command::new(std::env::current_exe()?)
             .args(["--sweep-tenant", &tenant.base_url])
             .args(["--page-size", &args.page_size.to_string()])
@@ -170,10 +169,12 @@ async fn main() -> anyhow::Result<()> {
         let r: Value = serde_json::from_str(line.lines().last().unwrap_or("{}"))?;
         anyhow::ensure!(r["status"] == "completed" && r["users"] == n, "sweep: {r}");
         let secs = r["secs"].as_f64().unwrap_or(f64::NAN);
+        // Measured again after: scim2-server's page time depends on its state.
+        let (_, raw_after) = raw_pages(&tenant.base_url, args.page_size).await?;
         println!(
-            "| {n} | {:.0} ({:.1}) | {:.0} | {:.1} s | {} / {} | {:.1} MiB |",
+            "| {n} | {:.0} / {:.0} | {:.0} | {:.1} s | {} / {} | {:.1} MiB |",
             n as f64 / raw_secs,
-            pages / raw_secs,
+            n as f64 / raw_after,
             n as f64 / secs,
             secs,
             r["findings"],
