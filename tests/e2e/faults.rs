@@ -267,6 +267,7 @@ async fn the_oauth_token_is_cached_and_refreshed_once_when_refused() {
             client_secret: SecretString::from("s3cret"),
         },
         timeout: Duration::from_secs(5),
+        platform_api: None,
     })
     .unwrap();
     for _ in 0..2 {
@@ -406,4 +407,86 @@ async fn a_rate_limited_directory_page_is_retried_after_retry_after() {
         .filter(|r| r.method == wiremock::http::Method::GET)
         .count();
     assert_eq!(lists, 2, "one refused page, one retry");
+}
+
+/// Genesys Cloud's Platform API has no open-source implementation to run
+/// here, so its two listing endpoints are served by wiremock, shaped as the
+/// published API answers them.
+#[tokio::test]
+async fn oauth_clients_holding_privileged_roles_are_reported_not_stripped() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/v2/scim/v2/users"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"], "totalResults": 0, "Resources": []})))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/v2/authorization/roles"))
+        .and(query_param("pageNumber", "1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "entities": [{"id": "r-admin", "name": "Master Admin"}, {"id": "r-emp", "name": "Employee"}],
+            "pageSize": 100, "pageNumber": 1, "pageCount": 1})))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/v2/oauth/clients"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"entities": [
+            {"id": "c-wfm", "name": "WFM sync", "roleIds": ["r-emp"]},
+            {"id": "c-crm", "name": "Legacy CRM", "roleIds": ["r-admin", "r-emp"]},
+            {"id": "c-div", "name": "Divisioned bot", "roleDivisions": [{"roleId": "r-admin", "divisionId": "d1"}]}
+        ]})))
+        .mount(&server)
+        .await;
+    let client = ScimClient::new(ScimConfig {
+        base_url: url::Url::parse(&format!("{}/api/v2/scim/v2", server.uri())).unwrap(),
+        users_path: "users".into(),
+        auth: ScimAuth::Bearer(SecretString::from("t")),
+        timeout: Duration::from_secs(5),
+        platform_api: Some(url::Url::parse(&format!("{}/", server.uri())).unwrap()),
+    })
+    .unwrap();
+    let stack = Stack::new(Backend::Sqlite, Arc::new(client)).await;
+    let config = jit_app::ReconcileConfig {
+        oauth_clients: true,
+        ..Default::default()
+    };
+    let run = stack
+        .app
+        .reconcile("test", false, "sweeper", &config)
+        .await
+        .unwrap();
+    assert_eq!(
+        (run.status.as_str(), run.findings, run.actions),
+        ("completed", 2, 0),
+        "{run:?}"
+    );
+    let (_, findings) = stack.app.reconcile_run(&run.id).await.unwrap();
+    let got: Vec<(&str, &str, &str)> = findings
+        .iter()
+        .map(|f| (f.user.as_str(), f.kind.as_str(), f.action.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "oauth-client Legacy CRM (c-crm)",
+                "oauth_client_privileged",
+                "reported"
+            ),
+            (
+                "oauth-client Divisioned bot (c-div)",
+                "oauth_client_privileged",
+                "reported"
+            ),
+        ]
+    );
+    let patches = server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.method != wiremock::http::Method::GET)
+        .count();
+    assert_eq!(patches, 0, "report only");
 }

@@ -3,6 +3,7 @@
 //! start and end grants on the real SCIM server, and the poll behind them.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
@@ -593,4 +594,55 @@ fn policy_check_prints_the_decision_table() {
     let out = run(&[broken.path().to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains(":2: `roles.\"A\".eligible_users`"));
+}
+
+#[tokio::test]
+async fn oauth_client_credentials_are_used_cached_and_refreshed_once_on_401() {
+    let sn = jit_e2e::app::ServiceNow::start().await;
+    sn.changes.require_oauth("jit-broker", "sn-client-secret");
+    sn.changes.put_change(change("CHG0000090", ENG));
+    let client = jit_itsm::ServiceNowClient::new(
+        jit_itsm::ServiceNowConfig {
+            instance_url: url::Url::parse(&sn.url).unwrap(),
+            auth: jit_itsm::ServiceNowAuth::ClientCredentials {
+                token_url: url::Url::parse(&format!("{}oauth_token.do", sn.url)).unwrap(),
+                client_id: "jit-broker".into(),
+                client_secret: SecretString::from("sn-client-secret"),
+            },
+            timeout: Duration::from_secs(2),
+            role_field: "u_jit_role".into(),
+        },
+        Arc::new(jit_app::SystemClock),
+    )
+    .unwrap();
+    let number = jit_domain::TicketId::parse("CHG0000090").unwrap();
+    use jit_app::TicketSystem;
+    assert!(client.change(&number).await.unwrap().is_some());
+    assert!(client.change(&number).await.unwrap().is_some());
+    assert_eq!(sn.changes.tokens_issued(), 1, "the token is cached");
+    sn.changes.revoke_tokens();
+    assert!(
+        client.change(&number).await.unwrap().is_some(),
+        "refreshed after a 401"
+    );
+    assert_eq!(sn.changes.tokens_issued(), 2);
+
+    // Wrong credentials: the lookup is refused as unavailable, never guessed.
+    let wrong = jit_itsm::ServiceNowClient::new(
+        jit_itsm::ServiceNowConfig {
+            instance_url: url::Url::parse(&sn.url).unwrap(),
+            auth: jit_itsm::ServiceNowAuth::ClientCredentials {
+                token_url: url::Url::parse(&format!("{}oauth_token.do", sn.url)).unwrap(),
+                client_id: "jit-broker".into(),
+                client_secret: SecretString::from("wrong"),
+            },
+            timeout: Duration::from_secs(2),
+            role_field: "u_jit_role".into(),
+        },
+        Arc::new(jit_app::SystemClock),
+    )
+    .unwrap();
+    let err = wrong.change(&number).await.unwrap_err().to_string();
+    assert!(err.contains("token endpoint answered 401"), "{err}");
+    assert!(!err.contains("wrong"), "the secret never appears: {err}");
 }

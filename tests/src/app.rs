@@ -118,6 +118,7 @@ pub fn scim_client(base_url: &str, timeout: Duration) -> ScimClient {
         users_path: "Users".into(),
         auth: ScimAuth::Bearer(SecretString::from(SCIM_TOKEN)),
         timeout,
+        platform_api: None,
     })
     .expect("SCIM client")
 }

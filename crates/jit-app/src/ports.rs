@@ -66,6 +66,14 @@ impl DirectoryError {
     }
 }
 
+/// An OAuth client of the org and the roles it holds (by name where known).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OAuthClientRoles {
+    pub id: String,
+    pub name: String,
+    pub roles: Vec<String>,
+}
+
 /// One page of the directory listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirectoryPage {
@@ -86,6 +94,11 @@ pub trait Directory: Send + Sync {
     async fn find_user(&self, user: &UserName) -> Result<DirectoryUser, DirectoryError>;
     /// The user by directory id (the read-back after a write).
     async fn get_user(&self, id: &str) -> Result<DirectoryUser, DirectoryError>;
+    /// The org's OAuth clients with their roles, where the target offers it
+    /// (Genesys Platform API); `None` on targets without it.
+    async fn oauth_clients(&self) -> Result<Option<Vec<OAuthClientRoles>>, DirectoryError> {
+        Ok(None)
+    }
     /// Adds or removes one role, touching no other, guarded by `user.version`.
     async fn change_role(
         &self,

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use chrono::TimeDelta;
 use governor::{Quota, RateLimiter};
-use jit_domain::{FindingAction, GrantId, RoleChange, RoleName, UserName, judge};
+use jit_domain::{FindingAction, FindingKind, GrantId, RoleChange, RoleName, UserName, judge};
 use serde_json::json;
 
 use crate::app::{App, SYSTEM_ACTOR};
@@ -44,6 +44,8 @@ pub struct ReconcileConfig {
     pub lease: Duration,
     /// Attempts per page on transient errors (429/5xx) before the run fails.
     pub page_attempts: u32,
+    /// Also report OAuth clients holding privileged roles (Genesys only).
+    pub oauth_clients: bool,
 }
 
 impl Default for ReconcileConfig {
@@ -54,6 +56,7 @@ impl Default for ReconcileConfig {
             grace: TimeDelta::seconds(60),
             lease: Duration::from_secs(120),
             page_attempts: 5,
+            oauth_clients: false,
         }
     }
 }
@@ -187,9 +190,65 @@ impl App {
             self.store.update_run(run, None).await?;
             start_index += listed;
             if listed == 0 || start_index > page.total_results {
-                return Ok(());
+                break;
             }
         }
+        if config.oauth_clients {
+            limiter.until_ready().await;
+            self.report_oauth_clients(run).await?;
+        }
+        Ok(())
+    }
+
+    /// Integrations holding privileged roles: reported, never stripped.
+    async fn report_oauth_clients(&self, run: &mut ReconcileRun) -> Result<(), AppError> {
+        let Some(clients) = self
+            .directory
+            .oauth_clients()
+            .await
+            .map_err(AppError::Directory)?
+        else {
+            return Err(AppError::Directory(DirectoryError::Permanent(
+                "reconciler.oauth_clients is on but the target offers no OAuth-client listing (Genesys profile only)"
+                    .into(),
+            )));
+        };
+        for client in clients {
+            for role in &client.roles {
+                let Ok(role) = RoleName::parse(role) else {
+                    continue;
+                };
+                if !self.policy.is_privileged(&role) {
+                    continue;
+                }
+                run.findings += 1;
+                let finding = FindingRecord {
+                    run_id: run.id.clone(),
+                    at: self.now(),
+                    user: format!("oauth-client {} ({})", client.name, client.id),
+                    role: role.to_string(),
+                    kind: FindingKind::OauthClientPrivileged.as_str().into(),
+                    action: "reported".into(),
+                    detail: format!(
+                        "OAuth client `{}` holds `{role}`: an integration with standing privilege; review its grant in Genesys Cloud",
+                        client.name
+                    ),
+                };
+                let audit = NewAudit {
+                    at: finding.at,
+                    actor: SYSTEM_ACTOR.into(),
+                    kind: "reconcile_finding",
+                    grant: None,
+                    ticket: None,
+                    data: json!({
+                        "run": run.id, "oauth_client": client.id, "name": client.name, "role": role,
+                        "kind": finding.kind, "action": "reported", "detail": finding.detail,
+                    }),
+                };
+                self.store.insert_finding(&finding, audit).await?;
+            }
+        }
+        Ok(())
     }
 
     /// One page, retried on transient errors, honouring `Retry-After`.

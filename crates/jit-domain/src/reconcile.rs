@@ -23,6 +23,9 @@ pub enum FindingKind {
     /// (e.g. the IdP's own SCIM app mapping `roles`) re-adds it. Reported,
     /// not fought.
     ConflictingWriter,
+    /// An OAuth client (an integration, not a person) holds it: reported only,
+    /// since stripping a client's role can break an integration.
+    OauthClientPrivileged,
 }
 
 impl FindingKind {
@@ -32,6 +35,7 @@ impl FindingKind {
             Self::RoleAccumulation => "role_accumulation",
             Self::BreakGlassHeld => "break_glass_held",
             Self::ConflictingWriter => "conflicting_writer",
+            Self::OauthClientPrivileged => "oauth_client_privileged",
         }
     }
 }

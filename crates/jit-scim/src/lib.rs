@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use jit_app::{Directory, DirectoryError, DirectoryPage, DirectoryUser};
+use jit_app::{Directory, DirectoryError, DirectoryPage, DirectoryUser, OAuthClientRoles};
 use jit_domain::{RoleChange, RoleName, UserName};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, header};
 use secrecy::{ExposeSecret, SecretString};
@@ -126,6 +126,9 @@ pub struct ScimConfig {
     pub auth: ScimAuth,
     /// Per request, connect included.
     pub timeout: Duration,
+    /// Genesys Cloud's Platform API base (`https://api.<region>`), for the
+    /// OAuth-client report; `None` on generic SCIM targets.
+    pub platform_api: Option<Url>,
 }
 
 impl ScimConfig {
@@ -152,6 +155,7 @@ impl ScimConfig {
                 client_secret,
             },
             timeout: Duration::from_secs(10),
+            platform_api: Some(parse(format!("https://api.{domain}/"))?),
         })
     }
 }
@@ -194,6 +198,36 @@ struct ListResponse {
     total_results: u64,
     #[serde(rename = "Resources", default)]
     resources: Vec<ScimUser>,
+}
+
+#[derive(Deserialize)]
+struct PlatformPage<T> {
+    #[serde(default = "Vec::new")]
+    entities: Vec<T>,
+    #[serde(rename = "pageCount")]
+    page_count: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct PlatformRole {
+    id: String,
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct PlatformClient {
+    id: String,
+    name: String,
+    #[serde(rename = "roleIds", default)]
+    role_ids: Vec<String>,
+    #[serde(rename = "roleDivisions", default)]
+    role_divisions: Vec<RoleDivision>,
+}
+
+#[derive(Deserialize)]
+struct RoleDivision {
+    #[serde(rename = "roleId")]
+    role_id: String,
 }
 
 #[derive(Deserialize)]
@@ -422,6 +456,62 @@ impl ScimClient {
         })
     }
 
+    /// Every OAuth client of the org with the names of the roles it holds
+    /// (Genesys Platform API: `/api/v2/oauth/clients`, role names from
+    /// `/api/v2/authorization/roles`). `None` without a Platform API base.
+    pub async fn oauth_clients(&self) -> Result<Option<Vec<OAuthClientRoles>>, ScimError> {
+        let Some(api) = &self.config.platform_api else {
+            return Ok(None);
+        };
+        let join = |path: &str| {
+            api.join(path)
+                .map_err(|e| ScimError::Config(format!("platform API URL: {e}")))
+        };
+        let mut role_names = std::collections::HashMap::new();
+        let mut page = 1;
+        loop {
+            let mut url = join("api/v2/authorization/roles")?;
+            url.query_pairs_mut()
+                .append_pair("pageSize", "100")
+                .append_pair("pageNumber", &page.to_string());
+            let roles: PlatformPage<PlatformRole> =
+                Self::json(self.send(Method::GET, url, |r| r).await?).await?;
+            let done = roles.entities.is_empty() || roles.page_count.is_none_or(|n| page >= n);
+            role_names.extend(roles.entities.into_iter().map(|r| (r.id, r.name)));
+            if done {
+                break;
+            }
+            page += 1;
+        }
+        let clients: PlatformPage<PlatformClient> = Self::json(
+            self.send(Method::GET, join("api/v2/oauth/clients")?, |r| r)
+                .await?,
+        )
+        .await?;
+        Ok(Some(
+            clients
+                .entities
+                .into_iter()
+                .map(|c| {
+                    let ids = c
+                        .role_ids
+                        .into_iter()
+                        .chain(c.role_divisions.into_iter().map(|rd| rd.role_id));
+                    let mut roles: Vec<String> = ids
+                        .map(|id| role_names.get(&id).cloned().unwrap_or(id))
+                        .collect();
+                    roles.sort();
+                    roles.dedup();
+                    OAuthClientRoles {
+                        id: c.id,
+                        name: c.name,
+                        roles,
+                    }
+                })
+                .collect(),
+        ))
+    }
+
     pub async fn get_user(&self, id: &str) -> Result<DirectoryUser, ScimError> {
         let mut url = self.users_url(Some(id))?;
         url.query_pairs_mut()
@@ -479,6 +569,10 @@ impl Directory for ScimClient {
         count: u32,
     ) -> Result<DirectoryPage, DirectoryError> {
         Ok(ScimClient::list_users(self, start_index, count).await?)
+    }
+
+    async fn oauth_clients(&self) -> Result<Option<Vec<OAuthClientRoles>>, DirectoryError> {
+        Ok(ScimClient::oauth_clients(self).await?)
     }
 
     async fn get_user(&self, id: &str) -> Result<DirectoryUser, DirectoryError> {

@@ -229,6 +229,8 @@ pub struct ReconcilerSettings {
     pub grace_secs: u64,
     /// How long a silent sweep holds its lease before another replica may sweep.
     pub lease_secs: u64,
+    /// Also report OAuth clients holding privileged roles (Genesys profile only).
+    pub oauth_clients: bool,
 }
 
 impl Default for ReconcilerSettings {
@@ -241,6 +243,7 @@ impl Default for ReconcilerSettings {
             requests_per_second: d.requests_per_second,
             grace_secs: d.grace.num_seconds().unsigned_abs(),
             lease_secs: d.lease.as_secs(),
+            oauth_clients: false,
         }
     }
 }
@@ -252,6 +255,7 @@ impl ReconcilerSettings {
             requests_per_second: self.requests_per_second.max(1),
             grace: chrono::TimeDelta::seconds(i64::try_from(self.grace_secs).unwrap_or(60)),
             lease: Duration::from_secs(self.lease_secs.max(10)),
+            oauth_clients: self.oauth_clients,
             ..jit_app::ReconcileConfig::default()
         }
     }

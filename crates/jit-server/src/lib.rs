@@ -60,6 +60,7 @@ pub fn directory_from_config(config: &Config) -> anyhow::Result<ScimClient> {
                 users_path: "Users".into(),
                 auth: ScimAuth::Bearer(token),
                 timeout,
+                platform_api: None,
             }
         }
         ScimProfile::Genesys => {
@@ -223,6 +224,7 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
             users_path: "Users".into(),
             auth: ScimAuth::Bearer(SecretString::from("sandbox")),
             timeout: Duration::from_secs(5),
+            platform_api: None,
         })?)
     } else {
         Arc::new(directory_from_config(&config)?)
@@ -286,6 +288,11 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
         tracing::warn!("no api_keys configured: every API call will be refused");
     }
 
+    if config.reconciler.oauth_clients && (dev || config.scim.profile != ScimProfile::Genesys) {
+        bail!(
+            "`reconciler.oauth_clients` needs the genesys SCIM profile (the Platform API lists OAuth clients)"
+        );
+    }
     let notifier = notifier_from_config(&config)?;
     let mut app = App::new(store, directory, tickets, clock, policy);
     app.revocation_slo =

@@ -33,6 +33,11 @@ struct Book {
     /// Answer 503 to everything (ServiceNow down).
     down: bool,
     basic_auth: Option<(String, String)>,
+    /// OAuth mode: the client credentials `oauth_token.do` accepts, and the
+    /// bearer tokens it has issued and not revoked.
+    oauth_client: Option<(String, String)>,
+    tokens: Vec<String>,
+    tokens_issued: usize,
 }
 
 /// The stand-in's data; cheap to clone, shared with the server.
@@ -52,6 +57,24 @@ impl ChangeBook {
     /// Requests must carry these basic-auth credentials.
     pub fn require_basic_auth(&self, user: &str, password: &str) {
         self.lock().basic_auth = Some((user.to_owned(), password.to_owned()));
+    }
+
+    /// Requests must carry a bearer token from `oauth_token.do`, which takes
+    /// these client credentials (`grant_type=client_credentials`).
+    /// (Instead of basic auth.)
+    pub fn require_oauth(&self, client_id: &str, client_secret: &str) {
+        let mut b = self.lock();
+        b.basic_auth = None;
+        b.oauth_client = Some((client_id.to_owned(), client_secret.to_owned()));
+    }
+
+    /// Revokes every token issued so far (a rotated or expired token).
+    pub fn revoke_tokens(&self) {
+        self.lock().tokens.clear();
+    }
+
+    pub fn tokens_issued(&self) -> usize {
+        self.lock().tokens_issued
     }
 
     /// Adds or replaces (by `number`) a change record of flat string fields.
@@ -229,7 +252,16 @@ async fn table(
         return HttpResponse::ServiceUnavailable()
             .json(json!({"error": {"message": "sandbox: ServiceNow is down", "detail": null}, "status": "failure"}));
     }
-    if !basic_auth_ok(&req, &b.basic_auth) {
+    let bearer_ok = match &b.oauth_client {
+        None => true,
+        Some(_) => req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|t| b.tokens.iter().any(|issued| issued == t)),
+    };
+    if !bearer_ok || !basic_auth_ok(&req, &b.basic_auth) {
         return HttpResponse::Unauthorized()
             .json(json!({"error": {"message": "User Not Authenticated", "detail": "Required to provide Auth information"}, "status": "failure"}));
     }
@@ -264,12 +296,40 @@ async fn table(
         .json(json!({ "result": result }))
 }
 
+async fn oauth_token(
+    form: web::Form<BTreeMap<String, String>>,
+    book: web::Data<ChangeBook>,
+) -> HttpResponse {
+    let mut b = book.lock();
+    let presented = (
+        form.get("grant_type").map(String::as_str),
+        form.get("client_id"),
+        form.get("client_secret"),
+    );
+    match (&b.oauth_client, presented) {
+        (Some((id, secret)), (Some("client_credentials"), Some(i), Some(s)))
+            if i == id && s == secret =>
+        {
+            b.tokens_issued += 1;
+            let token = format!("sandbox-token-{}", b.tokens_issued);
+            b.tokens.push(token.clone());
+            HttpResponse::Ok().json(json!({"access_token": token, "token_type": "Bearer", "expires_in": 1799, "scope": "useraccount"}))
+        }
+        _ => HttpResponse::Unauthorized()
+            .json(json!({"error": "access_denied", "error_description": "access_denied"})),
+    }
+}
+
 /// Mounts the stand-in under `prefix` (`/sandbox/servicenow` or ``).
 pub fn routes(prefix: &str) -> impl FnOnce(&mut web::ServiceConfig) + '_ {
     move |cfg| {
         cfg.route(
             &format!("{prefix}/api/now/table/{{table}}"),
             web::get().to(table),
+        )
+        .route(
+            &format!("{prefix}/oauth_token.do"),
+            web::post().to(oauth_token),
         );
     }
 }
