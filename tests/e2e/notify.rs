@@ -241,3 +241,52 @@ async fn a_many_finding_sweep_is_one_digest() {
         assert!(tenant.roles_of(u).await.is_empty(), "{u} stripped");
     }
 }
+
+#[tokio::test]
+async fn starttls_is_required_and_the_certificate_verified() {
+    let (smtp, ca) = SmtpPeer::start_starttls();
+    let (stack, _tenant) = Stack::with_users(Backend::Sqlite, &[(ENG, &["Employee"])]).await;
+    stack.request(request(ENG, "CHG0000320")).await;
+    stack.run_due().await;
+
+    // Plain SMTP to a server that requires STARTTLS: refused for good.
+    let plain = stack.mailer(&smtp, recipients());
+    assert_eq!(plain.run_due().await.unwrap(), 1);
+    assert!(smtp.messages().is_empty());
+
+    // Another event, sent over STARTTLS with the relay's CA trusted.
+    stack.advance(30 * 60);
+    stack.run_due().await;
+    let tls = stack.mailer_with(&smtp, recipients(), |c| {
+        c.host = "localhost".into();
+        c.tls = jit_notify::TlsMode::StartTls;
+        c.ca_file = Some(ca.clone());
+    });
+    assert_eq!(tls.run_due().await.unwrap(), 1);
+    let mail = smtp.messages();
+    assert_eq!(mail.len(), 1);
+    assert!(
+        mail[0].subject.contains("ended for eng@example.com"),
+        "{}",
+        mail[0].subject
+    );
+
+    // Without the CA the self-signed certificate is not trusted: nothing is sent.
+    let untrusted = stack.mailer_with(&smtp, recipients(), |c| {
+        c.host = "localhost".into();
+        c.tls = jit_notify::TlsMode::StartTls;
+    });
+    stack
+        .request(
+            json!({"user": ENG, "role": "Master Admin", "ticket": "CHG0000321", "duration": "30m",
+                        "justification": "Rotate the SIP trunk certificate"}),
+        )
+        .await;
+    stack.run_due().await;
+    assert_eq!(untrusted.run_due().await.unwrap(), 1);
+    assert_eq!(
+        smtp.messages().len(),
+        1,
+        "no mail over an unverified connection"
+    );
+}

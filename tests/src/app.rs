@@ -200,21 +200,31 @@ impl Stack {
         smtp: &crate::SmtpPeer,
         recipients: jit_notify::Recipients,
     ) -> jit_app::Mailer {
-        let notifier = jit_notify::SmtpNotifier::new(
-            jit_notify::SmtpConfig {
-                host: "127.0.0.1".into(),
-                port: smtp.port,
-                tls: jit_notify::TlsMode::None,
-                username: None,
-                password: None,
-                timeout: Duration::from_secs(5),
-                from: "jit-broker@bank.example".into(),
-                recipients,
-                templates_dir: None,
-            },
-            Duration::from_secs(60),
-        )
-        .expect("SMTP notifier");
+        self.mailer_with(smtp, recipients, |_| {})
+    }
+
+    /// The same, with the SMTP settings adjusted by `edit` (TLS tests).
+    pub fn mailer_with(
+        &self,
+        smtp: &crate::SmtpPeer,
+        recipients: jit_notify::Recipients,
+        edit: impl FnOnce(&mut jit_notify::SmtpConfig),
+    ) -> jit_app::Mailer {
+        let mut config = jit_notify::SmtpConfig {
+            host: "127.0.0.1".into(),
+            port: smtp.port,
+            tls: jit_notify::TlsMode::None,
+            username: None,
+            password: None,
+            timeout: Duration::from_secs(5),
+            from: "jit-broker@bank.example".into(),
+            recipients,
+            templates_dir: None,
+            ca_file: None,
+        };
+        edit(&mut config);
+        let notifier =
+            jit_notify::SmtpNotifier::new(config, Duration::from_secs(60)).expect("SMTP notifier");
         jit_app::Mailer::new(
             self.store.clone(),
             Arc::new(notifier),

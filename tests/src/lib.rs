@@ -326,6 +326,8 @@ pub struct SmtpPeer {
     pub port: u16,
     maildir: tempfile::TempDir,
     child: Option<Child>,
+    /// STARTTLS required, with this certificate and key.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// One message as the SMTP server stored it.
@@ -341,6 +343,81 @@ pub struct ReceivedMail {
 
 impl SmtpPeer {
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// A server that requires STARTTLS, with a certificate for `localhost`
+    /// issued by a fresh test CA; answers the CA's PEM path.
+    pub fn start_starttls() -> (Self, PathBuf) {
+        let dir = tempfile::tempdir().expect("tls dir").keep();
+        let p = |name: &str| dir.join(name);
+        std::fs::write(
+            p("leaf.ext"),
+            "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("extensions file");
+        let openssl = |args: &[&str]| {
+            let status = Command::new("openssl")
+                .current_dir(&dir)
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("openssl");
+            assert!(status.success(), "openssl {args:?}");
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=jit-e2e test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "leaf.csr",
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "leaf.ext",
+            "-out",
+            "cert.pem",
+        ]);
+        (
+            Self::start_with(Some((p("cert.pem"), p("key.pem")))),
+            p("ca.pem"),
+        )
+    }
+
+    fn start_with(tls: Option<(PathBuf, PathBuf)>) -> Self {
         let maildir = tempfile::tempdir().expect("maildir");
         for sub in ["cur", "new", "tmp"] {
             std::fs::create_dir_all(maildir.path().join(sub)).expect("maildir folders");
@@ -349,6 +426,7 @@ impl SmtpPeer {
             port: free_port(),
             maildir,
             child: None,
+            tls,
         };
         peer.resume();
         peer
@@ -363,6 +441,14 @@ impl SmtpPeer {
         let child = Command::new(&python)
             .args(["-m", "aiosmtpd", "-n", "-l"])
             .arg(format!("127.0.0.1:{}", self.port))
+            .args(self.tls.iter().flat_map(|(cert, key)| {
+                [
+                    "--tlscert".into(),
+                    cert.as_os_str().to_owned(),
+                    "--tlskey".into(),
+                    key.as_os_str().to_owned(),
+                ]
+            }))
             .args(["-c", "aiosmtpd.handlers.Mailbox"])
             .arg(self.maildir.path())
             .stdout(Stdio::null())

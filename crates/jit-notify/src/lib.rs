@@ -49,6 +49,9 @@ pub struct SmtpConfig {
     pub recipients: Recipients,
     /// Operator-edited `subject.txt`, `body.txt`, `body.html` override the built-in ones.
     pub templates_dir: Option<std::path::PathBuf>,
+    /// A PEM CA certificate to trust besides the public roots (an internal
+    /// relay signed by the bank's own CA).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -289,18 +292,29 @@ fn mailbox(raw: &str) -> Result<Mailbox, NotifyConfigError> {
 
 impl SmtpNotifier {
     pub fn new(config: SmtpConfig, slo: Duration) -> Result<Self, NotifyConfigError> {
+        use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
         let smtp = |e: lettre::transport::smtp::Error| NotifyConfigError::Smtp(e.to_string());
-        let mut builder = match config.tls {
-            TlsMode::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host),
-            TlsMode::StartTls => {
-                AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&config.host).map_err(smtp)?
+        let tls_parameters = || -> Result<TlsParameters, NotifyConfigError> {
+            let mut params = TlsParameters::builder(config.host.clone());
+            if let Some(path) = &config.ca_file {
+                let pem = std::fs::read(path).map_err(|e| {
+                    NotifyConfigError::Smtp(format!("notify.ca_file {}: {e}", path.display()))
+                })?;
+                params = params.add_root_certificate(Certificate::from_pem(&pem).map_err(smtp)?);
             }
-            TlsMode::Tls => {
-                AsyncSmtpTransport::<Tokio1Executor>::relay(&config.host).map_err(smtp)?
-            }
-        }
-        .port(config.port)
-        .timeout(Some(config.timeout));
+            params.build_rustls().map_err(smtp)
+        };
+        // Certificates are always verified; with TLS on, a connection that
+        // cannot be secured fails rather than fall back to plain text.
+        let tls = match config.tls {
+            TlsMode::None => Tls::None,
+            TlsMode::StartTls => Tls::Required(tls_parameters()?),
+            TlsMode::Tls => Tls::Wrapper(tls_parameters()?),
+        };
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host)
+            .tls(tls)
+            .port(config.port)
+            .timeout(Some(config.timeout));
         if let (Some(user), Some(password)) = (&config.username, &config.password) {
             builder = builder.credentials(Credentials::new(
                 user.clone(),

@@ -190,6 +190,8 @@ pub struct NotifySettings {
     pub recipients: std::collections::BTreeMap<String, Vec<String>>,
     /// `subject.txt`, `body.txt`, `body.html` here replace the built-in templates.
     pub templates_dir: Option<PathBuf>,
+    /// A PEM CA certificate to trust for the SMTP server besides the public roots.
+    pub ca_file: Option<PathBuf>,
     /// A role still present this long after its grant ended is raised as overdue.
     pub revocation_slo_secs: u64,
 }
@@ -208,6 +210,7 @@ impl Default for NotifySettings {
             to: Vec::new(),
             recipients: Default::default(),
             templates_dir: None,
+            ca_file: None,
             revocation_slo_secs: 60,
         }
     }

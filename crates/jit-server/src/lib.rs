@@ -160,6 +160,7 @@ pub fn notifier_from_config(config: &Config) -> anyhow::Result<Option<jit_notify
             by_kind: n.recipients.clone(),
         },
         templates_dir: n.templates_dir.clone(),
+        ca_file: n.ca_file.clone(),
     };
     Ok(Some(jit_notify::SmtpNotifier::new(
         smtp,
