@@ -290,3 +290,46 @@ async fn starttls_is_required_and_the_certificate_verified() {
         "no mail over an unverified connection"
     );
 }
+
+#[tokio::test]
+async fn smtp_auth_uses_the_configured_login() {
+    let (smtp, ca) = SmtpPeer::start_with_auth("jit-broker", "smtp-pass-0123");
+    let (stack, _tenant) = Stack::with_users(Backend::Sqlite, &[(ENG, &["Employee"])]).await;
+    let with_password = |password: &'static str| {
+        let ca = ca.clone();
+        move |c: &mut jit_notify::SmtpConfig| {
+            c.host = "localhost".into();
+            c.tls = jit_notify::TlsMode::StartTls;
+            c.ca_file = Some(ca);
+            c.username = Some("jit-broker".into());
+            c.password = Some(secrecy::SecretString::from(password));
+        }
+    };
+    stack.request(request(ENG, "CHG0000330")).await;
+    stack.run_due().await;
+    // Without credentials the server refuses the mail (530 authentication required).
+    let anonymous = stack.mailer_with(&smtp, recipients(), |c| {
+        with_password("unused")(c);
+        c.username = None;
+        c.password = None;
+    });
+    assert_eq!(anonymous.run_due().await.unwrap(), 1);
+    assert!(smtp.messages().is_empty(), "refused without a login");
+    let pool = sqlx::SqlitePool::connect(&stack.database_url)
+        .await
+        .unwrap();
+    let (status, error): (String, Option<String>) =
+        sqlx::query_as("SELECT status, last_error FROM outbox")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "failed", "{error:?}");
+
+    stack.advance(30 * 60);
+    stack.run_due().await;
+    let right = stack.mailer_with(&smtp, recipients(), with_password("smtp-pass-0123"));
+    assert_eq!(right.run_due().await.unwrap(), 1);
+    let mail = smtp.messages();
+    assert_eq!(mail.len(), 1);
+    assert!(mail[0].subject.contains("ended for eng@example.com"));
+}

@@ -328,6 +328,8 @@ pub struct SmtpPeer {
     child: Option<Child>,
     /// STARTTLS required, with this certificate and key.
     tls: Option<(PathBuf, PathBuf)>,
+    /// AUTH required with this login and password (implies `tls`).
+    auth: Option<(String, String)>,
 }
 
 /// One message as the SMTP server stored it.
@@ -343,12 +345,21 @@ pub struct ReceivedMail {
 
 impl SmtpPeer {
     pub fn start() -> Self {
-        Self::start_with(None)
+        Self::start_with(None, None)
     }
 
     /// A server that requires STARTTLS, with a certificate for `localhost`
     /// issued by a fresh test CA; answers the CA's PEM path.
     pub fn start_starttls() -> (Self, PathBuf) {
+        Self::start_tls(None)
+    }
+
+    /// STARTTLS and AUTH (LOGIN/PLAIN) required with `user` / `password`.
+    pub fn start_with_auth(user: &str, password: &str) -> (Self, PathBuf) {
+        Self::start_tls(Some((user.to_owned(), password.to_owned())))
+    }
+
+    fn start_tls(auth: Option<(String, String)>) -> (Self, PathBuf) {
         let dir = tempfile::tempdir().expect("tls dir").keep();
         let p = |name: &str| dir.join(name);
         std::fs::write(
@@ -412,12 +423,12 @@ impl SmtpPeer {
             "cert.pem",
         ]);
         (
-            Self::start_with(Some((p("cert.pem"), p("key.pem")))),
+            Self::start_with(Some((p("cert.pem"), p("key.pem"))), auth),
             p("ca.pem"),
         )
     }
 
-    fn start_with(tls: Option<(PathBuf, PathBuf)>) -> Self {
+    fn start_with(tls: Option<(PathBuf, PathBuf)>, auth: Option<(String, String)>) -> Self {
         let maildir = tempfile::tempdir().expect("maildir");
         for sub in ["cur", "new", "tmp"] {
             std::fs::create_dir_all(maildir.path().join(sub)).expect("maildir folders");
@@ -427,6 +438,7 @@ impl SmtpPeer {
             maildir,
             child: None,
             tls,
+            auth,
         };
         peer.resume();
         peer
@@ -438,19 +450,33 @@ impl SmtpPeer {
             .map(PathBuf::from)
             .unwrap_or_else(|| workspace_root().join(".venv-peers"))
             .join("bin/python");
-        let child = Command::new(&python)
-            .args(["-m", "aiosmtpd", "-n", "-l"])
-            .arg(format!("127.0.0.1:{}", self.port))
-            .args(self.tls.iter().flat_map(|(cert, key)| {
-                [
-                    "--tlscert".into(),
-                    cert.as_os_str().to_owned(),
-                    "--tlskey".into(),
-                    key.as_os_str().to_owned(),
-                ]
-            }))
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
-            .arg(self.maildir.path())
+        let mut command = Command::new(&python);
+        match (&self.tls, &self.auth) {
+            (Some((cert, key)), Some((user, password))) => {
+                command
+                    .arg(workspace_root().join("tests/peers/smtp_auth.py"))
+                    .arg(self.port.to_string())
+                    .arg(self.maildir.path())
+                    .args([cert, key])
+                    .args([user, password]);
+            }
+            _ => {
+                command
+                    .args(["-m", "aiosmtpd", "-n", "-l"])
+                    .arg(format!("127.0.0.1:{}", self.port))
+                    .args(self.tls.iter().flat_map(|(cert, key)| {
+                        [
+                            "--tlscert".into(),
+                            cert.as_os_str().to_owned(),
+                            "--tlskey".into(),
+                            key.as_os_str().to_owned(),
+                        ]
+                    }))
+                    .args(["-c", "aiosmtpd.handlers.Mailbox"])
+                    .arg(self.maildir.path());
+            }
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -282,6 +282,7 @@ pub struct SmtpNotifier {
     recipients: Recipients,
     templates: Templates,
     slo: Duration,
+    send_timeout: Duration,
 }
 
 fn mailbox(raw: &str) -> Result<Mailbox, NotifyConfigError> {
@@ -341,6 +342,7 @@ impl SmtpNotifier {
             recipients: config.recipients,
             templates: Templates::load(config.templates_dir.as_deref())?,
             slo,
+            send_timeout: config.timeout.saturating_mul(3),
         })
     }
 }
@@ -368,10 +370,16 @@ impl Notifier for SmtpNotifier {
         let message = message
             .multipart(MultiPart::alternative_plain_html(body_text, body_html))
             .map_err(|e| NotifyError::Permanent(format!("message: {e}")))?;
-        match self.transport.send(message).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.is_permanent() => Err(NotifyError::Permanent(e.to_string())),
-            Err(e) => Err(NotifyError::Transient(e.to_string())),
+        // A server that stops answering mid-session must not hold the mailer:
+        // the whole exchange gets a bound, not only the connect.
+        match tokio::time::timeout(self.send_timeout, self.transport.send(message)).await {
+            Err(_) => Err(NotifyError::Transient(format!(
+                "the SMTP exchange took longer than {} s",
+                self.send_timeout.as_secs()
+            ))),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) if e.is_permanent() => Err(NotifyError::Permanent(e.to_string())),
+            Ok(Err(e)) => Err(NotifyError::Transient(e.to_string())),
         }
     }
 }
