@@ -221,31 +221,20 @@ impl App {
                 if !self.policy.is_privileged(&role) {
                     continue;
                 }
-                run.findings += 1;
-                let finding = FindingRecord {
-                    run_id: run.id.clone(),
-                    at: self.now(),
-                    user: format!("oauth-client {} ({})", client.name, client.id),
-                    role: role.to_string(),
-                    kind: FindingKind::OauthClientPrivileged.as_str().into(),
-                    action: "reported".into(),
-                    detail: format!(
-                        "OAuth client `{}` holds `{role}`: an integration with standing privilege; review its grant in Genesys Cloud",
-                        client.name
-                    ),
-                };
-                let audit = NewAudit {
-                    at: finding.at,
-                    actor: SYSTEM_ACTOR.into(),
-                    kind: "reconcile_finding",
-                    grant: None,
-                    ticket: None,
-                    data: json!({
-                        "run": run.id, "oauth_client": client.id, "name": client.name, "role": role,
-                        "kind": finding.kind, "action": "reported", "detail": finding.detail,
-                    }),
-                };
-                self.store.insert_finding(&finding, audit).await?;
+                let detail = format!(
+                    "OAuth client `{}` holds `{role}`: an integration with standing privilege; review its grant in Genesys Cloud",
+                    client.name
+                );
+                let who = format!("oauth-client {} ({})", client.name, client.id);
+                self.record_finding(
+                    run,
+                    &who,
+                    &role,
+                    FindingKind::OauthClientPrivileged,
+                    "reported",
+                    &detail,
+                )
+                .await?;
             }
         }
         Ok(())
@@ -336,15 +325,36 @@ impl App {
                 }
             }
         };
+        self.record_finding(
+            run,
+            user.as_str(),
+            role,
+            judgement.kind,
+            action,
+            &judgement.detail,
+        )
+        .await
+    }
+
+    /// One finding: its row and its audit event, in one transaction.
+    async fn record_finding(
+        &self,
+        run: &mut ReconcileRun,
+        who: &str,
+        role: &RoleName,
+        kind: FindingKind,
+        action: &str,
+        detail: &str,
+    ) -> Result<(), AppError> {
         run.findings += 1;
         let finding = FindingRecord {
             run_id: run.id.clone(),
             at: self.now(),
-            user: user.to_string(),
+            user: who.to_owned(),
             role: role.to_string(),
-            kind: judgement.kind.as_str().into(),
+            kind: kind.as_str().into(),
             action: action.into(),
-            detail: judgement.detail.clone(),
+            detail: detail.to_owned(),
         };
         let audit = NewAudit {
             at: finding.at,
@@ -353,8 +363,8 @@ impl App {
             grant: None,
             ticket: None,
             data: json!({
-                "run": run.id, "user": user, "role": role, "kind": finding.kind,
-                "action": action, "detail": finding.detail, "dry_run": run.dry_run,
+                "run": run.id, "user": who, "role": role, "kind": finding.kind,
+                "action": action, "detail": detail, "dry_run": run.dry_run,
             }),
         };
         self.store.insert_finding(&finding, audit).await?;
