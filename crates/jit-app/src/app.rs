@@ -277,12 +277,11 @@ impl App {
             self.advance_grant(id).await?;
         }
         let result = self.converge(&job.user, &job.role).await;
-        if let (Err(e), Some(id)) = (&result, job.grant) {
-            self.raise_if_overdue(id, e).await?;
-        }
-        if let (Err(e), Some(id)) = (&result, job.grant)
-            && e.is_permanent()
-        {
+        let (Err(e), Some(id)) = (&result, job.grant) else {
+            return result;
+        };
+        self.raise_if_overdue(id, e).await?;
+        if e.is_permanent() {
             let audit = NewAudit {
                 at: self.now(),
                 actor: SYSTEM_ACTOR.into(),
@@ -457,15 +456,9 @@ impl App {
             return Ok(());
         };
         let now = self.now();
-        let Some(ended_at) = grant.ended_at else {
+        let Some(overdue) = grant.revocation_overdue(now, self.revocation_slo) else {
             return Ok(());
         };
-        if grant.state != GrantState::Ended
-            || grant.role_removed_at.is_some()
-            || now < ended_at + self.revocation_slo
-        {
-            return Ok(());
-        }
         let audit = NewAudit {
             at: now,
             actor: SYSTEM_ACTOR.into(),
@@ -473,8 +466,8 @@ impl App {
             grant: Some(id),
             ticket: grant.ticket.clone(),
             data: json!({
-                "user": grant.user, "role": grant.role, "ended_at": ended_at,
-                "end_reason": grant.end_reason, "overdue_secs": (now - ended_at).num_seconds(),
+                "user": grant.user, "role": grant.role, "ended_at": grant.ended_at,
+                "end_reason": grant.end_reason, "overdue_secs": overdue.num_seconds(),
                 "slo_secs": self.revocation_slo.num_seconds(), "error": error.to_string(),
             }),
         };

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use chrono::TimeDelta;
 use jit_domain::retry::next_delay;
-use tokio::sync::Notify;
 
 use crate::ports::{Clock, Notice, Notifier, NotifyError, OutboxItem, Store, StoreError};
 
@@ -25,7 +24,8 @@ pub struct MailerConfig {
     pub lease: Duration,
     pub retry_base: Duration,
     pub retry_cap: Duration,
-    /// Sleep between looks when nothing was due (other replicas' events).
+    /// Sleep between looks for due rows (events are written by whichever
+    /// transaction causes them, on any replica).
     pub idle: Duration,
 }
 
@@ -47,7 +47,6 @@ pub struct Mailer {
     clock: Arc<dyn Clock>,
     owner: String,
     config: MailerConfig,
-    wake: Arc<Notify>,
 }
 
 impl Mailer {
@@ -64,12 +63,7 @@ impl Mailer {
             clock,
             owner,
             config,
-            wake: Arc::new(Notify::new()),
         }
-    }
-
-    pub fn waker(&self) -> Arc<Notify> {
-        self.wake.clone()
     }
 
     /// Delivers everything due now; answers how many rows were attempted.
@@ -153,7 +147,6 @@ impl Mailer {
             }
             tokio::select! {
                 _ = &mut stop => return,
-                _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(self.config.idle) => {}
             }
         }

@@ -6,8 +6,8 @@
 
 use chrono::{DateTime, Utc};
 use jit_domain::{
-    ChangeTicket, EndReason, Grant, GrantId, GrantState, Justification, RoleName, TicketId,
-    ValidGrantRequest, ticket_ends_grant,
+    ChangeTicket, EndReason, Grant, GrantId, Justification, RoleName, TicketId, ValidGrantRequest,
+    ticket_ends_grant,
 };
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -286,7 +286,7 @@ impl App {
             };
             let now = self.now();
             for g in self.grants_citing(&number).await? {
-                if g.state.is_terminal() || g.state == GrantState::Denied {
+                if g.state.is_terminal() {
                     continue;
                 }
                 if let Some(why) = ticket_ends_grant(&self.policy, &g, ticket.as_ref(), now)

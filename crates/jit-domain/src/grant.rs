@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -254,6 +254,15 @@ impl Grant {
         })
     }
 
+    /// How long past its end this grant's role has outlived the revocation
+    /// SLO: `Some` once the grant ended more than `slo` ago and the role was
+    /// never seen removed.
+    pub fn revocation_overdue(&self, now: DateTime<Utc>, slo: TimeDelta) -> Option<TimeDelta> {
+        let ended_at = self.ended_at?;
+        (self.state == GrantState::Ended && self.role_removed_at.is_none() && now >= ended_at + slo)
+            .then(|| now - ended_at)
+    }
+
     /// The grant as it is after `t`.
     pub fn apply(&mut self, t: &Transition) {
         self.state = t.to;
@@ -339,6 +348,25 @@ pub(crate) mod tests {
                     .is_err()
             );
         }
+    }
+
+    #[test]
+    fn a_removal_is_overdue_only_past_the_slo_and_only_until_seen() {
+        let slo = TimeDelta::seconds(60);
+        let mut g = grant(GrantState::Active, 0, 20);
+        assert_eq!(g.revocation_overdue(at(200), slo), None, "not ended");
+        g.apply(&g.advance(at(20)).unwrap());
+        assert_eq!(g.revocation_overdue(at(79), slo), None, "within the SLO");
+        assert_eq!(
+            g.revocation_overdue(at(80), slo),
+            Some(TimeDelta::seconds(60))
+        );
+        g.role_removed_at = Some(at(90));
+        assert_eq!(g.revocation_overdue(at(120), slo), None, "removal seen");
+        let cancelled = grant(GrantState::Approved, 10, 20);
+        let mut c = cancelled.clone();
+        c.apply(&cancelled.end_early(at(5), EndReason::Dropped).unwrap());
+        assert_eq!(c.revocation_overdue(at(500), slo), None, "never held");
     }
 
     #[test]

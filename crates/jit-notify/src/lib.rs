@@ -54,20 +54,50 @@ pub struct SmtpConfig {
     pub ca_file: Option<std::path::PathBuf>,
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct Recipients {
-    pub default: Vec<String>,
+/// Who gets which kind of email; addresses as configured (`String`) or as
+/// parsed once at start (`Mailbox`).
+#[derive(Debug, Clone)]
+pub struct Recipients<A = String> {
+    pub default: Vec<A>,
     /// Keyed by notice kind: `grant_activated`, `grant_ended`,
     /// `converge_failed`, `revocation_overdue`, `reconcile_run`, `emergency_grant`.
-    pub by_kind: BTreeMap<String, Vec<String>>,
+    pub by_kind: BTreeMap<String, Vec<A>>,
 }
 
-impl Recipients {
-    pub fn for_kind(&self, kind: &str) -> &[String] {
+impl<A> Default for Recipients<A> {
+    fn default() -> Self {
+        Self {
+            default: Vec::new(),
+            by_kind: BTreeMap::new(),
+        }
+    }
+}
+
+impl<A> Recipients<A> {
+    pub fn for_kind(&self, kind: &str) -> &[A] {
         self.by_kind
             .get(kind)
             .filter(|r| !r.is_empty())
             .unwrap_or(&self.default)
+    }
+}
+
+impl Recipients {
+    /// Every address checked and parsed, so sending never parses again.
+    fn parse(&self) -> Result<Recipients<Mailbox>, NotifyConfigError> {
+        let all = |list: &[String]| {
+            list.iter()
+                .map(|r| mailbox(r))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(Recipients {
+            default: all(&self.default)?,
+            by_kind: self
+                .by_kind
+                .iter()
+                .map(|(kind, list)| Ok((kind.clone(), all(list)?)))
+                .collect::<Result<_, NotifyConfigError>>()?,
+        })
     }
 }
 
@@ -279,7 +309,7 @@ impl Templates {
 pub struct SmtpNotifier {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
-    recipients: Recipients,
+    recipients: Recipients<Mailbox>,
     templates: Templates,
     slo: Duration,
     send_timeout: Duration,
@@ -322,15 +352,8 @@ impl SmtpNotifier {
                 password.expose_secret().to_owned(),
             ));
         }
-        for r in config
-            .recipients
-            .default
-            .iter()
-            .chain(config.recipients.by_kind.values().flatten())
-        {
-            mailbox(r)?;
-        }
-        if config.recipients.default.is_empty() {
+        let recipients = config.recipients.parse()?;
+        if recipients.default.is_empty() {
             return Err(NotifyConfigError::Address(
                 String::new(),
                 "notify.to must name at least one SOC address".into(),
@@ -339,7 +362,7 @@ impl SmtpNotifier {
         Ok(Self {
             transport: builder.build(),
             from: mailbox(&config.from)?,
-            recipients: config.recipients,
+            recipients,
             templates: Templates::load(config.templates_dir.as_deref())?,
             slo,
             send_timeout: config.timeout.saturating_mul(3),
@@ -365,7 +388,7 @@ impl Notifier for SmtpNotifier {
                 &notice.event.hash[..16.min(notice.event.hash.len())]
             )));
         for to in self.recipients.for_kind(&composed.kind) {
-            message = message.to(mailbox(to).map_err(|e| NotifyError::Permanent(e.to_string()))?);
+            message = message.to(to.clone());
         }
         let message = message
             .multipart(MultiPart::alternative_plain_html(body_text, body_html))
