@@ -1,5 +1,5 @@
 //! jit-scim: the `Directory` port over SCIM 2.0 (RFC 7643/7644) with the
-//! Genesys Cloud profile (../shared/GENESYS.md): OAuth client-credentials
+//! Genesys Cloud profile (docs/genesys-cloud.md): OAuth client-credentials
 //! token cache, one-role PATCH guarded by `If-Match`, read-back, and errors
 //! sorted into transient and permanent.
 
@@ -17,7 +17,7 @@ use url::Url;
 
 const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 /// Only what converge needs: Genesys answers large pages with 429 unless the
-/// expensive secondary lookups are left out (GENESYS.md, "Listing").
+/// expensive secondary lookups are left out (docs/genesys-cloud.md, "Listing users").
 const USER_ATTRIBUTES: &str = "userName,roles,active,meta.version";
 
 #[derive(Debug, thiserror::Error)]
@@ -133,7 +133,7 @@ pub struct ScimConfig {
 
 impl ScimConfig {
     /// Genesys Cloud's profile for a region domain such as `mypurecloud.ie`:
-    /// both URLs derive from it (GENESYS.md, "Endpoints and auth").
+    /// both URLs derive from it (docs/genesys-cloud.md, "Endpoints and authentication").
     pub fn genesys(
         region_domain: &str,
         client_id: String,
@@ -434,7 +434,7 @@ impl ScimClient {
 
     /// One page of `/Users` (`startIndex` is 1-based), asking only for the
     /// attributes the sweep needs: Genesys answers 429 to large pages that
-    /// include expensive attributes (GENESYS.md, "Listing").
+    /// include expensive attributes (docs/genesys-cloud.md, "Listing users").
     pub async fn list_users(
         &self,
         start_index: u64,
@@ -528,7 +528,7 @@ impl ScimClient {
     }
 
     /// Adds or removes exactly one role. Never `replace` on `roles`: that races
-    /// with the IdP's own writes and with baseline roles (GENESYS.md).
+    /// with the IdP's own writes and with baseline roles (docs/genesys-cloud.md).
     pub async fn change_role(
         &self,
         user: &DirectoryUser,
