@@ -129,36 +129,152 @@ async fn one_sweep_strips_what_is_held_without_cause_and_keeps_break_glass(
     assert_eq!(kinds.last().map(String::as_str), Some("reconcile_run"));
     assert_eq!(stack.app.reconcile_runs(10).await.unwrap().len(), 1);
 
-    // The lease was released: the next sweep runs, and finds nothing to strip.
-    // A role put back by hand after the verified removal is another writer:
-    // reported, not fought.
-    let alice = scim_client(&tenant.base_url, Duration::from_secs(5));
-    let user = Directory::find_user(&alice, &UserName::parse("alice@example.com").unwrap())
-        .await
-        .unwrap();
-    Directory::change_role(
-        &alice,
-        &user,
-        &RoleName::parse(ADMIN).unwrap(),
-        RoleChange::Add,
-    )
-    .await
-    .unwrap();
+    // The lease was released: the next sweep runs. A role put back by hand
+    // after the verified removal is standing privilege again: stripped.
+    tenant.add_role("alice@example.com", ADMIN).await;
     let again = stack
         .app
         .reconcile("test", false, "replica-b", &config())
         .await
         .unwrap();
-    let (_, findings) = stack.app.reconcile_run(&again.id).await.unwrap();
-    let kinds: Vec<(&str, &str, &str)> = findings
-        .iter()
-        .map(|f| (f.user.as_str(), f.kind.as_str(), f.action.as_str()))
-        .collect();
-    assert!(
-        kinds.contains(&("alice@example.com", "conflicting_writer", "reported")),
-        "{kinds:?}"
+    assert_eq!(
+        finding_kinds(&stack, &again.id).await,
+        [(
+            "alice@example.com".into(),
+            "standing_privilege".into(),
+            "removed".into()
+        )]
     );
-    assert_eq!(again.actions, 0);
+    assert_eq!(again.actions, 1);
+    assert_eq!(tenant.roles_of("alice@example.com").await, ["Employee"]);
+}
+
+async fn finding_kinds(stack: &Stack, run: &str) -> Vec<(String, String, String)> {
+    let (_, findings) = stack.app.reconcile_run(run).await.unwrap();
+    let mut got: Vec<_> = findings
+        .into_iter()
+        .filter(|f| f.kind != "break_glass_held")
+        .map(|f| (f.user, f.kind, f.action))
+        .collect();
+    got.sort();
+    got
+}
+
+/// Grant, expiry, verified removal; then the role is put back by hand, again
+/// and again. Each time the next sweep strips it (after a growing delay once
+/// it is a pattern), and the SOC hears of the conflicting writer once.
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn a_role_put_back_by_hand_is_stripped_every_time_and_the_pattern_raised_once(
+    #[case] backend: Backend,
+) {
+    let (stack, tenant) = Stack::with_users(backend, &[("dave@example.com", &["Employee"])]).await;
+    let dave = "dave@example.com";
+    stack
+        .request(json!({"user": dave, "role": ADMIN, "ticket": "CHG0000200",
+                        "duration": "10m", "justification": "Rebuild the IVR routing flow"}))
+        .await;
+    stack.run_due().await;
+    assert_eq!(tenant.roles_of(dave).await, ["Employee", ADMIN]);
+    stack.advance(10 * 60);
+    stack.run_due().await;
+    assert_eq!(
+        tenant.roles_of(dave).await,
+        ["Employee"],
+        "expiry removed it"
+    );
+    let sweep = || async {
+        stack
+            .app
+            .reconcile("test", false, "sweeper", &config())
+            .await
+            .unwrap()
+    };
+    let dave_findings = |run: String| {
+        let stack = &stack;
+        async move { finding_kinds(stack, &run).await }
+    };
+    let conflict_alerts = || async {
+        stack
+            .audit_kinds()
+            .await
+            .iter()
+            .filter(|k| *k == "conflicting_writer_detected")
+            .count()
+    };
+    let one =
+        |kind: &str, action: &str| vec![(dave.to_owned(), kind.to_owned(), action.to_owned())];
+
+    // Past the grace, put back by hand: the next sweep strips it.
+    stack.advance(5 * 60);
+    tenant.add_role(dave, ADMIN).await;
+    let run = sweep().await;
+    assert_eq!(
+        dave_findings(run.id).await,
+        one("standing_privilege", "removed")
+    );
+    assert_eq!(tenant.roles_of(dave).await, ["Employee"]);
+    assert_eq!(conflict_alerts().await, 0, "once is not a pattern");
+
+    // Back a second time within the hour: a conflicting writer. The first
+    // strip of the pattern waits a minute after the last one.
+    stack.advance(30);
+    tenant.add_role(dave, ADMIN).await;
+    let run = sweep().await;
+    assert_eq!(
+        dave_findings(run.id).await,
+        one("conflicting_writer", "deferred")
+    );
+    assert_eq!(tenant.roles_of(dave).await, ["Employee", ADMIN]);
+    assert_eq!(conflict_alerts().await, 1, "raised when first seen");
+    stack.advance(31);
+    let run = sweep().await;
+    assert_eq!(
+        dave_findings(run.id).await,
+        one("conflicting_writer", "removed")
+    );
+    assert_eq!(tenant.roles_of(dave).await, ["Employee"]);
+
+    // A third time: stripped again once the doubled delay (2 min) passed,
+    // and no second alert for the same pattern.
+    stack.advance(60);
+    tenant.add_role(dave, ADMIN).await;
+    let run = sweep().await;
+    assert_eq!(
+        dave_findings(run.id).await,
+        one("conflicting_writer", "deferred")
+    );
+    stack.advance(61);
+    let run = sweep().await;
+    assert_eq!(
+        dave_findings(run.id).await,
+        one("conflicting_writer", "removed")
+    );
+    assert_eq!(tenant.roles_of(dave).await, ["Employee"]);
+    assert_eq!(
+        conflict_alerts().await,
+        1,
+        "one alert per pattern, not per sweep"
+    );
+
+    // The alert names the pair, its removals and how often it came back.
+    let events = stack.store.audit_events(0, 10_000).await.unwrap();
+    let alert = events
+        .iter()
+        .find(|e| e.kind == "conflicting_writer_detected")
+        .unwrap();
+    assert_eq!(alert.data["user"], json!(dave));
+    assert_eq!(alert.data["conflict"]["reappearances"], json!(2));
+    assert_eq!(
+        alert.data["conflict"]["removals"].as_array().unwrap().len(),
+        2
+    );
+    assert!(
+        jit_app::notifies(&alert.kind, &alert.data),
+        "mailed to the SOC"
+    );
 }
 
 #[tokio::test]

@@ -135,6 +135,47 @@ async fn jobs_are_leased_retried_and_reclaimed_after_a_crash(#[case] backend: Ba
     );
 }
 
+/// Hundreds of grants made in the same millisecond (the clock does not move)
+/// list newest first, and paging by cursor neither skips nor repeats one.
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn grants_made_in_one_millisecond_page_newest_first(#[case] backend: Backend) {
+    let (store, _) = store(backend).await;
+    let mut created = Vec::new();
+    for i in 0..300 {
+        let mut g = sample_grant(0);
+        g.user = UserName::parse(&format!("eng{i}@example.com")).unwrap();
+        store
+            .insert_grant(&g, &[], audit("grant_requested", 0))
+            .await
+            .unwrap();
+        created.push(g.id);
+    }
+    let mut listed = Vec::new();
+    let mut before = None;
+    loop {
+        let filter = jit_app::GrantFilter {
+            user: None,
+            role: None,
+            state: None,
+            ticket: None,
+            before,
+            limit: 7,
+        };
+        let page = store.grants(&filter).await.unwrap();
+        listed.extend(page.iter().map(|g| g.id));
+        match page.last() {
+            Some(last) if page.len() == 7 => before = Some(last.id),
+            _ => break,
+        }
+    }
+    created.reverse();
+    assert_eq!(listed.len(), 300);
+    assert_eq!(listed, created, "newest first, every grant once");
+}
+
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
 #[case::postgres(Backend::Postgres)]

@@ -4,7 +4,7 @@
 //!   one per test process with `--dynamic-tenants`: each test gets its own
 //!   tenant, so tests share nothing.
 //! - PostgreSQL: `JIT_TEST_DATABASE_URL` when set, else a throwaway cluster
-//!   (../shared/PEERS.md); each test gets its own database.
+//!   (initdb and pg_ctl as the postgres user, on a free port); each test gets its own database.
 //! - SQLite: a fresh file per test.
 //!
 //! `scripts/test` installs the peers; the harness only starts them.
@@ -176,6 +176,39 @@ impl Tenant {
         assert_eq!(r.status(), 201, "creating {user_name}");
         let v: Value = r.json().await.expect("user JSON");
         v["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Adds a role behind the broker's back, as an admin or another system would.
+    pub async fn add_role(&self, user_name: &str, role: &str) {
+        let v: Value = self
+            .http
+            .get(format!("{}/Users", self.base_url))
+            .query(&[("filter", format!("userName eq \"{user_name}\""))])
+            .bearer_auth(SCIM_TOKEN)
+            .send()
+            .await
+            .expect("GET /Users")
+            .json()
+            .await
+            .expect("list JSON");
+        let id = v["Resources"][0]["id"].as_str().expect("user id");
+        let patch = json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "add", "path": "roles", "value": [{"value": role}]}],
+        });
+        let r = self
+            .http
+            .patch(format!("{}/Users/{id}", self.base_url))
+            .bearer_auth(SCIM_TOKEN)
+            .json(&patch)
+            .send()
+            .await
+            .expect("PATCH /Users");
+        assert!(
+            r.status().is_success(),
+            "adding {role} to {user_name}: {}",
+            r.status()
+        );
     }
 
     /// The roles the server holds for a user, read directly (not through the broker).

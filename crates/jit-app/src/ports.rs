@@ -6,7 +6,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use jit_domain::{
-    ChangeTicket, Grant, GrantId, GrantState, RoleChange, RoleName, TicketId, Transition, UserName,
+    ChangeTicket, Grant, GrantId, GrantState, PairHistory, RoleChange, RoleName, TicketId,
+    Transition, UserName,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -190,7 +191,11 @@ pub struct OutboxItem {
 /// the event's own transaction, so the email is recorded with the event.
 pub fn notifies(kind: &str, data: &Value) -> bool {
     match kind {
-        "grant_activated" | "grant_ended" | "converge_failed" | "revocation_overdue" => true,
+        "grant_activated"
+        | "grant_ended"
+        | "converge_failed"
+        | "revocation_overdue"
+        | "conflicting_writer_detected" => true,
         // Findings reach the SOC in one email per sweep: the run event.
         "reconcile_run" => data["findings"].as_u64().is_some_and(|n| n > 0),
         "grant_requested" => data["decision"]["emergency"].as_bool() == Some(true),
@@ -233,7 +238,7 @@ pub struct SeenDelivery {
     pub answer: Value,
 }
 
-/// A side effect to attempt later (DESIGN.md, "Durable jobs").
+/// A side effect to attempt later (docs/architecture.md, "Durable jobs and the outbox").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewJob {
     pub user: UserName,
@@ -298,8 +303,21 @@ pub enum GrantMark {
     Failed(GrantId, String),
 }
 
+/// The store, one trait per aggregate (each has its own file in jit-store).
+/// A `dyn Store` answers every aggregate's methods.
+pub trait Store:
+    GrantStore + JobStore + SweepStore + OutboxStore + DeliveryStore + AuditStore
+{
+}
+
+impl<T> Store for T where
+    T: GrantStore + JobStore + SweepStore + OutboxStore + DeliveryStore + AuditStore + ?Sized
+{
+}
+
+/// Grants with their jobs and audit events, written together.
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait GrantStore: Send + Sync {
     /// A new grant, its jobs and its audit event: all or nothing.
     async fn insert_grant(
         &self,
@@ -328,7 +346,17 @@ pub trait Store: Send + Sync {
         at: DateTime<Utc>,
         audit: Option<NewAudit>,
     ) -> Result<(), StoreError>;
+    /// Records, once per grant, that its role outlived the revocation SLO,
+    /// with the audit event (and so the email). `false`: already recorded.
+    async fn mark_overdue(&self, id: GrantId, audit: NewAudit) -> Result<bool, StoreError>;
 
+    /// Distinct tickets cited by grants that are not terminal.
+    async fn tickets_of_live_grants(&self) -> Result<Vec<TicketId>, StoreError>;
+}
+
+/// Durable converge jobs, claimed under a lease.
+#[async_trait]
+pub trait JobStore: Send + Sync {
     /// Leases up to `limit` due jobs to `owner` until `lease_until`.
     async fn claim_jobs(
         &self,
@@ -355,7 +383,11 @@ pub trait Store: Send + Sync {
     ) -> Result<(), StoreError>;
     /// When the next job becomes claimable (leases included), if any is pending.
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+}
 
+/// Reconciler runs, their findings, and the lease that makes sweeps exclusive.
+#[async_trait]
+pub trait SweepStore: Send + Sync {
     /// Takes or renews the named lease for `owner` until `until`, if it is
     /// free, expired at `now`, or already `owner`'s.
     async fn try_lease(
@@ -382,9 +414,20 @@ pub trait Store: Send + Sync {
         audit: NewAudit,
     ) -> Result<(), StoreError>;
     async fn findings(&self, run_id: &str, limit: u32) -> Result<Vec<FindingRecord>, StoreError>;
-    /// Whether a sweep ever removed (and verified) this pair.
-    async fn stripped_before(&self, user: &UserName, role: &RoleName) -> Result<bool, StoreError>;
+    /// What the sweeps since `since` did to this pair: the removals they
+    /// verified, and the last time one named it a conflicting writer (the
+    /// first of each pattern raised the SOC alert, in the same transaction).
+    async fn pair_history(
+        &self,
+        user: &UserName,
+        role: &RoleName,
+        since: DateTime<Utc>,
+    ) -> Result<PairHistory, StoreError>;
+}
 
+/// SOC email waiting to be sent, one row per audit event that notifies.
+#[async_trait]
+pub trait OutboxStore: Send + Sync {
     /// Leases up to `limit` due outbox rows with their audit events.
     async fn claim_outbox(
         &self,
@@ -403,13 +446,11 @@ pub trait Store: Send + Sync {
         next_at: Option<DateTime<Utc>>,
         error: Option<&str>,
     ) -> Result<(), StoreError>;
-    /// Records, once per grant, that its role outlived the revocation SLO,
-    /// with the audit event (and so the email). `false`: already recorded.
-    async fn mark_overdue(&self, id: GrantId, audit: NewAudit) -> Result<bool, StoreError>;
+}
 
-    /// Distinct tickets cited by grants that are not terminal.
-    async fn tickets_of_live_grants(&self) -> Result<Vec<TicketId>, StoreError>;
-
+/// The ServiceNow webhook's replay guard.
+#[async_trait]
+pub trait DeliveryStore: Send + Sync {
     /// The replay guard: the earlier answer to this delivery id, if any.
     async fn seen_delivery(&self, delivery_id: &str) -> Result<Option<SeenDelivery>, StoreError>;
     /// Remembers a handled delivery; `false` if another copy got there first.
@@ -420,7 +461,11 @@ pub trait Store: Send + Sync {
         ticket: Option<&TicketId>,
         answer: &Value,
     ) -> Result<bool, StoreError>;
+}
 
+/// The hash-chained audit log.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
     async fn append_audit(&self, audit: NewAudit) -> Result<(), StoreError>;
     /// Events in order, after `after_seq`.
     async fn audit_events(&self, after_seq: i64, limit: u32)

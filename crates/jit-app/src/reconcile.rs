@@ -19,7 +19,10 @@ use std::time::Duration;
 
 use chrono::TimeDelta;
 use governor::{Quota, RateLimiter};
-use jit_domain::{FindingAction, FindingKind, GrantId, RoleChange, RoleName, UserName, judge};
+use jit_domain::{
+    FindingAction, FindingKind, GrantId, Judgement, RoleChange, RoleName, SweepRules, UserName,
+    judge,
+};
 use serde_json::json;
 
 use crate::app::{App, SYSTEM_ACTOR};
@@ -31,6 +34,9 @@ use crate::ports::{
 /// The lease name that makes sweeps exclusive across replicas.
 const LEASE: &str = "reconciler";
 
+/// The audit event (and SOC alert) of a pair that keeps coming back.
+pub const CONFLICTING_WRITER_EVENT: &str = "conflicting_writer_detected";
+
 #[derive(Debug, Clone)]
 pub struct ReconcileConfig {
     /// Users per page; Genesys Cloud wants 25 or fewer when `roles` is asked for.
@@ -38,8 +44,8 @@ pub struct ReconcileConfig {
     /// Directory requests per second the sweep may make (pages and fixes),
     /// so that it never starves the org's other integrations.
     pub requests_per_second: u32,
-    /// A grant that ended less than this long ago is left to its expiry job.
-    pub grace: TimeDelta,
+    /// The grace for expiry jobs and the conflicting-writer rule `judge` applies.
+    pub rules: SweepRules,
     /// How long one page may take before another replica may take over.
     pub lease: Duration,
     /// Attempts per page on transient errors (429/5xx) before the run fails.
@@ -53,7 +59,7 @@ impl Default for ReconcileConfig {
         Self {
             page_size: 25,
             requests_per_second: 10,
-            grace: TimeDelta::seconds(60),
+            rules: SweepRules::default(),
             lease: Duration::from_secs(120),
             page_attempts: 5,
             oauth_clients: false,
@@ -226,15 +232,14 @@ impl App {
                     client.name
                 );
                 let who = format!("oauth-client {} ({})", client.name, client.id);
-                self.record_finding(
-                    run,
-                    &who,
-                    &role,
-                    FindingKind::OauthClientPrivileged,
-                    "reported",
-                    &detail,
-                )
-                .await?;
+                let judgement = Judgement {
+                    kind: FindingKind::OauthClientPrivileged,
+                    action: FindingAction::Report,
+                    detail,
+                    conflict: None,
+                };
+                self.record_finding(run, &who, &role, &judgement, "reported")
+                    .await?;
             }
         }
         Ok(())
@@ -288,21 +293,30 @@ impl App {
                 ..GrantFilter::default()
             })
             .await?;
-        let stripped_before = self.store.stripped_before(user, role).await?;
         let now = self.now();
-        let Some(judgement) = judge(
+        let history = self
+            .store
+            .pair_history(user, role, now - config.rules.conflict.window)
+            .await?;
+        let Some(mut judgement) = judge(
             &self.policy,
             user,
             role,
             &grants,
-            stripped_before,
-            config.grace,
+            &history,
+            &config.rules,
             now,
         ) else {
             return Ok(());
         };
         let action = match (judgement.action, run.dry_run) {
             (FindingAction::Report, _) => "reported",
+            (FindingAction::StripAfter(at), _) => {
+                judgement
+                    .detail
+                    .push_str(&format!("; next strip not before {at}"));
+                "deferred"
+            }
             (FindingAction::Strip, true) => "would_remove",
             (FindingAction::Strip, false) => {
                 // A converge costs the target three requests (read, PATCH, read-back).
@@ -325,15 +339,13 @@ impl App {
                 }
             }
         };
-        self.record_finding(
-            run,
-            user.as_str(),
-            role,
-            judgement.kind,
-            action,
-            &judgement.detail,
-        )
-        .await
+        // A dry run tells the SOC nothing new: the pattern is raised by the
+        // sweep that acts on it.
+        if run.dry_run {
+            judgement.conflict = None;
+        }
+        self.record_finding(run, user.as_str(), role, &judgement, action)
+            .await
     }
 
     /// One finding: its row and its audit event, in one transaction.
@@ -342,10 +354,10 @@ impl App {
         run: &mut ReconcileRun,
         who: &str,
         role: &RoleName,
-        kind: FindingKind,
+        judgement: &Judgement,
         action: &str,
-        detail: &str,
     ) -> Result<(), AppError> {
+        let (kind, detail) = (judgement.kind, &judgement.detail);
         run.findings += 1;
         let finding = FindingRecord {
             run_id: run.id.clone(),
@@ -356,16 +368,27 @@ impl App {
             action: action.into(),
             detail: detail.to_owned(),
         };
+        let mut data = json!({
+            "run": run.id, "user": who, "role": role, "kind": finding.kind,
+            "action": action, "detail": detail, "dry_run": run.dry_run,
+        });
+        // The first sighting of a conflicting-writer pattern is its own
+        // high-severity event (and email), written with the finding: the
+        // store reads it back as the pair's last alert.
+        let kind = match &judgement.conflict {
+            Some(alert) => {
+                data["conflict"] = json!(alert);
+                CONFLICTING_WRITER_EVENT
+            }
+            None => "reconcile_finding",
+        };
         let audit = NewAudit {
             at: finding.at,
             actor: SYSTEM_ACTOR.into(),
-            kind: "reconcile_finding",
+            kind,
             grant: None,
             ticket: None,
-            data: json!({
-                "run": run.id, "user": who, "role": role, "kind": finding.kind,
-                "action": action, "detail": detail, "dry_run": run.dry_run,
-            }),
+            data,
         };
         self.store.insert_finding(&finding, audit).await?;
         Ok(())

@@ -7,7 +7,6 @@
 use chrono::{DateTime, Utc};
 use jit_domain::{
     ChangeTicket, EndReason, Grant, GrantId, Justification, RoleName, TicketId, ValidGrantRequest,
-    ticket_ends_grant,
 };
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -128,7 +127,7 @@ impl App {
         };
         let grants = self.grants_citing(number).await?;
         for g in grants.iter().filter(|g| !g.state.is_terminal()) {
-            if let Some(why) = ticket_ends_grant(&self.policy, g, ticket.as_ref(), now)
+            if let Some(why) = g.ended_by_change(&self.policy, ticket.as_ref(), now)
                 && let Some(ended) = self.end_for_ticket(g, &why).await?
             {
                 outcome.ended.push(ended);
@@ -289,7 +288,7 @@ impl App {
                 if g.state.is_terminal() {
                     continue;
                 }
-                if let Some(why) = ticket_ends_grant(&self.policy, &g, ticket.as_ref(), now)
+                if let Some(why) = g.ended_by_change(&self.policy, ticket.as_ref(), now)
                     && self
                         .end_for_ticket(&g, &format!("{why} (found by poll)"))
                         .await?

@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::grant::{Grant, GrantState};
-use crate::names::UserName;
+use crate::lifecycle::GrantState;
+use crate::names::{RoleName, TicketId, UserName};
 use crate::policy::{Policy, RequesterMatch, RolePolicy, format_duration};
 use crate::request::{FieldError, ValidGrantRequest};
 use crate::ticket::ChangeTicket;
@@ -415,13 +415,13 @@ fn requester_reason(
 
 /// Why a live grant tied to a change must end now, judged on a fresh read of
 /// that change; `None` while the change still permits it.
+/// `number`, `user` and `role` are the grant's own.
 pub fn ticket_ends_grant(
     policy: &Policy,
-    grant: &Grant,
+    (number, user, role): (&TicketId, &UserName, &RoleName),
     ticket: Option<&ChangeTicket>,
     now: DateTime<Utc>,
 ) -> Option<String> {
-    let number = grant.ticket.as_ref()?;
     let Some(ticket) = ticket else {
         return Some(format!("{number} no longer exists in ServiceNow"));
     };
@@ -431,7 +431,7 @@ pub fn ticket_ends_grant(
             ticket.state.map_or("an end state", |s| s.as_str())
         ));
     }
-    let rp = policy.role(&grant.role)?;
+    let rp = policy.role(role)?;
     if !approval_reason(rp, ticket).allowed {
         return Some(format!(
             "{number} lost its approval (now `{}`)",
@@ -448,15 +448,9 @@ pub fn ticket_ends_grant(
         ));
     }
     if rp.requester == RequesterMatch::Assignee
-        && !ticket
-            .assigned_to
-            .as_ref()
-            .is_some_and(|p| p.is(&grant.user))
+        && !ticket.assigned_to.as_ref().is_some_and(|p| p.is(user))
     {
-        return Some(format!(
-            "{number} was reassigned away from `{}`",
-            grant.user
-        ));
+        return Some(format!("{number} was reassigned away from `{user}`"));
     }
     if ticket.end_date.is_some_and(|end| now >= end) {
         return Some(format!("{number}'s change window closed"));
@@ -788,10 +782,12 @@ mod tests {
     #[test]
     fn a_changed_ticket_ends_the_grants_tied_to_it() {
         let p = sample();
-        let grant =
-            Grant::from_request(request("eng@example.com", "Master Admin", 2), "test", now());
+        let number = TicketId::parse("CHG0012345").unwrap();
+        let user = UserName::parse("eng@example.com").unwrap();
+        let role = RoleName::parse("Master Admin").unwrap();
+        let grant = (&number, &user, &role);
         let t = ticket();
-        assert_eq!(ticket_ends_grant(&p, &grant, Some(&t), now()), None);
+        assert_eq!(ticket_ends_grant(&p, grant, Some(&t), now()), None);
         type Edit = fn(&mut ChangeTicket);
         let table: Vec<(Edit, &str)> = vec![
             (|t| t.state = Some(ChangeState::Review), "moved to review"),
@@ -808,11 +804,11 @@ mod tests {
         for (edit, says) in table {
             let mut t = ticket();
             edit(&mut t);
-            let why = ticket_ends_grant(&p, &grant, Some(&t), now()).unwrap_or_default();
+            let why = ticket_ends_grant(&p, grant, Some(&t), now()).unwrap_or_default();
             assert!(why.contains(says), "{why} should say {says}");
         }
         assert!(
-            ticket_ends_grant(&p, &grant, None, now())
+            ticket_ends_grant(&p, grant, None, now())
                 .unwrap()
                 .contains("no longer exists")
         );

@@ -1,4 +1,4 @@
-//! The core rule (DESIGN.md, "converge, don't toggle"): the role a user should
+//! The core rule (docs/architecture.md, "converge, don't toggle"): the role a user should
 //! hold is a function of policy, grants and time, never of the last action.
 
 use chrono::{DateTime, Utc};
@@ -75,8 +75,8 @@ pub fn desired(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::grant::GrantState;
     use crate::grant::tests::grant;
+    use crate::lifecycle::GrantState;
     use crate::policy::tests::sample;
     use chrono::TimeDelta;
     use proptest::prelude::*;

@@ -1,14 +1,17 @@
-//! A grant and its lifecycle (DESIGN.md, "Grant lifecycle").
+//! A grant and its lifecycle (docs/architecture.md, "Grant lifecycle").
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Mutex, PoisonError};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::decision::Decision;
+use crate::decision::{Decision, ticket_ends_grant};
+use crate::lifecycle::{EndReason, GrantState};
 use crate::names::{Justification, RoleName, TicketId, UserName};
+use crate::policy::Policy;
 use crate::request::ValidGrantRequest;
 use crate::ticket::ChangeTicket;
 
@@ -17,10 +20,16 @@ use crate::ticket::ChangeTicket;
 pub struct GrantId(pub Uuid);
 
 impl GrantId {
-    /// Time-ordered (UUIDv7), so ids sort by creation and page cleanly.
+    /// Time-ordered (UUIDv7) and strictly increasing within this process, so
+    /// ids sort by creation and page cleanly even when many are made in one
+    /// millisecond, or when the clock a caller passes steps back: the shared
+    /// context then keeps its last timestamp and bumps its counter
+    /// (RFC 9562, section 6.2, method 1).
     pub fn new_at(now: DateTime<Utc>) -> Self {
+        static CONTEXT: Mutex<uuid::ContextV7> = Mutex::new(uuid::ContextV7::new());
+        let context = CONTEXT.lock().unwrap_or_else(PoisonError::into_inner);
         let ts = uuid::Timestamp::from_unix(
-            uuid::NoContext,
+            &*context,
             now.timestamp().max(0) as u64,
             now.timestamp_subsec_nanos(),
         );
@@ -38,73 +47,6 @@ impl FromStr for GrantId {
     type Err = uuid::Error;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Uuid::parse_str(s).map(Self)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GrantState {
-    PendingApproval,
-    Approved,
-    Active,
-    Ended,
-    Denied,
-    Cancelled,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EndReason {
-    Expired,
-    Dropped,
-    TicketClosed,
-    RevokedByAdmin,
-}
-
-/// The one place state and reason names meet their stored spelling.
-macro_rules! snake_names {
-    ($ty:ty { $($variant:ident => $name:literal),+ $(,)? }) => {
-        impl $ty {
-            pub const ALL: &'static [$ty] = &[$(<$ty>::$variant),+];
-            pub fn as_str(self) -> &'static str {
-                match self { $(<$ty>::$variant => $name),+ }
-            }
-        }
-        impl FromStr for $ty {
-            type Err = UnknownName;
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                match s { $($name => Ok(<$ty>::$variant),)+ _ => Err(UnknownName(s.to_owned())) }
-            }
-        }
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
-        }
-    };
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown name `{0}`")]
-pub struct UnknownName(pub String);
-
-snake_names!(GrantState {
-    PendingApproval => "pending_approval",
-    Approved => "approved",
-    Active => "active",
-    Ended => "ended",
-    Denied => "denied",
-    Cancelled => "cancelled",
-});
-snake_names!(EndReason {
-    Expired => "expired",
-    Dropped => "dropped",
-    TicketClosed => "ticket_closed",
-    RevokedByAdmin => "revoked_by_admin",
-});
-
-impl GrantState {
-    /// A terminal grant never changes state again.
-    pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Ended | Self::Denied | Self::Cancelled)
     }
 }
 
@@ -155,6 +97,18 @@ pub struct TransitionError {
 }
 
 impl Grant {
+    /// Why this grant must end now that its change reads as `ticket`
+    /// (`None` for a grant cut without a ticket, or while the change permits it).
+    pub fn ended_by_change(
+        &self,
+        policy: &Policy,
+        ticket: Option<&ChangeTicket>,
+        now: DateTime<Utc>,
+    ) -> Option<String> {
+        let number = self.ticket.as_ref()?;
+        ticket_ends_grant(policy, (number, &self.user, &self.role), ticket, now)
+    }
+
     /// A new grant for a request that passed policy. It starts `approved`;
     /// time (`advance`) activates it.
     pub fn from_request(
@@ -278,6 +232,24 @@ impl Grant {
 pub(crate) mod tests {
     use super::*;
     use chrono::TimeDelta;
+
+    #[test]
+    fn ids_made_in_one_millisecond_or_on_a_clock_stepping_back_still_increase() {
+        let t0 = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
+        let mut last = GrantId::new_at(t0);
+        for i in 0..5_000 {
+            // Half on the same instant, then a clock that steps back 10 s.
+            let at = if i < 2_500 {
+                t0
+            } else {
+                t0 - TimeDelta::seconds(10)
+            };
+            let next = GrantId::new_at(at);
+            assert!(next > last, "{next} after {last}");
+            assert!(next.to_string() > last.to_string(), "text order too");
+            last = next;
+        }
+    }
 
     pub fn grant(state: GrantState, starts: i64, expires: i64) -> Grant {
         let t0 = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();

@@ -4,6 +4,7 @@
 pub mod decision;
 pub mod desired;
 pub mod grant;
+pub mod lifecycle;
 pub mod names;
 pub mod policy;
 pub mod reconcile;
@@ -13,9 +14,13 @@ pub mod ticket;
 
 pub use decision::{Decision, Reason, TicketEvidence, decide, eligibility, ticket_ends_grant};
 pub use desired::{Desired, RoleChange, desired};
-pub use grant::{EndReason, Grant, GrantId, GrantState, Transition, TransitionError};
-pub use names::{Invalid, Justification, RoleName, TicketId, UserName};
+pub use grant::{Grant, GrantId, Transition, TransitionError};
+pub use lifecycle::{EndReason, GrantState};
+pub use names::{Invalid, Justification, RoleName, TicketId, UnknownName, UserName};
 pub use policy::{EmergencyRule, Policy, PolicyError, RequesterMatch, RolePolicy};
-pub use reconcile::{FindingAction, FindingKind, Judgement, judge};
+pub use reconcile::{
+    ConflictAlert, ConflictRule, FindingAction, FindingKind, Judgement, PairHistory, SweepRules,
+    judge,
+};
 pub use request::{FieldError, ValidGrantRequest, validate_grant_request};
 pub use ticket::{ChangeState, ChangeTicket, Person, Team};

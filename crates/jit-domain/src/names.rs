@@ -4,6 +4,12 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+/// A stored or configured name (a state, a reason, a change state) that
+/// matches none of the names its type knows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown name `{0}`")]
+pub struct UnknownName(pub String);
+
 /// Why a raw value was refused: `rule` is a stable machine name, `message` is for people.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid {

@@ -6,7 +6,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::desired::{Desired, desired};
-use crate::grant::{Grant, GrantState};
+use crate::grant::Grant;
+use crate::lifecycle::GrantState;
 use crate::names::{RoleName, UserName};
 use crate::policy::Policy;
 
@@ -19,9 +20,9 @@ pub enum FindingKind {
     RoleAccumulation,
     /// A break-glass account holds it: exempt from stripping, reported.
     BreakGlassHeld,
-    /// It came back after the broker verified its removal: another writer
-    /// (e.g. the IdP's own SCIM app mapping `roles`) re-adds it. Reported,
-    /// not fought.
+    /// It keeps coming back after verified removals (`ConflictRule`): another
+    /// writer (e.g. the IdP's own SCIM app mapping `roles`) re-adds it.
+    /// Still stripped, with a growing delay, and raised to the SOC once.
     ConflictingWriter,
     /// An OAuth client (an integration, not a person) holds it: reported only,
     /// since stripping a client's role can break an integration.
@@ -41,13 +42,16 @@ impl FindingKind {
 }
 
 /// What the reconciler does about a finding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FindingAction {
     /// Converge removes the role (and verifies by reading the user back).
     Strip,
-    /// Only reported: break-glass, a conflicting writer, or a role the policy
-    /// marks `report_only`.
+    /// Strip, but not before `until`: the pair keeps coming back, and the
+    /// delay between strips grows so the broker does not hammer the directory.
+    StripAfter(DateTime<Utc>),
+    /// Only reported: a break-glass account, or a role the policy marks
+    /// `report_only` (another system owns it, by the operator's choice).
     Report,
 }
 
@@ -56,26 +60,116 @@ pub struct Judgement {
     pub kind: FindingKind,
     pub action: FindingAction,
     pub detail: String,
+    /// Set on the sweep that first sees a conflicting-writer pattern: the SOC
+    /// is told once per pattern, not on every sweep.
+    pub conflict: Option<ConflictAlert>,
+}
+
+/// When a role coming back is a pattern rather than a one-off, and how long
+/// the broker waits between strips of such a pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConflictRule {
+    /// Removals older than this are forgotten.
+    pub window: TimeDelta,
+    /// Re-appearances within the window that make a pattern (at least 1).
+    pub threshold: u32,
+    /// The wait before the first strip once the pattern holds; doubled for
+    /// every further re-appearance, up to `max_delay`.
+    pub base_delay: TimeDelta,
+    pub max_delay: TimeDelta,
+}
+
+impl Default for ConflictRule {
+    fn default() -> Self {
+        Self {
+            window: TimeDelta::hours(1),
+            threshold: 2,
+            base_delay: TimeDelta::minutes(1),
+            max_delay: TimeDelta::minutes(15),
+        }
+    }
+}
+
+impl ConflictRule {
+    /// The wait after the last removal before the next strip, given
+    /// `reappearances` within the window: none below the threshold.
+    pub fn delay(&self, reappearances: u32) -> TimeDelta {
+        let threshold = self.threshold.max(1);
+        if reappearances < threshold {
+            return TimeDelta::zero();
+        }
+        let doublings = (reappearances - threshold).min(20);
+        (self.base_delay * 2i32.pow(doublings)).min(self.max_delay)
+    }
+}
+
+/// What the store remembers of one (user, role) pair beyond its grants.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PairHistory {
+    /// When sweeps removed the role from the pair, verified by read-back.
+    pub sweep_removals: Vec<DateTime<Utc>>,
+    /// When the SOC was last told that another writer re-adds this pair.
+    pub last_conflict_alert: Option<DateTime<Utc>>,
+}
+
+/// The SOC alert for a conflicting-writer pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConflictAlert {
+    /// Every verified removal within the window, oldest first; each was
+    /// followed by the role coming back.
+    pub removals: Vec<DateTime<Utc>>,
+    pub reappearances: u32,
+    pub window_secs: i64,
+    /// When the broker will strip it next.
+    pub next_strip_at: DateTime<Utc>,
+}
+
+/// The reconciler's settings that `judge` applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SweepRules {
+    /// A grant that ended less than this long ago is left to its own expiry
+    /// job (the scheduler is on it), not reported.
+    pub grace: TimeDelta,
+    pub conflict: ConflictRule,
+}
+
+impl Default for SweepRules {
+    fn default() -> Self {
+        Self {
+            grace: TimeDelta::seconds(60),
+            conflict: ConflictRule::default(),
+        }
+    }
 }
 
 /// Judges `role` held by `user`. `grants`: every grant of the pair (any
-/// state); `stripped_before`: an earlier sweep verified a removal of this pair.
-/// `grace`: a grant that ended less than this long ago is left to its own
-/// expiry job (the scheduler is on it), not reported.
+/// state); `history`: the pair's verified removals by earlier sweeps and its
+/// last conflicting-writer alert.
+///
+/// A privileged role held without cause is stripped whatever its history;
+/// only the policy (`report_only`) or a break-glass listing keeps it.
 pub fn judge(
     policy: &Policy,
     user: &UserName,
     role: &RoleName,
     grants: &[Grant],
-    stripped_before: bool,
-    grace: TimeDelta,
+    history: &PairHistory,
+    rules: &SweepRules,
     now: DateTime<Utc>,
 ) -> Option<Judgement> {
+    let rule = &rules.conflict;
     let report_only = policy.role(role).is_some_and(|r| r.report_only);
-    let strip = if report_only {
-        FindingAction::Report
-    } else {
-        FindingAction::Strip
+    let finding = |kind, action, detail| {
+        Some(Judgement {
+            kind,
+            action: if report_only {
+                FindingAction::Report
+            } else {
+                action
+            },
+            detail,
+            conflict: None,
+        })
     };
     match desired(policy, user, role, grants, now) {
         Desired::Unmanaged | Desired::HeldByGrant { .. } => None,
@@ -83,6 +177,7 @@ pub fn judge(
             kind: FindingKind::BreakGlassHeld,
             action: FindingAction::Report,
             detail: format!("break-glass account `{user}` holds `{role}`"),
+            conflict: None,
         }),
         Desired::Absent => {
             let last = grants
@@ -92,45 +187,83 @@ pub fn judge(
                         || (g.state == GrantState::Active && g.expires_at <= now)
                 })
                 .max_by_key(|g| g.ended_at.unwrap_or(g.expires_at));
-            if let Some(g) = last {
+            if let Some(g) = last
+                && g.role_removed_at.is_none()
+            {
                 let ended = g.ended_at.unwrap_or(g.expires_at);
-                if now - ended < grace && g.role_removed_at.is_none() {
+                if now - ended < rules.grace {
                     return None;
                 }
-                if let Some(removed) = g.role_removed_at {
-                    return Some(Judgement {
-                        kind: FindingKind::ConflictingWriter,
-                        action: FindingAction::Report,
-                        detail: format!(
-                            "`{role}` is back on `{user}` after the broker verified its removal at {removed} (grant {}): another system writes `roles`",
-                            g.id
-                        ),
-                    });
-                }
-                return Some(Judgement {
-                    kind: FindingKind::RoleAccumulation,
-                    action: strip,
-                    detail: format!(
+                return finding(
+                    FindingKind::RoleAccumulation,
+                    FindingAction::Strip,
+                    format!(
                         "`{user}` still holds `{role}` after grant {} ended at {ended} (ticket {})",
                         g.id,
                         g.ticket.as_ref().map_or("none", |t| t.as_str())
                     ),
-                });
+                );
             }
-            if stripped_before {
-                return Some(Judgement {
-                    kind: FindingKind::ConflictingWriter,
-                    action: FindingAction::Report,
-                    detail: format!(
-                        "`{role}` is back on `{user}` after an earlier sweep removed it: another system writes `roles`"
+            // Every verified removal of the pair, by a grant's end or a sweep.
+            let mut removals: Vec<DateTime<Utc>> = grants
+                .iter()
+                .filter_map(|g| g.role_removed_at)
+                .chain(history.sweep_removals.iter().copied())
+                .filter(|at| *at <= now)
+                .collect();
+            removals.sort();
+            removals.dedup();
+            let Some(&last_removal) = removals.last() else {
+                return finding(
+                    FindingKind::StandingPrivilege,
+                    FindingAction::Strip,
+                    format!("`{user}` holds `{role}` without any grant"),
+                );
+            };
+            let recent: Vec<DateTime<Utc>> = removals
+                .into_iter()
+                .filter(|at| now - *at <= rule.window)
+                .collect();
+            // Each recent removal was followed by the role coming back: the
+            // earlier ones were stripped again later, the last one is held now.
+            let reappearances = u32::try_from(recent.len()).unwrap_or(u32::MAX);
+            // A role the policy hands to another writer is never a conflict.
+            if reappearances < rule.threshold.max(1) || report_only {
+                return finding(
+                    FindingKind::StandingPrivilege,
+                    FindingAction::Strip,
+                    format!(
+                        "`{role}` is back on `{user}` after the broker verified its removal at {last_removal}: re-added outside the broker"
                     ),
+                );
+            }
+            let next_strip_at = last_removal + rule.delay(reappearances);
+            let action = if now >= next_strip_at {
+                FindingAction::Strip
+            } else {
+                FindingAction::StripAfter(next_strip_at)
+            };
+            let pattern_start = recent.first().copied().unwrap_or(last_removal);
+            let alerted = history
+                .last_conflict_alert
+                .is_some_and(|at| at >= pattern_start);
+            let mut judgement = finding(
+                FindingKind::ConflictingWriter,
+                action,
+                format!(
+                    "`{role}` came back on `{user}` {reappearances} times within {} after verified removals (last at {last_removal}): another system writes `roles`",
+                    crate::policy::format_duration(rule.window)
+                ),
+            )?;
+            if !alerted {
+                judgement.conflict = Some(ConflictAlert {
+                    removals: recent,
+                    reappearances,
+                    window_secs: rule.window.num_seconds(),
+                    next_strip_at,
                 });
             }
-            Some(Judgement {
-                kind: FindingKind::StandingPrivilege,
-                action: strip,
-                detail: format!("`{user}` holds `{role}` without any grant"),
-            })
+            Some(judgement)
         }
     }
 }
@@ -145,42 +278,62 @@ mod tests {
         DateTime::<Utc>::from_timestamp(1_800_000_000 + secs, 0).unwrap()
     }
 
-    fn judge_at(
-        grants: &[Grant],
-        stripped: bool,
-        now: i64,
-    ) -> Option<(FindingKind, FindingAction)> {
+    fn sweeps(removed_at: &[i64]) -> PairHistory {
+        PairHistory {
+            sweep_removals: removed_at.iter().map(|s| t(*s)).collect(),
+            last_conflict_alert: None,
+        }
+    }
+
+    fn judged(grants: &[Grant], history: &PairHistory, now: i64) -> Option<Judgement> {
         let g = grant(GrantState::Active, 0, 10);
         judge(
             &sample(),
             &g.user,
             &g.role,
             grants,
-            stripped,
-            TimeDelta::seconds(60),
+            history,
+            &SweepRules::default(),
             t(now),
         )
-        .map(|j| (j.kind, j.action))
     }
+
+    fn judge_at(
+        grants: &[Grant],
+        history: &PairHistory,
+        now: i64,
+    ) -> Option<(FindingKind, FindingAction)> {
+        judged(grants, history, now).map(|j| (j.kind, j.action))
+    }
+
+    /// A grant that ended at 100 s and whose removal was verified at 101 s.
+    fn ended_and_removed() -> Grant {
+        let mut ended = grant(GrantState::Ended, 0, 100);
+        ended.ended_at = Some(t(100));
+        ended.role_removed_at = Some(t(101));
+        ended
+    }
+
+    use FindingAction::{Report, Strip, StripAfter};
+    use FindingKind::{ConflictingWriter, RoleAccumulation, StandingPrivilege};
 
     #[test]
     fn held_with_cause_is_no_finding() {
-        assert_eq!(
-            judge_at(&[grant(GrantState::Active, 0, 100)], false, 50),
-            None
-        );
+        let active = grant(GrantState::Active, 0, 100);
+        assert_eq!(judge_at(&[active], &sweeps(&[]), 50), None);
     }
 
     #[test]
     fn held_without_any_grant_is_standing_privilege() {
         assert_eq!(
-            judge_at(&[], false, 50),
-            Some((FindingKind::StandingPrivilege, FindingAction::Strip))
+            judge_at(&[], &sweeps(&[]), 50),
+            Some((StandingPrivilege, Strip))
         );
         // A grant not yet started does not entitle anyone.
+        let later = grant(GrantState::Approved, 100, 200);
         assert_eq!(
-            judge_at(&[grant(GrantState::Approved, 100, 200)], false, 50),
-            Some((FindingKind::StandingPrivilege, FindingAction::Strip))
+            judge_at(&[later], &sweeps(&[]), 50),
+            Some((StandingPrivilege, Strip))
         );
     }
 
@@ -188,34 +341,140 @@ mod tests {
     fn held_after_the_grant_ended_is_accumulation_after_the_grace() {
         let mut ended = grant(GrantState::Ended, 0, 100);
         ended.ended_at = Some(t(100));
+        let none = sweeps(&[]);
         assert_eq!(
-            judge_at(&[ended.clone()], false, 130),
+            judge_at(&[ended.clone()], &none, 130),
             None,
             "expiry job still due"
         );
         assert_eq!(
-            judge_at(&[ended.clone()], false, 200),
-            Some((FindingKind::RoleAccumulation, FindingAction::Strip))
+            judge_at(&[ended], &none, 200),
+            Some((RoleAccumulation, Strip))
         );
         // Expired but never advanced (broker down): the same.
+        let stale = grant(GrantState::Active, 0, 100);
         assert_eq!(
-            judge_at(&[grant(GrantState::Active, 0, 100)], false, 200),
-            Some((FindingKind::RoleAccumulation, FindingAction::Strip))
+            judge_at(&[stale], &none, 200),
+            Some((RoleAccumulation, Strip))
         );
     }
 
+    /// A table row: its name, the pair's grants and sweep history, when the
+    /// sweep looks, and what it decides.
+    type Row = (
+        &'static str,
+        Vec<Grant>,
+        PairHistory,
+        i64,
+        FindingKind,
+        FindingAction,
+    );
+
     #[test]
-    fn back_after_a_verified_removal_is_a_conflicting_writer_reported_not_fought() {
-        let mut ended = grant(GrantState::Ended, 0, 100);
-        ended.ended_at = Some(t(100));
-        ended.role_removed_at = Some(t(101));
-        assert_eq!(
-            judge_at(&[ended], false, 130),
-            Some((FindingKind::ConflictingWriter, FindingAction::Report))
-        );
-        assert_eq!(
-            judge_at(&[], true, 50),
-            Some((FindingKind::ConflictingWriter, FindingAction::Report))
+    fn a_role_back_after_a_verified_removal_is_stripped_whatever_its_history() {
+        let hour = 3600;
+        let rows: Vec<Row> = vec![
+            (
+                "re-added just after the grant ended",
+                vec![ended_and_removed()],
+                sweeps(&[]),
+                130,
+                StandingPrivilege,
+                Strip,
+            ),
+            (
+                "re-added long after the grant ended",
+                vec![ended_and_removed()],
+                sweeps(&[]),
+                30 * 24 * hour,
+                StandingPrivilege,
+                Strip,
+            ),
+            (
+                "re-added after an earlier strip, no grant ever",
+                vec![],
+                sweeps(&[50]),
+                400,
+                StandingPrivilege,
+                Strip,
+            ),
+            (
+                "an old strip and an old grant removal are out of the window",
+                vec![ended_and_removed()],
+                sweeps(&[hour]),
+                5 * hour,
+                StandingPrivilege,
+                Strip,
+            ),
+            (
+                "re-added twice within the window, the delay already past",
+                vec![ended_and_removed()],
+                sweeps(&[200]),
+                200 + 61,
+                ConflictingWriter,
+                Strip,
+            ),
+            (
+                "re-added twice within the window, inside the first delay",
+                vec![ended_and_removed()],
+                sweeps(&[200]),
+                230,
+                ConflictingWriter,
+                StripAfter(t(260)),
+            ),
+            (
+                "a third time: the delay doubles",
+                vec![ended_and_removed()],
+                sweeps(&[200, 400]),
+                500,
+                ConflictingWriter,
+                StripAfter(t(520)),
+            ),
+            (
+                "many times: the delay stops growing at its maximum",
+                vec![],
+                sweeps(&[100, 200, 300, 400, 500, 600, 700, 800, 900, 1000]),
+                1100,
+                ConflictingWriter,
+                StripAfter(t(1000 + 15 * 60)),
+            ),
+        ];
+        for (name, grants, history, now, kind, action) in rows {
+            assert_eq!(
+                judge_at(&grants, &history, now),
+                Some((kind, action)),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_conflicting_writer_is_raised_once_per_pattern() {
+        let history = sweeps(&[200]);
+        let first = judged(&[ended_and_removed()], &history, 230).unwrap();
+        let alert = first.conflict.expect("the first sighting raises it");
+        assert_eq!(alert.removals, [t(101), t(200)]);
+        assert_eq!((alert.reappearances, alert.window_secs), (2, 3600));
+        assert_eq!(alert.next_strip_at, t(260));
+
+        // Told at 230 s: the same pattern is not raised again ...
+        let told = PairHistory {
+            last_conflict_alert: Some(t(230)),
+            ..sweeps(&[200, 300])
+        };
+        let again = judged(&[ended_and_removed()], &told, 400).unwrap();
+        assert_eq!(again.kind, ConflictingWriter);
+        assert_eq!(again.conflict, None);
+        // ... but a new pattern, after the old one left the window, is.
+        let later = PairHistory {
+            last_conflict_alert: Some(t(230)),
+            ..sweeps(&[200, 300, 10_000, 10_100])
+        };
+        assert!(
+            judged(&[ended_and_removed()], &later, 10_200)
+                .unwrap()
+                .conflict
+                .is_some()
         );
     }
 
@@ -224,27 +483,38 @@ mod tests {
         let p = sample();
         let bg = UserName::parse("breakglass@example.com").unwrap();
         let admin = RoleName::parse("Master Admin").unwrap();
-        let j = judge(&p, &bg, &admin, &[], false, TimeDelta::seconds(60), t(0)).unwrap();
-        assert_eq!(
-            (j.kind, j.action),
-            (FindingKind::BreakGlassHeld, FindingAction::Report)
-        );
+        let rules = SweepRules::default();
+        let j = judge(&p, &bg, &admin, &[], &sweeps(&[]), &rules, t(0)).unwrap();
+        assert_eq!((j.kind, j.action), (FindingKind::BreakGlassHeld, Report));
         let employee = RoleName::parse("Employee").unwrap();
         assert_eq!(
-            judge(&p, &bg, &employee, &[], false, TimeDelta::seconds(60), t(0)),
+            judge(&p, &bg, &employee, &[], &sweeps(&[]), &rules, t(0)),
             None
         );
     }
 
+    /// Only the policy hands a role to another writer: a report-only role is
+    /// reported, never stripped, and never called a conflict.
     #[test]
-    fn report_only_roles_are_not_stripped() {
+    fn report_only_roles_are_not_stripped_nor_fought() {
         let p = sample();
         let user = UserName::parse("eng@example.com").unwrap();
         let rec = RoleName::parse("Recording Admin").unwrap();
-        let j = judge(&p, &user, &rec, &[], false, TimeDelta::seconds(60), t(0)).unwrap();
+        let rules = SweepRules::default();
+        let j = judge(&p, &user, &rec, &[], &sweeps(&[]), &rules, t(0)).unwrap();
+        assert_eq!((j.kind, j.action), (StandingPrivilege, Report));
+        let j = judge(&p, &user, &rec, &[], &sweeps(&[10, 20, 30]), &rules, t(40)).unwrap();
         assert_eq!(
-            (j.kind, j.action),
-            (FindingKind::StandingPrivilege, FindingAction::Report)
+            (j.kind, j.action, j.conflict),
+            (StandingPrivilege, Report, None)
         );
+    }
+
+    #[test]
+    fn the_delay_grows_from_the_threshold_and_is_capped() {
+        let rule = ConflictRule::default();
+        let secs: Vec<i64> = (0..8).map(|n| rule.delay(n).num_seconds()).collect();
+        assert_eq!(secs, [0, 0, 60, 120, 240, 480, 900, 900]);
+        assert_eq!(rule.delay(u32::MAX).num_seconds(), 900);
     }
 }

@@ -7,8 +7,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::grant::UnknownName;
-use crate::names::{TicketId, UserName};
+use crate::names::{TicketId, UnknownName, UserName};
 
 /// `change_request.state`, with ServiceNow's numeric codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

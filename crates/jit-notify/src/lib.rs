@@ -60,7 +60,8 @@ pub struct SmtpConfig {
 pub struct Recipients<A = String> {
     pub default: Vec<A>,
     /// Keyed by notice kind: `grant_activated`, `grant_ended`,
-    /// `converge_failed`, `revocation_overdue`, `reconcile_run`, `emergency_grant`.
+    /// `converge_failed`, `revocation_overdue`, `reconcile_run`, `emergency_grant`,
+    /// `conflicting_writer`.
     pub by_kind: BTreeMap<String, Vec<A>>,
 }
 
@@ -206,6 +207,28 @@ pub fn compose(notice: &Notice, slo: Duration) -> Composed {
             ),
             "Applies the grant for at most the emergency duration and ends it when the change closes, is cancelled or is rejected.".to_owned(),
         ),
+        "conflicting_writer_detected" => {
+            let c = &d["conflict"];
+            let removals: Vec<String> = c["removals"]
+                .as_array()
+                .map(|r| r.iter().map(text).collect())
+                .unwrap_or_default();
+            let window = c["window_secs"].as_u64().unwrap_or(0);
+            facts.push(("Removals verified".into(), removals.join(", ")));
+            facts.push(("Came back".into(), format!("{} times within {window} s", text(&c["reappearances"]))));
+            facts.push(("Next strip".into(), text(&c["next_strip_at"])));
+            facts.push(("Run".into(), text(&d["run"])));
+            (
+                "conflicting_writer",
+                true,
+                format!("HIGH: another writer keeps re-adding {role} to {user}"),
+                format!(
+                    "{role} came back on {user} {} times within {window} s, each time after the broker had removed it and verified the removal by reading the user back. Something else writes `roles`: the IdP's own Genesys Cloud SCIM app mapping roles, a script, or an admin account.",
+                    text(&c["reappearances"])
+                ),
+                "Keeps stripping the role, waiting longer between strips of this pair (doubling up to the configured maximum). Find the writer and stop it; if that system should own the role, mark it `report_only` in the policy. This alert is sent once per pattern, not on every sweep.".to_owned(),
+            )
+        }
         "reconcile_run" => {
             let n = notice.findings.len();
             let stripped = notice.findings.iter().filter(|f| f.action == "removed").count();
@@ -234,7 +257,7 @@ pub fn compose(notice: &Notice, slo: Duration) -> Composed {
                 if d["dry_run"] == Value::Bool(true) {
                     "Nothing: this was a dry run.".to_owned()
                 } else {
-                    "Removed each role marked `removed` through SCIM and verified it by reading the user back; `reported` ones (break-glass accounts, a conflicting writer, report-only roles) were left in place.".to_owned()
+                    "Removed each role marked `removed` through SCIM and verified it by reading the user back; a `deferred` one (a pair that keeps coming back) is stripped by the first sweep after its delay; `reported` ones (break-glass accounts, roles the policy marks report-only) were left in place.".to_owned()
                 },
             )
         }

@@ -234,6 +234,14 @@ pub struct ReconcilerSettings {
     pub lease_secs: u64,
     /// Also report OAuth clients holding privileged roles (Genesys profile only).
     pub oauth_clients: bool,
+    /// A pair that comes back `conflict_threshold` times within
+    /// `conflict_window_secs` after verified removals is raised once to the
+    /// SOC as a conflicting writer, and stripped with a growing delay
+    /// (`conflict_base_delay_secs` doubling up to `conflict_max_delay_secs`).
+    pub conflict_window_secs: u64,
+    pub conflict_threshold: u32,
+    pub conflict_base_delay_secs: u64,
+    pub conflict_max_delay_secs: u64,
 }
 
 impl Default for ReconcilerSettings {
@@ -244,11 +252,24 @@ impl Default for ReconcilerSettings {
             cron: "0 */5 * * * *".into(),
             page_size: d.page_size,
             requests_per_second: d.requests_per_second,
-            grace_secs: d.grace.num_seconds().unsigned_abs(),
+            grace_secs: d.rules.grace.num_seconds().unsigned_abs(),
             lease_secs: d.lease.as_secs(),
             oauth_clients: false,
+            conflict_window_secs: secs(d.rules.conflict.window),
+            conflict_threshold: d.rules.conflict.threshold,
+            conflict_base_delay_secs: secs(d.rules.conflict.base_delay),
+            conflict_max_delay_secs: secs(d.rules.conflict.max_delay),
         }
     }
+}
+
+fn secs(d: chrono::TimeDelta) -> u64 {
+    d.num_seconds().unsigned_abs()
+}
+
+/// Seconds from the config as a time span (capped at a century).
+fn delta(secs: u64) -> chrono::TimeDelta {
+    chrono::TimeDelta::seconds(i64::try_from(secs.min(3_153_600_000)).unwrap_or(0))
 }
 
 impl ReconcilerSettings {
@@ -256,7 +277,15 @@ impl ReconcilerSettings {
         jit_app::ReconcileConfig {
             page_size: self.page_size.clamp(1, 1000),
             requests_per_second: self.requests_per_second.max(1),
-            grace: chrono::TimeDelta::seconds(i64::try_from(self.grace_secs).unwrap_or(60)),
+            rules: jit_domain::SweepRules {
+                grace: delta(self.grace_secs),
+                conflict: jit_domain::ConflictRule {
+                    window: delta(self.conflict_window_secs.max(1)),
+                    threshold: self.conflict_threshold.max(1),
+                    base_delay: delta(self.conflict_base_delay_secs),
+                    max_delay: delta(self.conflict_max_delay_secs),
+                },
+            },
             lease: Duration::from_secs(self.lease_secs.max(10)),
             oauth_clients: self.oauth_clients,
             ..jit_app::ReconcileConfig::default()

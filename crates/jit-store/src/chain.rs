@@ -1,4 +1,4 @@
-//! The audit chain: `hash = sha256(prev_hash || canonical JSON of the event)`.
+//! The audit chain's arithmetic: `hash = sha256(prev_hash || canonical JSON of the event)`.
 
 use chrono::{DateTime, Utc};
 use jit_app::AuditEvent;
