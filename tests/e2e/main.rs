@@ -10,3 +10,4 @@ mod notify;
 mod reconcile;
 mod store;
 mod tickets;
+mod web;

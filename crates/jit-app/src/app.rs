@@ -194,18 +194,12 @@ impl App {
             ticket.flatten(),
             now,
         );
-        // A grant awaiting approval gets its jobs when it is approved.
-        let jobs: Vec<NewJob> = if grant.state == GrantState::Approved {
-            [grant.starts_at, grant.expires_at]
-                .map(|due_at| NewJob {
-                    user: grant.user.clone(),
-                    role: grant.role.clone(),
-                    grant: Some(grant.id),
-                    due_at,
-                })
-                .to_vec()
+        // A grant awaiting approval gets its start and expiry jobs when it is
+        // approved; until then, one job lets it lapse if nobody answers.
+        let jobs = if grant.state == GrantState::Approved {
+            window_jobs(&grant)
         } else {
-            Vec::new()
+            vec![job_at(&grant, grant.lapses_at(&self.policy))]
         };
         let audit = NewAudit {
             at: now,
@@ -229,6 +223,14 @@ impl App {
             .grant(id)
             .await?
             .ok_or(AppError::GrantNotFound(id))
+    }
+
+    /// One grant's audit trail, oldest first.
+    pub async fn grant_audit(
+        &self,
+        id: GrantId,
+    ) -> Result<Vec<crate::ports::AuditEvent>, AppError> {
+        Ok(self.store.audit_of_grant(id).await?)
     }
 
     pub async fn grants(&self, filter: &GrantFilter) -> Result<Vec<Grant>, AppError> {
@@ -305,10 +307,15 @@ impl App {
         let Some(grant) = self.store.grant(id).await? else {
             return Ok(());
         };
-        if let Some(t) = grant.advance(self.now()) {
-            let audit = transition_audit(SYSTEM_ACTOR, &grant, &t, None);
+        let now = self.now();
+        if let Some(t) = grant
+            .advance(now)
+            .or_else(|| grant.lapse(&self.policy, now))
+        {
+            let note = (t.from == GrantState::PendingApproval).then_some("approval lapsed");
+            let audit = transition_audit(SYSTEM_ACTOR, &grant, &t, note);
             // `false` means another worker applied it first: nothing to do.
-            self.store.transition(id, &t, None, &[], audit).await?;
+            self.store.transition(id, &t, note, &[], audit).await?;
         }
         Ok(())
     }
@@ -478,10 +485,35 @@ impl App {
     }
 }
 
-fn transition_audit(actor: &str, grant: &Grant, t: &Transition, note: Option<&str>) -> NewAudit {
+/// A converge job for a grant's pair, due at `due_at`.
+pub(crate) fn job_at(grant: &Grant, due_at: DateTime<Utc>) -> NewJob {
+    NewJob {
+        user: grant.user.clone(),
+        role: grant.role.clone(),
+        grant: Some(grant.id),
+        due_at,
+    }
+}
+
+/// The jobs of an approved grant: at its start and at its end.
+pub(crate) fn window_jobs(grant: &Grant) -> Vec<NewJob> {
+    vec![
+        job_at(grant, grant.starts_at),
+        job_at(grant, grant.expires_at),
+    ]
+}
+
+pub(crate) fn transition_audit(
+    actor: &str,
+    grant: &Grant,
+    t: &Transition,
+    note: Option<&str>,
+) -> NewAudit {
     let kind = match (t.to, t.end_reason) {
         (GrantState::Active, _) => "grant_activated",
         (GrantState::Cancelled, _) => "grant_cancelled",
+        (GrantState::Approved, _) => "grant_approved",
+        (GrantState::Denied, _) => "grant_denied",
         (GrantState::Ended, _) => "grant_ended",
         _ => "grant_changed",
     };

@@ -1,4 +1,4 @@
-use jit_domain::{Decision, FieldError, GrantId, TransitionError};
+use jit_domain::{Decision, FieldError, GrantId, ReviewRefusal, TransitionError};
 
 use crate::ports::{DirectoryError, StoreError, TicketError};
 
@@ -24,6 +24,10 @@ pub enum AppError {
     GrantNotFound(GrantId),
     #[error(transparent)]
     Conflict(#[from] TransitionError),
+    /// An approver's answer the rules refuse (self-approval, not an
+    /// approver, answered twice, not pending, lapsed).
+    #[error(transparent)]
+    Refused(ReviewRefusal),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

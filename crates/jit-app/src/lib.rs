@@ -1,6 +1,7 @@
 //! jit-app: jit-broker's use cases, written once over the ports in [`ports`].
 
 pub mod app;
+pub mod approvals;
 pub mod clock;
 pub mod error;
 pub mod mailer;
@@ -10,6 +11,7 @@ pub mod tickets;
 pub mod worker;
 
 pub use app::{App, ConvergeError, ConvergeReport, Requester, SYSTEM_ACTOR};
+pub use approvals::Person;
 pub use clock::{ManualClock, SystemClock};
 pub use error::AppError;
 pub use mailer::{Mailer, MailerConfig};

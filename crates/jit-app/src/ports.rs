@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use jit_domain::{
-    ChangeTicket, Grant, GrantId, GrantState, PairHistory, RoleChange, RoleName, TicketId,
+    ChangeTicket, Grant, GrantId, GrantState, PairHistory, Review, RoleChange, RoleName, TicketId,
     Transition, UserName,
 };
 use serde::Serialize;
@@ -130,6 +130,13 @@ pub trait TicketSystem: Send + Sync {
         group_sys_id: &str,
         user: &UserName,
     ) -> Result<bool, TicketError>;
+    /// Approved changes assigned to `user`, read now (at most `limit`): the
+    /// web form's pick-list, filtered by the policy afterwards.
+    async fn changes_assigned_to(
+        &self,
+        user: &UserName,
+        limit: u32,
+    ) -> Result<Vec<ChangeTicket>, TicketError>;
 }
 
 // -------------------------------------------------------------------- store
@@ -339,6 +346,30 @@ pub trait GrantStore: Send + Sync {
         jobs: &[NewJob],
         audit: NewAudit,
     ) -> Result<bool, StoreError>;
+    /// An approver's answer with the transition it causes (if any), the jobs
+    /// that follow and its audit event, atomically. `false`: the grant moved
+    /// first; nothing written. A second answer by the same approver is
+    /// `Duplicate`.
+    async fn record_review(
+        &self,
+        id: GrantId,
+        review: &Review,
+        t: Option<&Transition>,
+        jobs: &[NewJob],
+        audit: NewAudit,
+    ) -> Result<bool, StoreError>;
+    /// Every answer recorded on a grant, oldest first.
+    async fn reviews(&self, id: GrantId) -> Result<Vec<Review>, StoreError>;
+    /// Moves a live grant's end from `from` to `until` with its new expiry
+    /// job and audit event. `false`: the grant changed first.
+    async fn extend_grant(
+        &self,
+        id: GrantId,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+        jobs: &[NewJob],
+        audit: NewAudit,
+    ) -> Result<bool, StoreError>;
     /// Records converge's outcome on grants, with its audit event when there is one.
     async fn mark(
         &self,
@@ -467,6 +498,8 @@ pub trait DeliveryStore: Send + Sync {
 #[async_trait]
 pub trait AuditStore: Send + Sync {
     async fn append_audit(&self, audit: NewAudit) -> Result<(), StoreError>;
+    /// One grant's events, in order.
+    async fn audit_of_grant(&self, id: GrantId) -> Result<Vec<AuditEvent>, StoreError>;
     /// Events in order, after `after_seq`.
     async fn audit_events(&self, after_seq: i64, limit: u32)
     -> Result<Vec<AuditEvent>, StoreError>;

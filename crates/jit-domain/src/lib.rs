@@ -1,6 +1,7 @@
 //! jit-domain: the pure rules of jit-broker. No IO, no async, no clock: time
 //! comes in as a value.
 
+pub mod approval;
 pub mod decision;
 pub mod desired;
 pub mod grant;
@@ -12,6 +13,10 @@ pub mod request;
 pub mod retry;
 pub mod ticket;
 
+pub use approval::{
+    Review, ReviewOutcome, ReviewRefusal, Verdict, longest_extension, validate_extension,
+    validate_review_comment,
+};
 pub use decision::{Decision, Reason, TicketEvidence, decide, eligibility, ticket_ends_grant};
 pub use desired::{Desired, RoleChange, desired};
 pub use grant::{Grant, GrantId, Transition, TransitionError};

@@ -35,6 +35,8 @@ pub struct RolePolicy {
     /// Approvals needed before the grant may start; more than 0 leaves the
     /// grant `pending_approval`.
     pub approvals: u8,
+    /// Who may approve (never the requester): users and OIDC groups.
+    pub approvers: Eligibility,
     /// Off unless named: changes of this type may be granted before their
     /// approval arrives, for a short time, with the SOC alerted.
     pub emergency: Option<EmergencyRule>,
@@ -43,7 +45,7 @@ pub struct RolePolicy {
     pub report_only: bool,
 }
 
-/// Who may hold a role.
+/// Who may hold a role (or approve one).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Eligibility {
     /// `eligible_users = ["*"]`: anyone the API or the login vouches for.
@@ -51,6 +53,18 @@ pub struct Eligibility {
     pub users: BTreeSet<UserName>,
     /// OIDC group names (known for web-form requests).
     pub groups: BTreeSet<String>,
+}
+
+impl Eligibility {
+    pub fn admits(&self, user: &UserName, groups: &BTreeSet<String>) -> bool {
+        self.anyone
+            || self.users.contains(user)
+            || groups.intersection(&self.groups).next().is_some()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.anyone && self.users.is_empty() && self.groups.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -75,6 +89,8 @@ pub struct Policy {
     break_glass: BTreeSet<UserName>,
     /// How far ahead a grant may be scheduled to start.
     pub max_schedule_ahead: TimeDelta,
+    /// How long a request may wait for its approvals before it lapses.
+    pub approval_timeout: TimeDelta,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -101,6 +117,8 @@ struct RawPolicy {
     version: Spanned<u32>,
     #[serde(default)]
     max_schedule_ahead: Option<Spanned<String>>,
+    #[serde(default)]
+    approval_timeout: Option<Spanned<String>>,
     roles: Spanned<BTreeMap<String, Spanned<RawRole>>>,
     #[serde(default)]
     break_glass: Option<RawBreakGlass>,
@@ -125,6 +143,10 @@ struct RawRole {
     requester: Option<Spanned<String>>,
     #[serde(default)]
     approvals: Option<Spanned<i64>>,
+    #[serde(default)]
+    approver_users: Vec<Spanned<String>>,
+    #[serde(default)]
+    approver_groups: Vec<Spanned<String>>,
     #[serde(default)]
     emergency: Option<Spanned<RawEmergency>>,
     #[serde(default)]
@@ -188,6 +210,19 @@ impl Policy {
             None => TimeDelta::days(7),
             Some(v) => parse_duration(v.get_ref())
                 .map_err(|m| err(Some(v.span()), "max_schedule_ahead", m))?,
+        };
+        let approval_timeout = match &raw.approval_timeout {
+            None => crate::approval::DEFAULT_APPROVAL_TIMEOUT,
+            Some(v) => parse_duration(v.get_ref())
+                .ok()
+                .filter(|d| *d > TimeDelta::zero() && *d <= TimeDelta::days(7))
+                .ok_or_else(|| {
+                    err(
+                        Some(v.span()),
+                        "approval_timeout",
+                        "must be a duration between 1s and 7d, like \"4h\"".into(),
+                    )
+                })?,
         };
         let mut roles = BTreeMap::new();
         for (name, role) in raw.roles.get_ref() {
@@ -314,6 +349,35 @@ impl Policy {
                         )
                     })?,
             };
+            let mut approvers = Eligibility::default();
+            for user in &role.approver_users {
+                let parsed = UserName::parse(user.get_ref()).map_err(|e| {
+                    err(
+                        Some(user.span()),
+                        &format!("{key}.approver_users"),
+                        format!("user name {}", e.message),
+                    )
+                })?;
+                approvers.users.insert(parsed);
+            }
+            for group in &role.approver_groups {
+                let g = group.get_ref().trim();
+                if g.is_empty() || g == "*" {
+                    return Err(err(
+                        Some(group.span()),
+                        &format!("{key}.approver_groups"),
+                        "must name a group (\"*\" is not allowed for approvers)".into(),
+                    ));
+                }
+                approvers.groups.insert(g.to_owned());
+            }
+            if approvals > 0 && approvers.is_empty() {
+                return Err(err(
+                    span.clone(),
+                    &format!("{key}.approvals"),
+                    "a role that needs approvals must say who approves: approver_users and/or approver_groups".into(),
+                ));
+            }
             let emergency = match &role.emergency {
                 None => None,
                 Some(e) => {
@@ -350,6 +414,7 @@ impl Policy {
                 change_states,
                 requester,
                 approvals,
+                approvers,
                 emergency,
                 report_only: role.report_only,
             };
@@ -377,6 +442,7 @@ impl Policy {
             roles,
             break_glass,
             max_schedule_ahead,
+            approval_timeout,
         })
     }
 
@@ -432,6 +498,7 @@ eligible_groups = ["telephony"]
 change_states = ["implement", "scheduled"]
 requester = "assignment_group"
 approvals = 1
+approver_groups = ["telephony-leads"]
 emergency = { change_type = "emergency", max_duration = "30m" }
 
 [roles."Employee"]
@@ -546,12 +613,12 @@ users = ["breakglass@example.com"]
                 "roles.\"A\".requester",
             ),
             (
-                "eligible_users = [\"*\"]\napprovals = 9\n",
+                "eligible_users = [\"*\"]\napprovals = 9\napprover_users = [\"a@b.c\"]\n",
                 6,
                 "roles.\"A\".approvals",
             ),
             (
-                "eligible_users = [\"*\"]\napprovals = -1\n",
+                "eligible_users = [\"*\"]\napprovals = -1\napprover_users = [\"a@b.c\"]\n",
                 6,
                 "roles.\"A\".approvals",
             ),

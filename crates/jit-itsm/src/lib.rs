@@ -328,6 +328,35 @@ impl TicketSystem for ServiceNowClient {
             .await?;
         Ok(!rows.is_empty())
     }
+
+    async fn changes_assigned_to(
+        &self,
+        user: &UserName,
+        limit: u32,
+    ) -> Result<Vec<ChangeTicket>, TicketError> {
+        if !query_safe(user.as_str()) {
+            return Ok(Vec::new());
+        }
+        let query = format!(
+            "assigned_to.email={user}^ORassigned_to.user_name={user}^approval=approved^ORDERBYnumber",
+            user = user.as_str()
+        );
+        let fields = change_fields(&self.config.role_field);
+        let limit = limit.clamp(1, 100).to_string();
+        let rows = self
+            .query(
+                "change_request",
+                &[
+                    ("sysparm_query", query.as_str()),
+                    ("sysparm_fields", fields.as_str()),
+                    ("sysparm_limit", limit.as_str()),
+                    ("sysparm_exclude_reference_link", "true"),
+                    ("sysparm_display_value", "false"),
+                ],
+            )
+            .await?;
+        rows.iter().map(|r| self.parse_change(r)).collect()
+    }
 }
 
 /// Where no ServiceNow instance is configured: every lookup is refused, so a
@@ -343,6 +372,16 @@ impl TicketSystem for NoTicketSystem {
     }
 
     async fn is_group_member(&self, _: &str, _: &UserName) -> Result<bool, TicketError> {
+        Err(TicketError::Unavailable(
+            "no ServiceNow instance is configured ([servicenow] in the config)".into(),
+        ))
+    }
+
+    async fn changes_assigned_to(
+        &self,
+        _: &UserName,
+        _: u32,
+    ) -> Result<Vec<ChangeTicket>, TicketError> {
         Err(TicketError::Unavailable(
             "no ServiceNow instance is configured ([servicenow] in the config)".into(),
         ))

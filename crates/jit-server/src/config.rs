@@ -28,6 +28,7 @@ pub struct Config {
     pub log: LogSettings,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    pub web: WebConfig,
 }
 
 impl Default for Config {
@@ -44,6 +45,75 @@ impl Default for Config {
             api_keys: Vec::new(),
             log: LogSettings::default(),
             max_body_bytes: 16 * 1024,
+            web: WebConfig::default(),
+        }
+    }
+}
+
+/// `[web]`: the engineer's pages.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebConfig {
+    /// Serve the pages (they need `[web.oidc]`, or `--dev`).
+    pub enabled: bool,
+    /// The URL people reach the broker at (for the OIDC redirect), e.g.
+    /// `https://jit.bank.example`. Default: `http://<listen>`.
+    pub public_url: Option<String>,
+    /// Signs and encrypts the session cookie: at least 64 bytes, the same on
+    /// every replica. `--dev` makes a random one.
+    pub session_secret: Option<SecretString>,
+    pub session_secret_file: Option<PathBuf>,
+    /// `Secure` cookies; only `--dev` on localhost may turn this off.
+    pub secure_cookies: bool,
+    pub idle_timeout_secs: u64,
+    pub absolute_timeout_secs: u64,
+    /// Members of this group see the SOC view.
+    pub soc_group: String,
+    pub oidc: OidcSettings,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            public_url: None,
+            session_secret: None,
+            session_secret_file: None,
+            secure_cookies: true,
+            idle_timeout_secs: 30 * 60,
+            absolute_timeout_secs: 10 * 3600,
+            soc_group: "soc".into(),
+            oidc: OidcSettings::default(),
+        }
+    }
+}
+
+/// `[web.oidc]`: the OpenID provider (Entra ID, Okta, any certified one).
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OidcSettings {
+    /// Discovered at start from `<issuer_url>/.well-known/openid-configuration`.
+    pub issuer_url: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<SecretString>,
+    pub client_secret_file: Option<PathBuf>,
+    /// The ID-token claim matched to the directory user name.
+    pub user_claim: String,
+    /// The ID-token claim holding the person's groups.
+    pub groups_claim: String,
+    pub scopes: Vec<String>,
+}
+
+impl Default for OidcSettings {
+    fn default() -> Self {
+        Self {
+            issuer_url: None,
+            client_id: None,
+            client_secret: None,
+            client_secret_file: None,
+            user_claim: "email".into(),
+            groups_claim: "groups".into(),
+            scopes: vec!["openid".into(), "email".into(), "profile".into()],
         }
     }
 }

@@ -8,8 +8,12 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
 use futures_util::StreamExt;
-use jit_app::{App, AppError, GrantFilter, ReconcileConfig, StoreError, TicketError};
-use jit_domain::{Decision, EndReason, FieldError, Grant, GrantId, GrantState, TicketId, UserName};
+use jit_app::{
+    App, AppError, GrantFilter, Person, ReconcileConfig, Requester, StoreError, TicketError,
+};
+use jit_domain::{
+    Decision, EndReason, FieldError, Grant, GrantId, GrantState, TicketId, UserName, Verdict,
+};
 use jit_itsm::webhook::{
     DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookError, WebhookHeaders,
     WebhookVerifier, change_number,
@@ -33,6 +37,9 @@ pub struct ApiState {
     pub reconcile: ReconcileConfig,
     /// This process's identity for leases.
     pub owner: String,
+    /// Verifies ID tokens from the web form's OpenID provider, so that a CLI
+    /// or bot can act as the engineer (`None`: API keys only).
+    pub bearer: Option<Arc<jit_web::Oidc>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +54,17 @@ pub enum ApiError {
     Unauthorized,
     #[error("this API key may not do that (admin = true is required)")]
     Forbidden,
+    #[error(
+        "only a person may do that: send an ID token from the identity provider as the bearer token, not an API key"
+    )]
+    PersonRequired,
+    /// A rule refused an approver's answer or an extension by whom it came from.
+    #[error("{message}")]
+    Refused {
+        rule: &'static str,
+        message: String,
+        forbidden: bool,
+    },
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -70,6 +88,11 @@ impl From<AppError> for ApiError {
             AppError::Invalid(fields) => Self::Invalid(fields),
             AppError::GrantNotFound(_) => Self::NotFound(e.to_string()),
             AppError::Conflict(_) => Self::Conflict(e.to_string()),
+            AppError::Refused(r) => Self::Refused {
+                forbidden: r.is_forbidden(),
+                rule: r.rule,
+                message: r.message,
+            },
             AppError::Denied(decision) => Self::Denied(decision),
             AppError::TicketSystem(TicketError::Unavailable(why)) => {
                 Self::TicketSystemUnavailable(format!("cannot check the change ticket: {why}"))
@@ -90,7 +113,11 @@ impl ResponseError for ApiError {
             Self::MalformedJson(_) => StatusCode::BAD_REQUEST,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Forbidden | Self::PersonRequired => StatusCode::FORBIDDEN,
+            Self::Refused {
+                forbidden: true, ..
+            } => StatusCode::FORBIDDEN,
+            Self::Refused { .. } => StatusCode::CONFLICT,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Denied(_) => StatusCode::FORBIDDEN,
@@ -119,7 +146,11 @@ impl ResponseError for ApiError {
                 )],
             ),
             Self::Unauthorized => ("unauthorized", vec![]),
-            Self::Forbidden => ("forbidden", vec![]),
+            Self::Forbidden | Self::PersonRequired => ("forbidden", vec![]),
+            Self::Refused { rule, message, .. } => (
+                "refused",
+                vec![FieldError::new("approver", rule, message.clone())],
+            ),
             Self::NotFound(_) => ("not_found", vec![]),
             Self::Conflict(_) => ("conflict", vec![]),
             Self::Denied(decision) => {
@@ -150,16 +181,25 @@ impl ResponseError for ApiError {
     }
 }
 
-/// The authenticated API caller; its name is the audited actor.
-pub struct Caller(pub String, pub bool);
+/// The authenticated API caller: an API key (its name is the audited actor)
+/// or a person vouched for by an ID token from the identity provider.
+pub struct Caller {
+    pub name: String,
+    admin: bool,
+    pub person: Option<Person>,
+}
 
 impl Caller {
     fn admin(&self) -> Result<(), ApiError> {
-        if self.1 {
+        if self.admin {
             Ok(())
         } else {
             Err(ApiError::Forbidden)
         }
+    }
+
+    fn person(&self) -> Result<&Person, ApiError> {
+        self.person.as_ref().ok_or(ApiError::PersonRequired)
     }
 }
 
@@ -192,7 +232,20 @@ impl FromRequest for Caller {
                     matched = Some(k);
                 }
             }
-            matched.map(|k| Caller(k.name.clone(), k.admin))
+            if let Some(k) = matched {
+                return Some(Caller {
+                    name: k.name.clone(),
+                    admin: k.admin,
+                    person: None,
+                });
+            }
+            // Not a key: an ID token from the web form's provider, if any.
+            let person = state.bearer.as_ref()?.verify_bearer(key).ok()?;
+            Some(Caller {
+                name: person.user.to_string(),
+                admin: false,
+                person: Some(person),
+            })
         })();
         std::future::ready(found.ok_or(ApiError::Unauthorized))
     }
@@ -230,6 +283,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/grants", web::get().to(list_grants))
             .route("/grants/{id}", web::get().to(get_grant))
             .route("/grants/{id}/drop", web::post().to(drop_grant))
+            .route("/grants/{id}/approve", web::post().to(approve_grant))
+            .route("/grants/{id}/deny", web::post().to(deny_grant))
+            .route("/grants/{id}/extend", web::post().to(extend_grant))
+            .route("/approvals", web::get().to(my_approvals))
             .route("/reconcile", web::post().to(start_reconcile))
             .route("/reconcile/runs", web::get().to(list_runs))
             .route("/reconcile/runs/{id}", web::get().to(get_run)),
@@ -257,13 +314,119 @@ async fn create_grant(
     caller: Caller,
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
-    let grant = state.app.request_grant(&caller.0, &body.0).await?;
+    let grant = state
+        .app
+        .request_grant_as(&caller.requester(), &body.0)
+        .await?;
     if grant.starts_at <= state.app.now() {
         state.worker_wake.notify_one();
     }
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/v1/grants/{}", grant.id)))
         .json(&grant))
+}
+
+impl Caller {
+    /// Who asks for a grant: a person brings their groups; a key does not.
+    fn requester(&self) -> Requester {
+        match &self.person {
+            Some(p) => Requester {
+                actor: self.name.clone(),
+                groups: p.groups.clone(),
+                origin: "api",
+            },
+            None => Requester::api(&self.name),
+        }
+    }
+}
+
+/// `{"comment": "…"}`, or no body at all when approving.
+fn review_comment(body: Option<&Value>) -> Result<String, ApiError> {
+    let Some(body) = body else {
+        return Ok(String::new());
+    };
+    let obj = body.as_object().ok_or_else(|| {
+        ApiError::Invalid(vec![FieldError::new("", "object", "must be a JSON object")])
+    })?;
+    if let Some(extra) = obj.keys().find(|k| k.as_str() != "comment") {
+        return Err(ApiError::Invalid(vec![FieldError::new(
+            extra,
+            "unknown_field",
+            "only `comment` is accepted",
+        )]));
+    }
+    match obj.get("comment") {
+        None => Ok(String::new()),
+        Some(Value::String(c)) => Ok(c.clone()),
+        Some(_) => Err(ApiError::Invalid(vec![FieldError::new(
+            "comment",
+            "type",
+            "must be a string",
+        )])),
+    }
+}
+
+async fn review(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    id: web::Path<String>,
+    body: Option<JsonBody>,
+    verdict: Verdict,
+) -> Result<HttpResponse, ApiError> {
+    let person = caller.person()?;
+    let id = parse_id(&id)?;
+    let comment = review_comment(body.as_ref().map(|b| &b.0))?;
+    let grant = state
+        .app
+        .review_grant(person, id, verdict, &comment)
+        .await?;
+    if grant.state == GrantState::Approved {
+        state.worker_wake.notify_one();
+    }
+    Ok(HttpResponse::Ok().json(&grant))
+}
+
+async fn approve_grant(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    id: web::Path<String>,
+    body: Option<JsonBody>,
+) -> Result<HttpResponse, ApiError> {
+    review(state, caller, id, body, Verdict::Approve).await
+}
+
+async fn deny_grant(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    id: web::Path<String>,
+    body: Option<JsonBody>,
+) -> Result<HttpResponse, ApiError> {
+    review(state, caller, id, body, Verdict::Deny).await
+}
+
+/// `{"until": RFC 3339}` or `{"by": "30m"}`. A person extends only their own
+/// grant; an API key (automation) any.
+async fn extend_grant(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    id: web::Path<String>,
+    body: JsonBody,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let grant = state
+        .app
+        .extend(&caller.name, caller.person.as_ref(), id, &body.0)
+        .await?;
+    Ok(HttpResponse::Ok().json(&grant))
+}
+
+/// Requests waiting for the calling person's answer.
+async fn my_approvals(
+    state: web::Data<ApiState>,
+    caller: Caller,
+) -> Result<HttpResponse, ApiError> {
+    let items = state.app.awaiting_review_by(caller.person()?).await?;
+    Ok(HttpResponse::Ok().json(json!({ "items": items })))
 }
 
 async fn get_grant(
@@ -403,7 +566,7 @@ async fn drop_grant(
     }
     let grant = state
         .app
-        .end_grant(&caller.0, id, EndReason::Dropped, &reason)
+        .end_grant(&caller.name, id, EndReason::Dropped, &reason)
         .await?;
     state.worker_wake.notify_one();
     Ok(HttpResponse::Ok().json(&grant))
@@ -503,7 +666,7 @@ async fn start_reconcile(
     let app = state.app.clone();
     let run = app
         .begin_reconcile(
-            &format!("api:{}", caller.0),
+            &format!("api:{}", caller.name),
             q.dry_run,
             &state.owner,
             &state.reconcile,

@@ -307,6 +307,7 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
         config.worker.to_worker_config(),
     ));
     let worker_wake = worker.waker();
+    let pages = web_from_config(&config, dev, addr, app.clone(), worker_wake.clone()).await?;
     let mailer_task = match notifier {
         Some(notifier) => {
             let mailer = Arc::new(jit_app::Mailer::new(
@@ -334,7 +335,12 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
         let _ = stop_rx.await;
     }));
 
+    let bearer = pages.as_ref().and_then(|p| match &p.login {
+        jit_web::Login::Oidc(oidc) => Some(oidc.clone()),
+        jit_web::Login::Sandbox(_) => None,
+    });
     let state = web::Data::new(http::ApiState {
+        bearer,
         app: app.clone(),
         keys,
         worker_wake: worker_wake.clone(),
@@ -357,6 +363,10 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
             a = a
                 .app_data(book.clone())
                 .configure(sandbox_servicenow::routes(sandbox_servicenow::BASE_PATH));
+        }
+        // Last: the pages own `/`.
+        if let Some(pages) = &pages {
+            a = a.service(jit_web::service(pages.clone()));
         }
         a
     })
@@ -390,6 +400,87 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
         mailer_task,
         sandbox_changes,
     })
+}
+
+/// The engineer's pages as configured: OpenID Connect when `[web.oidc]` names
+/// a provider, the labelled sandbox login with `--dev`, otherwise none.
+async fn web_from_config(
+    config: &Config,
+    dev: bool,
+    addr: SocketAddr,
+    app: Arc<App>,
+    wake: Arc<Notify>,
+) -> anyhow::Result<Option<web::Data<jit_web::Web>>> {
+    let w = &config.web;
+    if !w.enabled {
+        return Ok(None);
+    }
+    let public_url = w
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let login = match (&w.oidc.issuer_url, dev) {
+        (Some(issuer), _) => {
+            let client_secret = secret(
+                "web.oidc.client_secret",
+                &w.oidc.client_secret,
+                &w.oidc.client_secret_file,
+            )?
+            .context(
+                "`web.oidc.client_secret` (or `_file`) is required with `web.oidc.issuer_url`",
+            )?;
+            let oidc = jit_web::Oidc::discover(jit_web::OidcConfig {
+                issuer_url: issuer.clone(),
+                client_id: w
+                    .oidc
+                    .client_id
+                    .clone()
+                    .context("`web.oidc.client_id` is required with `web.oidc.issuer_url`")?,
+                client_secret,
+                redirect_url: format!("{}/auth/callback", public_url.trim_end_matches('/')),
+                user_claim: w.oidc.user_claim.clone(),
+                groups_claim: w.oidc.groups_claim.clone(),
+                scopes: w.oidc.scopes.clone(),
+            })
+            .await?;
+            jit_web::Login::Oidc(Arc::new(oidc))
+        }
+        (None, true) => jit_web::Login::Sandbox(sandbox::login_users()),
+        (None, false) => {
+            tracing::warn!(
+                "no [web.oidc] provider configured: the web form is off (the JSON API works)"
+            );
+            return Ok(None);
+        }
+    };
+    let session_key = match secret(
+        "web.session_secret",
+        &w.session_secret,
+        &w.session_secret_file,
+    )? {
+        Some(s) => jit_web::Web::session_key_from(&s),
+        None if dev => jit_web::Web::random_session_key(),
+        None => bail!(
+            "`web.session_secret` (or `_file`, at least 64 bytes) is required for the web form"
+        ),
+    };
+    if !w.secure_cookies
+        && !dev
+        && !public_url.starts_with("http://127.0.0.1")
+        && !public_url.starts_with("http://localhost")
+    {
+        bail!("`web.secure_cookies = false` is only allowed on localhost");
+    }
+    let settings = jit_web::WebSettings {
+        session_key,
+        secure_cookies: w.secure_cookies && !(dev && public_url.starts_with("http://")),
+        idle_timeout: Duration::from_secs(w.idle_timeout_secs.max(60)),
+        absolute_timeout: Duration::from_secs(w.absolute_timeout_secs.max(300)),
+        soc_group: w.soc_group.clone(),
+    };
+    Ok(Some(web::Data::new(jit_web::Web::new(
+        app, login, settings, wake,
+    )?)))
 }
 
 /// The periodic triggers: the ticket poll behind the webhook and the

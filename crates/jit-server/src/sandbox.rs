@@ -22,6 +22,31 @@ pub const SEED: &[(&str, &[&str])] = &[
     ("carol@example.com", &["Employee"]),
 ];
 
+/// The sandbox login's people and the identity-provider groups it vouches
+/// for (the shipped policy: alice and bob may hold Master Admin; bob approves
+/// Recording Admin; carol is in the SOC).
+pub const LOGIN_GROUPS: &[(&str, &[&str])] = &[
+    ("alice@example.com", &["cx-platform-admins"]),
+    (
+        "bob@example.com",
+        &["cx-platform-admins", "cx-quality-managers"],
+    ),
+    ("carol@example.com", &["cx-quality-leads", "soc"]),
+];
+
+/// The sandbox login's users.
+pub fn login_users() -> Vec<jit_web::SandboxUser> {
+    LOGIN_GROUPS
+        .iter()
+        .filter_map(|(user, groups)| {
+            Some(jit_web::SandboxUser {
+                user: jit_domain::UserName::parse(user).ok()?,
+                groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+            })
+        })
+        .collect()
+}
+
 struct User {
     user_name: String,
     roles: Vec<String>,

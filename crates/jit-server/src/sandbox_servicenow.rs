@@ -198,7 +198,11 @@ impl ChangeBook {
 /// `a=1^b=2^ORc=3` → `[[a=1], [b=2, c=3]]`: AND of OR-groups.
 fn parse_query(query: &str) -> Vec<Vec<(String, String)>> {
     let mut groups: Vec<Vec<(String, String)>> = Vec::new();
-    for clause in query.split('^').filter(|c| !c.is_empty()) {
+    // Ordering clauses (`ORDERBYfield`) change no result set here.
+    for clause in query
+        .split('^')
+        .filter(|c| !c.is_empty() && !c.starts_with("ORDERBY"))
+    {
         let (or, clause) = match clause.strip_prefix("OR") {
             Some(rest) => (true, rest),
             None => (false, clause),

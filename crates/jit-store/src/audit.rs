@@ -3,6 +3,7 @@
 //! stays linear, and the SOC's email for it is queued in the same transaction.
 use async_trait::async_trait;
 use jit_app::{AuditEvent, AuditStore, NewAudit, Store, StoreError, notifies};
+use jit_domain::GrantId;
 
 use crate::chain::{BrokenLink, ChainVerifier, GENESIS, Hashed, canonical_json, event_hash};
 use crate::{PgStore, SqliteStore, corrupt, db, ms, time};
@@ -115,6 +116,18 @@ macro_rules! audit_store {
                 let mut tx = self.pool.begin().await.map_err(db)?;
                 Self::append_audit_in(&mut tx, &audit).await?;
                 tx.commit().await.map_err(db)
+            }
+
+            async fn audit_of_grant(&self, id: GrantId) -> Result<Vec<AuditEvent>, StoreError> {
+                let rows: Vec<AuditRow> = sqlx::query_as(
+                    "SELECT seq, at, actor, kind, grant_id, ticket, data, prev_hash, hash FROM audit \
+                     WHERE grant_id = $1 ORDER BY seq LIMIT 1000",
+                )
+                .bind(id.to_string())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+                rows.into_iter().map(AuditEvent::try_from).collect()
             }
 
             async fn audit_events(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditEvent>, StoreError> {

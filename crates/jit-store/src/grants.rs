@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use jit_app::{GrantFilter, GrantMark, GrantStore, NewAudit, NewJob, StoreError};
 use jit_domain::{
-    EndReason, Grant, GrantId, Justification, RoleName, TicketId, Transition, UserName,
+    EndReason, Grant, GrantId, Justification, Review, RoleName, TicketId, Transition, UserName,
 };
 
 use crate::{PgStore, SqliteStore, built, corrupt, db, ms, opt_time, time};
@@ -93,6 +93,35 @@ const NON_TERMINAL: &str = "('pending_approval', 'approved', 'active')";
 
 macro_rules! grant_store {
     ($store:ty, $db:ty) => {
+        impl $store {
+            /// Moves the grant from `t.from` to `t.to`; `false` if it had moved already.
+            async fn apply_transition_in(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                id: GrantId,
+                t: &Transition,
+                note: Option<&str>,
+            ) -> Result<bool, StoreError> {
+                let ended_at = t.to.is_terminal().then(|| ms(t.at));
+                let moved = sqlx::query(
+                    "UPDATE grants SET state = $1, updated_at = $2, ended_at = COALESCE($3, ended_at), \
+                     end_reason = COALESCE($4, end_reason), end_note = COALESCE($5, end_note) \
+                     WHERE id = $6 AND state = $7",
+                )
+                .bind(t.to.as_str())
+                .bind(ms(t.at))
+                .bind(ended_at)
+                .bind(t.end_reason.map(|r| r.as_str()))
+                .bind(note)
+                .bind(id.to_string())
+                .bind(t.from.as_str())
+                .execute(&mut **tx)
+                .await
+                .map_err(db)?
+                .rows_affected();
+                Ok(moved == 1)
+            }
+        }
+
         #[async_trait]
         impl GrantStore for $store {
             async fn insert_grant(&self, g: &Grant, jobs: &[NewJob], audit: NewAudit) -> Result<(), StoreError> {
@@ -189,19 +218,91 @@ macro_rules! grant_store {
                 audit: NewAudit,
             ) -> Result<bool, StoreError> {
                 let mut tx = self.pool.begin().await.map_err(db)?;
-                let ended_at = t.to.is_terminal().then(|| ms(t.at));
-                let moved = sqlx::query(
-                    "UPDATE grants SET state = $1, updated_at = $2, ended_at = COALESCE($3, ended_at), \
-                     end_reason = COALESCE($4, end_reason), end_note = COALESCE($5, end_note) \
-                     WHERE id = $6 AND state = $7",
+                if !Self::apply_transition_in(&mut tx, id, t, note).await? {
+                    tx.rollback().await.map_err(db)?;
+                    return Ok(false);
+                }
+                Self::insert_jobs_in(&mut tx, jobs, t.at).await?;
+                Self::append_audit_in(&mut tx, &audit).await?;
+                tx.commit().await.map_err(db)?;
+                Ok(true)
+            }
+
+            async fn record_review(
+                &self,
+                id: GrantId,
+                review: &Review,
+                t: Option<&Transition>,
+                jobs: &[NewJob],
+                audit: NewAudit,
+            ) -> Result<bool, StoreError> {
+                let mut tx = self.pool.begin().await.map_err(db)?;
+                sqlx::query(
+                    "INSERT INTO grant_reviews (grant_id, approver, verdict, comment, at) VALUES ($1, $2, $3, $4, $5)",
                 )
-                .bind(t.to.as_str())
-                .bind(ms(t.at))
-                .bind(ended_at)
-                .bind(t.end_reason.map(|r| r.as_str()))
-                .bind(note)
                 .bind(id.to_string())
-                .bind(t.from.as_str())
+                .bind(review.approver.as_str())
+                .bind(review.verdict.as_str())
+                .bind(&review.comment)
+                .bind(ms(review.at))
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| match &e {
+                    sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Duplicate(format!(
+                        "`{}` has already answered grant {id}",
+                        review.approver
+                    )),
+                    _ => db(e),
+                })?;
+                if let Some(t) = t
+                    && !Self::apply_transition_in(&mut tx, id, t, None).await?
+                {
+                    tx.rollback().await.map_err(db)?;
+                    return Ok(false);
+                }
+                Self::insert_jobs_in(&mut tx, jobs, review.at).await?;
+                Self::append_audit_in(&mut tx, &audit).await?;
+                tx.commit().await.map_err(db)?;
+                Ok(true)
+            }
+
+            async fn reviews(&self, id: GrantId) -> Result<Vec<Review>, StoreError> {
+                let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+                    "SELECT approver, verdict, comment, at FROM grant_reviews WHERE grant_id = $1 ORDER BY at, approver",
+                )
+                .bind(id.to_string())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+                rows.into_iter()
+                    .map(|(approver, verdict, comment, at)| {
+                        Ok(Review {
+                            approver: UserName::parse(&approver).map_err(|e| corrupt("approver", e.message))?,
+                            verdict: verdict.parse().map_err(|e| corrupt("verdict", e))?,
+                            comment,
+                            at: time(at)?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn extend_grant(
+                &self,
+                id: GrantId,
+                from: DateTime<Utc>,
+                until: DateTime<Utc>,
+                jobs: &[NewJob],
+                audit: NewAudit,
+            ) -> Result<bool, StoreError> {
+                let mut tx = self.pool.begin().await.map_err(db)?;
+                let moved = sqlx::query(
+                    "UPDATE grants SET expires_at = $1, updated_at = $2 \
+                     WHERE id = $3 AND expires_at = $4 AND state IN ('approved', 'active')",
+                )
+                .bind(ms(until))
+                .bind(ms(audit.at))
+                .bind(id.to_string())
+                .bind(ms(from))
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?
@@ -210,7 +311,7 @@ macro_rules! grant_store {
                     tx.rollback().await.map_err(db)?;
                     return Ok(false);
                 }
-                Self::insert_jobs_in(&mut tx, jobs, t.at).await?;
+                Self::insert_jobs_in(&mut tx, jobs, audit.at).await?;
                 Self::append_audit_in(&mut tx, &audit).await?;
                 tx.commit().await.map_err(db)?;
                 Ok(true)

@@ -1,0 +1,578 @@
+//! Approving, denying and extending a grant, and letting an unanswered
+//! request lapse: who may, and what it changes.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::grant::{Grant, Transition};
+use crate::lifecycle::GrantState;
+use crate::names::{UnknownName, UserName};
+use crate::policy::{Policy, format_duration};
+use crate::request::FieldError;
+use crate::ticket::ChangeTicket;
+
+/// An approver's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Approve,
+    Deny,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Approve => "approve",
+            Self::Deny => "deny",
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Verdict {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "approve" => Ok(Self::Approve),
+            "deny" => Ok(Self::Deny),
+            other => Err(UnknownName(other.to_owned())),
+        }
+    }
+}
+
+/// One approver's recorded answer on one grant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Review {
+    pub approver: UserName,
+    pub verdict: Verdict,
+    pub comment: String,
+    pub at: DateTime<Utc>,
+}
+
+/// Why a review is refused; `rule` is the stable name an API caller sees.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ReviewRefusal {
+    pub rule: &'static str,
+    pub message: String,
+}
+
+impl ReviewRefusal {
+    fn new(rule: &'static str, message: String) -> Self {
+        Self { rule, message }
+    }
+
+    /// Refusals about who asks (403) rather than about the grant's state (409).
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self.rule, "self_approval" | "not_an_approver")
+    }
+}
+
+/// What a review does to the grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReviewOutcome {
+    /// Approvals so far, this one included.
+    pub approvals: usize,
+    pub needed: usize,
+    /// `approved` when the last approval needed arrived, `denied` on a
+    /// denial; `None` while more approvals are needed.
+    pub transition: Option<Transition>,
+}
+
+impl Grant {
+    /// When a request nobody answered lapses: `approval_timeout` after it was
+    /// made, and never after the window it asked for.
+    pub fn lapses_at(&self, policy: &Policy) -> DateTime<Utc> {
+        (self.created_at + policy.approval_timeout).min(self.expires_at)
+    }
+
+    /// `approver` (with the groups the login vouches for) answers this grant,
+    /// given the `reviews` already recorded on it.
+    pub fn review(
+        &self,
+        policy: &Policy,
+        reviews: &[Review],
+        approver: &UserName,
+        groups: &BTreeSet<String>,
+        verdict: Verdict,
+        now: DateTime<Utc>,
+    ) -> Result<ReviewOutcome, ReviewRefusal> {
+        if self.state != GrantState::PendingApproval {
+            return Err(ReviewRefusal::new(
+                "not_pending",
+                format!("the grant is {}, not waiting for approval", self.state),
+            ));
+        }
+        if now >= self.lapses_at(policy) {
+            return Err(ReviewRefusal::new(
+                "lapsed",
+                "the request waited too long for approval and has lapsed".into(),
+            ));
+        }
+        if approver == &self.user || approver.as_str() == self.requested_by {
+            return Err(ReviewRefusal::new(
+                "self_approval",
+                "nobody approves their own request".into(),
+            ));
+        }
+        let rp = policy.role(&self.role);
+        if !rp.is_some_and(|rp| rp.approvers.admits(approver, groups)) {
+            return Err(ReviewRefusal::new(
+                "not_an_approver",
+                format!(
+                    "`{approver}` is not an approver of `{}` (policy roles.\"{}\".approver_users / approver_groups)",
+                    self.role, self.role
+                ),
+            ));
+        }
+        if reviews.iter().any(|r| &r.approver == approver) {
+            return Err(ReviewRefusal::new(
+                "already_reviewed",
+                format!("`{approver}` has already answered this request"),
+            ));
+        }
+        let needed = rp.map_or(1, |rp| usize::from(rp.approvals.max(1)));
+        let approvals = reviews
+            .iter()
+            .filter(|r| r.verdict == Verdict::Approve)
+            .count()
+            + usize::from(verdict == Verdict::Approve);
+        let to = match verdict {
+            Verdict::Deny => Some(GrantState::Denied),
+            Verdict::Approve if approvals >= needed => Some(GrantState::Approved),
+            Verdict::Approve => None,
+        };
+        Ok(ReviewOutcome {
+            approvals,
+            needed,
+            transition: to.map(|to| Transition {
+                from: self.state,
+                to,
+                end_reason: None,
+                at: now,
+            }),
+        })
+    }
+
+    /// The transition that ends a request nobody answered in time.
+    pub fn lapse(&self, policy: &Policy, now: DateTime<Utc>) -> Option<Transition> {
+        (self.state == GrantState::PendingApproval && now >= self.lapses_at(policy)).then_some(
+            Transition {
+                from: self.state,
+                to: GrantState::Cancelled,
+                end_reason: None,
+                at: now,
+            },
+        )
+    }
+
+    /// Checks a new end for this grant: later than the current one, within
+    /// the role's maximum from the start, inside the change's window, and only
+    /// while the change still permits the grant. `ticket` is a fresh read.
+    pub fn extension(
+        &self,
+        policy: &Policy,
+        ticket: Option<&ChangeTicket>,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        if !matches!(self.state, GrantState::Active | GrantState::Approved)
+            || now >= self.expires_at
+        {
+            errors.push(FieldError::new(
+                "state",
+                "extendable",
+                format!("a grant that is {} cannot be extended", self.state),
+            ));
+            return Err(errors);
+        }
+        if until <= self.expires_at {
+            errors.push(FieldError::new(
+                "until",
+                "later",
+                format!("must be later than the current end, {}", self.expires_at),
+            ));
+        }
+        if let Some(rp) = policy.role(&self.role)
+            && until - self.starts_at > rp.max_duration
+        {
+            let mut e = FieldError::new(
+                "until",
+                "max_duration",
+                format!(
+                    "the grant would last {}, more than the maximum of {} for `{}`",
+                    format_duration(until - self.starts_at),
+                    format_duration(rp.max_duration),
+                    self.role
+                ),
+            );
+            e.policy = Some(format!("roles.\"{}\".max_duration", self.role));
+            errors.push(e);
+        }
+        if self.ticket.is_some() {
+            if let Some(why) = self.ended_by_change(policy, ticket, now) {
+                errors.push(FieldError::new("ticket", "change_permits", why));
+            } else if let Some(end) = ticket.and_then(|t| t.end_date)
+                && until > end
+            {
+                errors.push(FieldError::new(
+                    "until",
+                    "change_window",
+                    format!("the change's window closes at {end}"),
+                ));
+            }
+        }
+        if errors.is_empty() {
+            Ok(until)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// The longest comment an approver may leave.
+pub const MAX_COMMENT_CHARS: usize = 2000;
+
+/// An approver's comment: optional when approving, required when denying
+/// (the requester is owed a reason).
+pub fn validate_review_comment(verdict: Verdict, raw: &str) -> Result<String, FieldError> {
+    let comment = raw.trim();
+    if verdict == Verdict::Deny && comment.is_empty() {
+        return Err(FieldError::new(
+            "comment",
+            "required",
+            "a denial must say why",
+        ));
+    }
+    if comment.chars().count() > MAX_COMMENT_CHARS {
+        return Err(FieldError::new(
+            "comment",
+            "max_length",
+            format!("must be at most {MAX_COMMENT_CHARS} characters"),
+        ));
+    }
+    if comment
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(FieldError::new(
+            "comment",
+            "charset",
+            "must not contain control characters",
+        ));
+    }
+    Ok(comment.to_owned())
+}
+
+/// The new end an extension request asks for: exactly one of `until`
+/// (RFC 3339) or `by` (a duration added to the current end, like "30m").
+pub fn validate_extension(
+    body: &serde_json::Value,
+    current_end: DateTime<Utc>,
+) -> Result<DateTime<Utc>, Vec<FieldError>> {
+    let Some(obj) = body.as_object() else {
+        return Err(vec![FieldError::new("", "object", "must be a JSON object")]);
+    };
+    if let Some(extra) = obj.keys().find(|k| !matches!(k.as_str(), "until" | "by")) {
+        return Err(vec![FieldError::new(
+            extra,
+            "unknown_field",
+            "only `until` or `by` is accepted",
+        )]);
+    }
+    match (obj.get("until"), obj.get("by")) {
+        (Some(until), None) => until
+            .as_str()
+            .and_then(|u| DateTime::parse_from_rfc3339(u).ok())
+            .map(|u| u.with_timezone(&Utc))
+            .ok_or_else(|| {
+                vec![FieldError::new(
+                    "until",
+                    "format",
+                    "must be an RFC 3339 time, e.g. 2026-11-26T14:30:00Z",
+                )]
+            }),
+        (None, Some(by)) => by
+            .as_str()
+            .ok_or_else(|| "must be a string like \"30m\"".to_owned())
+            .and_then(crate::policy::parse_duration)
+            .and_then(|d| {
+                if d > TimeDelta::zero() {
+                    Ok(current_end + d)
+                } else {
+                    Err("must be more than 0".to_owned())
+                }
+            })
+            .map_err(|m| vec![FieldError::new("by", "duration", m)]),
+        _ => Err(vec![FieldError::new(
+            "until",
+            "one_of",
+            "give exactly one of `until` (a time) or `by` (a duration like \"30m\")",
+        )]),
+    }
+}
+
+/// The latest end an extension could reach (the role's maximum from the
+/// start, the change's end), for a form's hint.
+pub fn longest_extension(
+    grant: &Grant,
+    policy: &Policy,
+    ticket: Option<&ChangeTicket>,
+) -> DateTime<Utc> {
+    let by_role = policy
+        .role(&grant.role)
+        .map_or(grant.expires_at, |rp| grant.starts_at + rp.max_duration);
+    let by_change = ticket.and_then(|t| t.end_date).unwrap_or(by_role);
+    by_role.min(by_change).max(grant.expires_at)
+}
+
+/// The default wait for approvals before a request lapses.
+pub const DEFAULT_APPROVAL_TIMEOUT: TimeDelta = TimeDelta::hours(4);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grant::tests::grant;
+    use crate::names::RoleName;
+
+    const POLICY: &str = r#"
+version = 1
+approval_timeout = "2h"
+
+[roles."Recording Admin"]
+default_duration = "30m"
+max_duration = "2h"
+eligible_users = ["eng@example.com"]
+approvals = 2
+approver_groups = ["cx-quality-leads"]
+approver_users = ["boss@example.com"]
+"#;
+
+    fn policy() -> Policy {
+        Policy::from_toml("p.toml", POLICY).unwrap()
+    }
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        DateTime::<Utc>::from_timestamp(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    fn pending() -> Grant {
+        let mut g = grant(GrantState::PendingApproval, 0, 3600);
+        g.role = RoleName::parse("Recording Admin").unwrap();
+        g.created_at = t(0);
+        g.requested_by = "eng@example.com".into();
+        g
+    }
+
+    fn user(name: &str) -> UserName {
+        UserName::parse(name).unwrap()
+    }
+
+    fn leads() -> BTreeSet<String> {
+        BTreeSet::from(["cx-quality-leads".to_owned()])
+    }
+
+    fn approved_by(name: &str) -> Review {
+        Review {
+            approver: user(name),
+            verdict: Verdict::Approve,
+            comment: String::new(),
+            at: t(10),
+        }
+    }
+
+    /// A refusal table row: the rule, the grant, its reviews, who answers
+    /// with which groups, and when.
+    type Case<'a> = (
+        &'a str,
+        Grant,
+        Vec<Review>,
+        &'a str,
+        &'a BTreeSet<String>,
+        i64,
+    );
+
+    #[test]
+    fn refusals_name_their_rule() {
+        let p = policy();
+        let g = pending();
+        let none = BTreeSet::new();
+        let leads = leads();
+        let cases: Vec<Case> = vec![
+            (
+                "self_approval",
+                g.clone(),
+                vec![],
+                "eng@example.com",
+                &none,
+                10,
+            ),
+            (
+                "not_an_approver",
+                g.clone(),
+                vec![],
+                "mallory@example.com",
+                &none,
+                10,
+            ),
+            (
+                "already_reviewed",
+                g.clone(),
+                vec![approved_by("lead@example.com")],
+                "lead@example.com",
+                &leads,
+                10,
+            ),
+            ("lapsed", g.clone(), vec![], "boss@example.com", &none, 3600),
+            (
+                "not_pending",
+                grant(GrantState::Active, 0, 3600),
+                vec![],
+                "boss@example.com",
+                &none,
+                10,
+            ),
+        ];
+        for (rule, g, reviews, who, groups, now) in cases {
+            let refusal = g
+                .review(&p, &reviews, &user(who), groups, Verdict::Approve, t(now))
+                .unwrap_err();
+            assert_eq!(refusal.rule, rule, "{}", refusal.message);
+        }
+        // An approver listed by name counts once, also when denying.
+        let twice = g.review(
+            &p,
+            &[approved_by("boss@example.com")],
+            &user("boss@example.com"),
+            &none,
+            Verdict::Deny,
+            t(20),
+        );
+        assert_eq!(twice.unwrap_err().rule, "already_reviewed");
+    }
+
+    #[test]
+    fn n_distinct_approvals_approve_and_one_denial_ends_it() {
+        let p = policy();
+        let g = pending();
+        let first = g
+            .review(
+                &p,
+                &[],
+                &user("lead@example.com"),
+                &leads(),
+                Verdict::Approve,
+                t(10),
+            )
+            .unwrap();
+        assert_eq!(
+            (first.approvals, first.needed, first.transition),
+            (1, 2, None)
+        );
+        let second = g
+            .review(
+                &p,
+                &[approved_by("lead@example.com")],
+                &user("boss@example.com"),
+                &BTreeSet::new(),
+                Verdict::Approve,
+                t(20),
+            )
+            .unwrap();
+        assert_eq!(second.transition.map(|t| t.to), Some(GrantState::Approved));
+        let denied = g
+            .review(
+                &p,
+                &[approved_by("lead@example.com")],
+                &user("boss@example.com"),
+                &BTreeSet::new(),
+                Verdict::Deny,
+                t(20),
+            )
+            .unwrap();
+        assert_eq!(denied.transition.map(|t| t.to), Some(GrantState::Denied));
+    }
+
+    #[test]
+    fn an_unanswered_request_lapses_at_the_timeout_or_its_end() {
+        let p = policy();
+        let g = pending();
+        assert_eq!(g.lapses_at(&p), t(3600), "its own end comes first");
+        assert_eq!(g.lapse(&p, t(3599)), None);
+        assert_eq!(
+            g.lapse(&p, t(3600)).map(|t| t.to),
+            Some(GrantState::Cancelled)
+        );
+        let mut long = pending();
+        long.expires_at = t(5 * 3600);
+        assert_eq!(long.lapses_at(&p), t(2 * 3600), "the policy's timeout");
+    }
+
+    #[test]
+    fn comments_and_extension_bodies_are_checked() {
+        assert_eq!(
+            validate_review_comment(Verdict::Deny, "  ")
+                .unwrap_err()
+                .rule,
+            "required"
+        );
+        assert_eq!(
+            validate_review_comment(Verdict::Approve, " ok "),
+            Ok("ok".into())
+        );
+        let end = t(3600);
+        let by = serde_json::json!({"by": "30m"});
+        assert_eq!(validate_extension(&by, end), Ok(t(5400)));
+        let until = serde_json::json!({"until": "2027-01-15T08:00:00Z"});
+        assert!(validate_extension(&until, end).is_ok());
+        for (body, rule) in [
+            (serde_json::json!({}), "one_of"),
+            (serde_json::json!({"by": "30m", "until": "x"}), "one_of"),
+            (serde_json::json!({"by": "soon"}), "duration"),
+            (serde_json::json!({"until": "tomorrow"}), "format"),
+            (serde_json::json!({"extra": 1}), "unknown_field"),
+        ] {
+            assert_eq!(
+                validate_extension(&body, end).unwrap_err()[0].rule,
+                rule,
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_extension_stays_within_the_role_and_the_change() {
+        let p = policy();
+        let mut g = pending();
+        g.state = GrantState::Active;
+        g.ticket = None;
+        assert_eq!(g.extension(&p, None, t(5400), t(100)), Ok(t(5400)));
+        let rules = |r: Result<DateTime<Utc>, Vec<FieldError>>| {
+            r.unwrap_err()
+                .into_iter()
+                .map(|e| e.rule)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(rules(g.extension(&p, None, t(3000), t(100))), ["later"]);
+        assert_eq!(
+            rules(g.extension(&p, None, t(3 * 3600), t(100))),
+            ["max_duration"]
+        );
+        let mut ended = g.clone();
+        ended.state = GrantState::Ended;
+        assert_eq!(
+            rules(ended.extension(&p, None, t(5400), t(100))),
+            ["extendable"]
+        );
+    }
+}

@@ -1,0 +1,115 @@
+//! What a page answers instead of itself. Errors become HTTP here and
+//! nowhere else in this crate; details for operators go to the log only.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header;
+use actix_web::{HttpResponse, ResponseError};
+use askama::Template;
+use jit_app::{AppError, StoreError, TicketError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    /// No session, or it timed out: sign in again.
+    #[error("please sign in")]
+    NotSignedIn,
+    /// A form without the session's CSRF token, or from another origin.
+    #[error("this form has expired or did not come from this site; reload the page and try again")]
+    Csrf,
+    /// The login callback does not belong to a login this browser started.
+    #[error("{0}")]
+    Login(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("something went wrong; the error was logged")]
+    Internal(String),
+    #[error("{0}")]
+    Config(String),
+}
+
+impl From<AppError> for WebError {
+    fn from(e: AppError) -> Self {
+        match e {
+            AppError::GrantNotFound(_) | AppError::NotFound(_) => Self::NotFound(e.to_string()),
+            AppError::Conflict(_) | AppError::Busy(_) => Self::Conflict(e.to_string()),
+            AppError::Store(StoreError::Duplicate(what)) => Self::Conflict(what),
+            AppError::Refused(r) if r.is_forbidden() => Self::Forbidden(r.message),
+            AppError::Refused(r) => Self::Conflict(r.message),
+            AppError::TicketSystem(TicketError::Unavailable(why)) => Self::Unavailable(format!(
+                "ServiceNow cannot be asked right now ({why}); nothing was changed"
+            )),
+            // Field errors and refusals are shown next to their fields by
+            // the page that asked; reaching here means a page did not.
+            AppError::Invalid(_) | AppError::Denied(_) => Self::Conflict(e.to_string()),
+            AppError::Directory(e) => Self::Internal(e.to_string()),
+            AppError::Store(e) => Self::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<actix_session::SessionGetError> for WebError {
+    fn from(_: actix_session::SessionGetError) -> Self {
+        Self::NotSignedIn
+    }
+}
+
+impl From<actix_session::SessionInsertError> for WebError {
+    fn from(e: actix_session::SessionInsertError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    title: &'a str,
+    message: String,
+}
+
+impl ResponseError for WebError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::NotSignedIn => StatusCode::SEE_OTHER,
+            Self::Csrf | Self::Login(_) => StatusCode::BAD_REQUEST,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) | Self::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if matches!(self, Self::NotSignedIn) {
+            return HttpResponse::SeeOther()
+                .insert_header((header::LOCATION, "/login"))
+                .finish();
+        }
+        if let Self::Internal(detail) | Self::Config(detail) = self {
+            tracing::error!(error = %detail, "page failed");
+        }
+        let title = match self.status_code() {
+            StatusCode::BAD_REQUEST => "Request refused",
+            StatusCode::FORBIDDEN => "Not allowed",
+            StatusCode::NOT_FOUND => "Not found",
+            StatusCode::CONFLICT => "Cannot do that now",
+            StatusCode::SERVICE_UNAVAILABLE => "Try again shortly",
+            _ => "Error",
+        };
+        let page = ErrorPage {
+            title,
+            message: self.to_string(),
+        };
+        let body = page
+            .render()
+            .unwrap_or_else(|_| "<!doctype html><title>Error</title><p>Error</p>".into());
+        HttpResponse::build(self.status_code())
+            .content_type("text/html; charset=utf-8")
+            .body(body)
+    }
+}

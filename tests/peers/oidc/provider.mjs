@@ -1,0 +1,64 @@
+// A real OpenID provider for jit-broker's web tests: panva's oidc-provider
+// (OpenID-certified), in memory, on 127.0.0.1. Its devInteractions login page
+// accepts any login name; the accounts below give each person's groups.
+//
+//   node provider.mjs PORT REDIRECT_URI
+//
+// Clients: `jit-broker` (the broker under test) and `other-app` (another
+// application at the same provider: its ID tokens must not open the broker).
+import Provider from "oidc-provider";
+
+const [port, redirectUri] = process.argv.slice(2);
+const issuer = `http://127.0.0.1:${port}`;
+
+const groups = {
+  "alice@example.com": ["cx-platform-admins"],
+  "bob@example.com": ["cx-platform-leads"],
+  "carol@example.com": ["cx-platform-leads", "soc"],
+  "dave@example.com": ["cx-platform-admins"],
+  "mallory@example.com": [],
+};
+
+const provider = new Provider(issuer, {
+  clients: [
+    {
+      client_id: "jit-broker",
+      client_secret: "jit-broker-test-secret-0123456789",
+      redirect_uris: [redirectUri],
+      response_types: ["code"],
+      grant_types: ["authorization_code"],
+    },
+    {
+      client_id: "other-app",
+      client_secret: "other-app-test-secret-0123456789",
+      redirect_uris: ["http://127.0.0.1:9/cb"],
+      response_types: ["code"],
+      grant_types: ["authorization_code"],
+    },
+  ],
+  pkce: { required: () => true },
+  claims: {
+    openid: ["sub"],
+    email: ["email", "email_verified"],
+    groups: ["groups"],
+  },
+  scopes: ["openid", "email", "profile", "groups"],
+  // Tests read claims from the ID token itself, not from userinfo.
+  conformIdTokenClaims: false,
+  ttl: { IdToken: 600, AuthorizationCode: 60 },
+  async findAccount(ctx, id) {
+    const login = id.includes("@") ? id : `${id}@example.com`;
+    return {
+      accountId: id,
+      async claims() {
+        return { sub: login, email: login, email_verified: true, groups: groups[login] ?? [] };
+      },
+    };
+  },
+  features: { devInteractions: { enabled: true } },
+});
+provider.proxy = false;
+provider.on("server_error", (ctx, err) => console.error("server_error", err));
+provider.listen(Number(port), "127.0.0.1", () => {
+  console.log(`oidc-provider listening on ${issuer}`);
+});
