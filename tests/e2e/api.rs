@@ -321,3 +321,39 @@ async fn the_dev_sandbox_works_with_no_external_system() {
     assert_eq!(sandbox_roles().await, ["Employee"]);
     app.running.stop().await;
 }
+
+/// Extending over the API: by a duration or to a time, never past the role's
+/// maximum nor the change's end; refused ones name field and rule and
+/// change nothing.
+#[tokio::test]
+async fn a_grant_is_extended_within_the_role_and_the_change() {
+    let tenant = Tenant::new();
+    tenant.create_user("ext@example.com", &["Employee"]).await;
+    let app = spawn_app(Backend::Sqlite, Some(&tenant.base_url)).await;
+    let (status, g) = app.request_grant(&body("ext@example.com", "1h")).await;
+    assert_eq!(status, 201, "{g}");
+    let id = g["id"].as_str().unwrap();
+    let end = |g: &Value| {
+        chrono::DateTime::parse_from_rfc3339(g["expires_at"].as_str().unwrap()).unwrap()
+    };
+    let path = format!("/api/v1/grants/{id}/extend");
+    let (status, longer) = app.post(&path, &json!({"by": "30m"})).await;
+    assert_eq!(status, 200, "{longer}");
+    assert_eq!(end(&longer) - end(&g), chrono::TimeDelta::minutes(30));
+    for (body, rule) in [
+        (json!({"by": "4h"}), "max_duration"),
+        (
+            json!({"by": "30m", "until": "2030-01-01T00:00:00Z"}),
+            "one_of",
+        ),
+        (json!({"until": "soon"}), "format"),
+        (json!({"until": g["expires_at"]}), "later"),
+    ] {
+        let (status, err) = app.post(&path, &body).await;
+        assert_eq!(status, 422, "{body}: {err}");
+        assert_eq!(err["error"]["fields"][0]["rule"], rule, "{err}");
+    }
+    let (_, now) = app.get(&format!("/api/v1/grants/{id}")).await;
+    assert_eq!(end(&now), end(&longer), "refusals changed nothing");
+    app.running.stop().await;
+}

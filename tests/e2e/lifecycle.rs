@@ -269,3 +269,81 @@ async fn a_user_the_directory_does_not_know_fails_permanently_and_is_recorded(
         "a permanent failure is not retried"
     );
 }
+
+/// A request nobody approves lapses at its time (the injected clock moves);
+/// one approved starts its window and the role arrives; a denial ends one.
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn approvals_start_deny_or_lapse_a_waiting_grant(#[case] backend: Backend) {
+    let (stack, tenant) = stack_with_users(backend, &[(ENG, &["Employee"])]).await;
+    let recording = json!({"role": "Recording Admin", "duration": "30m"});
+    let lead = jit_app::Person {
+        user: jit_domain::UserName::parse("lead@example.com").unwrap(),
+        groups: Default::default(),
+    };
+    // Unanswered: it lapses at the end of the window it asked for.
+    let waiting = stack
+        .request(request(
+            ENG,
+            json!({"role": "Recording Admin", "duration": "30m", "ticket": "CHG0012346"}),
+        ))
+        .await;
+    assert_eq!(waiting.state, GrantState::PendingApproval);
+    stack.run_due().await;
+    assert_eq!(
+        tenant.roles_of(ENG).await,
+        ["Employee"],
+        "nothing before approval"
+    );
+    stack.advance(30 * 60);
+    stack.run_due().await;
+    let lapsed = stack.app.grant(waiting.id).await.unwrap();
+    assert_eq!(lapsed.state, GrantState::Cancelled);
+    assert_eq!(lapsed.end_note.as_deref(), Some("approval lapsed"));
+
+    // Approved: the role arrives; a review of a grant no longer pending is refused.
+    let approved = stack.request(request(ENG, recording.clone())).await;
+    let after = stack
+        .app
+        .review_grant(&lead, approved.id, jit_domain::Verdict::Approve, "")
+        .await
+        .unwrap();
+    assert_eq!(after.state, GrantState::Approved);
+    stack.run_due().await;
+    assert_eq!(tenant.roles_of(ENG).await, ["Employee", "Recording Admin"]);
+    let again = stack
+        .app
+        .review_grant(&lead, approved.id, jit_domain::Verdict::Deny, "too late")
+        .await;
+    assert!(matches!(again, Err(jit_app::AppError::Refused(r)) if r.rule == "not_pending"));
+
+    // Denied: a reason is required, then it ends.
+    let denied = stack
+        .request(request(
+            ENG,
+            json!({"role": "Recording Admin", "duration": "30m", "ticket": "CHG0012347"}),
+        ))
+        .await;
+    let no_reason = stack
+        .app
+        .review_grant(&lead, denied.id, jit_domain::Verdict::Deny, " ")
+        .await;
+    assert!(matches!(no_reason, Err(jit_app::AppError::Invalid(_))));
+    let ended = stack
+        .app
+        .review_grant(
+            &lead,
+            denied.id,
+            jit_domain::Verdict::Deny,
+            "not during the freeze",
+        )
+        .await
+        .unwrap();
+    assert_eq!(ended.state, GrantState::Denied);
+    let kinds = stack.audit_kinds().await;
+    for kind in ["grant_approved", "grant_denied", "grant_cancelled"] {
+        assert!(kinds.iter().any(|k| k == kind), "{kind} in {kinds:?}");
+    }
+}

@@ -333,3 +333,53 @@ async fn smtp_auth_uses_the_configured_login() {
     assert_eq!(mail.len(), 1);
     assert!(mail[0].subject.contains("ended for eng@example.com"));
 }
+
+/// A request that waits for approval is mailed to the role's named approvers
+/// (not to the SOC's list); its outcome is mailed to the requester.
+#[tokio::test]
+async fn approvers_hear_of_a_waiting_request_and_the_requester_of_its_outcome() {
+    let smtp = SmtpPeer::start();
+    let (stack, _tenant) = Stack::with_users(Backend::Sqlite, &[(ENG, &["Employee"])]).await;
+    let mailer = stack.mailer(&smtp, recipients());
+    let mut body = request(ENG, "CHG0000310");
+    body["role"] = json!("Recording Admin");
+    let grant = stack.request(body).await;
+    assert_eq!(grant.state, jit_domain::GrantState::PendingApproval);
+    assert_eq!(mailer.run_due().await.unwrap(), 1);
+    let lead = jit_app::Person {
+        user: jit_domain::UserName::parse("lead@example.com").unwrap(),
+        groups: Default::default(),
+    };
+    stack
+        .app
+        .review_grant(&lead, grant.id, jit_domain::Verdict::Approve, "CHG checked")
+        .await
+        .unwrap();
+    assert_eq!(mailer.run_due().await.unwrap(), 1);
+
+    let mail = smtp.messages();
+    let subjects: Vec<&str> = mail.iter().map(|m| m.subject.as_str()).collect();
+    assert_eq!(mail.len(), 2, "{subjects:#?}");
+    let asked = mail
+        .iter()
+        .find(|m| {
+            m.subject
+                .contains("Approval needed: Recording Admin for eng@example.com")
+        })
+        .unwrap_or_else(|| panic!("{subjects:#?}"));
+    assert!(asked.to.contains("lead@example.com"), "{}", asked.to);
+    assert!(
+        !asked.to.contains("soc@bank.example"),
+        "not the SOC's list: {}",
+        asked.to
+    );
+    let outcome = mail
+        .iter()
+        .find(|m| {
+            m.subject
+                .contains("Your request for Recording Admin was approved")
+        })
+        .unwrap_or_else(|| panic!("{subjects:#?}"));
+    assert_eq!(outcome.to.trim(), ENG);
+    assert!(outcome.text.contains("by lead@example.com") && outcome.text.contains("CHG checked"));
+}

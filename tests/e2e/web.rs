@@ -303,6 +303,29 @@ async fn refusals_in_the_web_form_and_the_api_write_nothing() {
         .await
         .unwrap();
     assert_eq!(res.status(), 403);
+    // The SOC view is for the SOC group; a grant's page for its user, its
+    // approvers and the SOC.
+    assert_eq!(page(&carol, &format!("{}/soc", app.base)).await.0, 200);
+    assert_eq!(page(&alice, &format!("{}/soc", app.base)).await.0, 403);
+    let mallory = app.sign_in("mallory").await;
+    let (_, form) = page(&mallory, &format!("{}/", app.base)).await;
+    assert!(
+        form.contains("lets you request no privileged role"),
+        "{form}"
+    );
+    assert_eq!(
+        page(&mallory, &format!("{}/grants/{recording}", app.base))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        page(&alice, &format!("{}/grants/{recording}", app.base))
+            .await
+            .0,
+        200
+    );
+
     // Bob's approvals list through the API shows what waits for him.
     let mine: Value = api
         .get(format!("{}/api/v1/approvals", app.base))

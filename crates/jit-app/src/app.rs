@@ -212,6 +212,11 @@ impl App {
                 "starts_at": grant.starts_at, "expires_at": grant.expires_at,
                 "justification": grant.justification, "decision": grant.decision,
                 "ticket_snapshot": grant.ticket_snapshot,
+                // Who the approval request is mailed to (groups are told
+                // through `[notify.recipients] approval_requested`).
+                "approvers": (grant.state == GrantState::PendingApproval)
+                    .then(|| self.policy.role(&grant.role).map(|r| &r.approvers.users))
+                    .flatten(),
             }),
         };
         self.store.insert_grant(&grant, &jobs, audit).await?;

@@ -205,7 +205,13 @@ pub fn notifies(kind: &str, data: &Value) -> bool {
         | "conflicting_writer_detected" => true,
         // Findings reach the SOC in one email per sweep: the run event.
         "reconcile_run" => data["findings"].as_u64().is_some_and(|n| n > 0),
-        "grant_requested" => data["decision"]["emergency"].as_bool() == Some(true),
+        "grant_requested" => {
+            data["decision"]["emergency"].as_bool() == Some(true)
+                || data["state"] == "pending_approval"
+        }
+        // The requester hears the outcome of a request that waited for approval.
+        "grant_approved" | "grant_denied" => true,
+        "grant_cancelled" => data["from"] == "pending_approval",
         _ => false,
     }
 }

@@ -61,7 +61,8 @@ pub struct Recipients<A = String> {
     pub default: Vec<A>,
     /// Keyed by notice kind: `grant_activated`, `grant_ended`,
     /// `converge_failed`, `revocation_overdue`, `reconcile_run`, `emergency_grant`,
-    /// `conflicting_writer`.
+    /// `conflicting_writer`; and, for people rather than the SOC (never sent
+    /// to `default`), `approval_requested` and `request_outcome`.
     pub by_kind: BTreeMap<String, Vec<A>>,
 }
 
@@ -115,7 +116,14 @@ pub struct Composed {
     pub findings: Vec<jit_app::FindingRecord>,
     pub seq: i64,
     pub at: String,
+    /// People the notice is for besides the configured lists: a role's
+    /// approvers (a request waits for them), a requester (the outcome).
+    pub people: Vec<String>,
 }
+
+/// Notices for people rather than the SOC: sent to them (and to the kind's
+/// own list, if configured), never to the SOC's default list.
+pub const PERSONAL_KINDS: [&str; 2] = ["approval_requested", "request_outcome"];
 
 fn text(v: &Value) -> String {
     match v {
@@ -155,7 +163,55 @@ pub fn compose(notice: &Notice, slo: Duration) -> Composed {
         facts.push(("Grant".into(), g.id.to_string()));
     }
     let at = e.at.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+    let mut people = Vec::new();
     let (kind, alert, headline, summary, action) = match e.kind.as_str() {
+        "grant_requested" if d["state"] == "pending_approval" => {
+            people = d["approvers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.as_str().map(str::to_owned))
+                .collect();
+            (
+                "approval_requested",
+                false,
+                format!("Approval needed: {role} for {user} ({ticket})"),
+                format!(
+                    "{user} asks for {role} under {ticket}, from {} to {}, and the policy needs your approval.",
+                    text(&d["starts_at"]),
+                    text(&d["expires_at"])
+                ),
+                "Nothing happens until enough approvers agree: approve or deny it on the broker's Approvals page. Unanswered, it lapses.".to_owned(),
+            )
+        }
+        "grant_approved" | "grant_denied" | "grant_cancelled" => {
+            people.push(user.clone());
+            let outcome = match e.kind.as_str() {
+                "grant_approved" => "approved",
+                "grant_denied" => "denied",
+                _ => "lapsed without approval",
+            };
+            let by = match e.kind.as_str() {
+                "grant_cancelled" => String::new(),
+                _ => format!(" by {}", e.actor),
+            };
+            let comment = d["comment"]
+                .as_str()
+                .filter(|c| !c.is_empty())
+                .map(|c| format!(" Comment: {c}"))
+                .unwrap_or_default();
+            (
+                "request_outcome",
+                false,
+                format!("Your request for {role} was {outcome}"),
+                format!("Your request for {role} ({ticket}) was {outcome}{by} at {at}.{comment}"),
+                if outcome == "approved" {
+                    "Adds the role when the grant's window starts and removes it when it ends; see My access.".to_owned()
+                } else {
+                    "Nothing was granted.".to_owned()
+                },
+            )
+        }
         "grant_activated" => (
             "grant_activated",
             false,
@@ -279,6 +335,7 @@ pub fn compose(notice: &Notice, slo: Duration) -> Composed {
         findings: notice.findings.clone(),
         seq: e.seq,
         at,
+        people,
     }
 }
 
@@ -410,7 +467,24 @@ impl Notifier for SmtpNotifier {
                 notice.event.seq,
                 &notice.event.hash[..16.min(notice.event.hash.len())]
             )));
-        for to in self.recipients.for_kind(&composed.kind) {
+        let listed = if PERSONAL_KINDS.contains(&composed.kind.as_str()) {
+            self.recipients
+                .by_kind
+                .get(&composed.kind)
+                .map_or(&[][..], Vec::as_slice)
+        } else {
+            self.recipients.for_kind(&composed.kind)
+        };
+        let people: Vec<Mailbox> = composed
+            .people
+            .iter()
+            .filter_map(|p| p.parse::<Mailbox>().ok())
+            .collect();
+        if listed.is_empty() && people.is_empty() {
+            tracing::warn!(kind = %composed.kind, seq = notice.event.seq, "nobody to tell: no address for this notice");
+            return Ok(());
+        }
+        for to in listed.iter().chain(&people) {
             message = message.to(to.clone());
         }
         let message = message
