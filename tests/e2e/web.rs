@@ -11,7 +11,7 @@ use jit_app::{ManualClock, SystemClock};
 use jit_e2e::app::API_KEY;
 use jit_e2e::web::{
     CLIENT_ID, CLIENT_SECRET, OTHER_CLIENT_ID, OTHER_CLIENT_SECRET, OTHER_REDIRECT, WebApp,
-    browser, cookie_client, csrf_of, provider_login, screenshot_dir, spawn_web_app,
+    browser, cookie_client, csrf_of, screenshot_dir, spawn_web_app,
 };
 use serde_json::{Value, json};
 
@@ -167,21 +167,7 @@ async fn refusals_in_the_web_form_and_the_api_write_nothing() {
     }
 
     // A callback with the wrong state, and a replayed code.
-    let http = cookie_client();
-    let start = http
-        .get(format!("{}/login", app.base))
-        .send()
-        .await
-        .unwrap();
-    let to_provider = start.headers()["location"].to_str().unwrap().to_owned();
-    let back = provider_login(
-        &http,
-        &to_provider,
-        "alice",
-        &format!("{}/auth/callback", app.base),
-    )
-    .await
-    .unwrap();
+    let (http, back) = app.start_login("alice").await;
     let mut wrong_state = url::Url::parse(&back).unwrap();
     let pairs: Vec<(String, String)> = wrong_state
         .query_pairs()
@@ -204,21 +190,7 @@ async fn refusals_in_the_web_form_and_the_api_write_nothing() {
         "the login was used up by the wrong-state attempt"
     );
     // A fresh login completes once; its callback replayed is refused.
-    let http = cookie_client();
-    let start = http
-        .get(format!("{}/login", app.base))
-        .send()
-        .await
-        .unwrap();
-    let to_provider = start.headers()["location"].to_str().unwrap().to_owned();
-    let back = provider_login(
-        &http,
-        &to_provider,
-        "alice",
-        &format!("{}/auth/callback", app.base),
-    )
-    .await
-    .unwrap();
+    let (http, back) = app.start_login("alice").await;
     assert_eq!(http.get(&back).send().await.unwrap().status(), 303);
     let replay = cookie_client();
     assert_eq!(
@@ -325,6 +297,22 @@ async fn refusals_in_the_web_form_and_the_api_write_nothing() {
             .0,
         200
     );
+
+    // Signing out ends the session: the same cookie jar is sent to sign in.
+    let (_, access) = page(&mallory, &format!("{}/access", app.base)).await;
+    let (status, to) = post_form(
+        &mallory,
+        &format!("{}/logout", app.base),
+        &[("csrf", &csrf_of(&access))],
+    )
+    .await;
+    assert_eq!((status, to.as_str()), (303, "/login"));
+    let res = mallory
+        .get(format!("{}/access", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["location"], "/login");
 
     // Bob's approvals list through the API shows what waits for him.
     let mine: Value = api

@@ -36,9 +36,8 @@ pub struct OidcPeer {
 }
 
 impl OidcPeer {
-    /// Starts `tests/peers/oidc/provider.mjs` for a broker whose callback is
-    /// `redirect_uri`.
-    pub fn start(redirect_uri: &str) -> anyhow::Result<Self> {
+    /// Starts `tests/peers/oidc/provider.mjs` on a free port.
+    pub fn start() -> anyhow::Result<Self> {
         let dir = workspace_root().join("tests/peers/oidc");
         if !dir.join("node_modules/oidc-provider").exists() {
             bail!(
@@ -50,7 +49,6 @@ impl OidcPeer {
         let child = Command::new("node")
             .arg("provider.mjs")
             .arg(port.to_string())
-            .arg(redirect_uri)
             .current_dir(&dir)
             .stdout(Stdio::null())
             .stderr(log_file("oidc-provider"))
@@ -205,13 +203,13 @@ pub async fn spawn_web_app(users: &[(&str, &[&str])], clock: Arc<dyn Clock>) -> 
     for (name, roles) in users {
         tenant.create_user(name, roles).await;
     }
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let oidc = OidcPeer::start(&format!("{base}/auth/callback")).expect("oidc-provider");
+    let oidc = OidcPeer::start().expect("oidc-provider");
     let servicenow = ServiceNow::start().await;
     let database_url = fresh_database(Backend::Sqlite).await;
     let mut config = Config {
-        listen: format!("127.0.0.1:{port}").parse().expect("addr"),
+        // Port 0: the broker's public URL (and so its OIDC callback) is the
+        // address it bound.
+        listen: "127.0.0.1:0".parse().expect("addr"),
         policy: web_policy_path(),
         ..Config::default()
     };
@@ -226,7 +224,6 @@ pub async fn spawn_web_app(users: &[(&str, &[&str])], clock: Arc<dyn Clock>) -> 
         sha256: jit_server::http::hash_key(API_KEY),
         admin: true,
     }];
-    config.web.public_url = Some(base.clone());
     config.web.secure_cookies = false;
     config.web.session_secret = Some(SecretString::from(SESSION_SECRET));
     config.web.soc_group = "soc".into();
@@ -237,6 +234,7 @@ pub async fn spawn_web_app(users: &[(&str, &[&str])], clock: Arc<dyn Clock>) -> 
     let running = jit_server::start(config, false, clock)
         .await
         .expect("start the broker with its web form");
+    let base = format!("http://{}", running.addr);
     WebApp {
         base,
         running,
@@ -256,6 +254,25 @@ impl WebApp {
     /// The same, also answering the session cookie (`jit_session=…`) the
     /// broker set.
     pub async fn sign_in_with_cookie(&self, login: &str) -> (reqwest::Client, String) {
+        let (http, back) = self.start_login(login).await;
+        let done = http.get(&back).send().await.expect("callback");
+        assert_eq!(done.status(), 303, "callback");
+        let cookie = done
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|c| c.to_str().ok())
+            .find(|c| c.starts_with("jit_session="))
+            .and_then(|c| c.split(';').next())
+            .expect("a session cookie")
+            .to_owned();
+        (http, cookie)
+    }
+
+    /// A sign-in taken as far as the provider's redirect back to the broker:
+    /// the cookie jar and the callback URL (with `code` and `state`), not
+    /// yet visited.
+    pub async fn start_login(&self, login: &str) -> (reqwest::Client, String) {
         let http = cookie_client();
         let start = http
             .get(format!("{}/login", self.base))
@@ -274,18 +291,7 @@ impl WebApp {
         )
         .await
         .expect("provider login");
-        let done = http.get(&back).send().await.expect("callback");
-        assert_eq!(done.status(), 303, "callback");
-        let cookie = done
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|c| c.to_str().ok())
-            .find(|c| c.starts_with("jit_session="))
-            .and_then(|c| c.split(';').next())
-            .expect("a session cookie")
-            .to_owned();
-        (http, cookie)
+        (http, back)
     }
 }
 

@@ -204,6 +204,20 @@ impl Grant {
             ));
         }
         if let Some(rp) = policy.role(&self.role)
+            && rp.extension_needs_approval
+        {
+            let mut e = FieldError::new(
+                "until",
+                "needs_approval",
+                format!(
+                    "`{}` cannot be extended in place: request the longer window anew, to be approved",
+                    self.role
+                ),
+            );
+            e.policy = Some(format!("roles.\"{}\".extension_needs_approval", self.role));
+            return Err(vec![e]);
+        }
+        if let Some(rp) = policy.role(&self.role)
             && until - self.starts_at > rp.max_duration
         {
             let mut e = FieldError::new(
@@ -567,6 +581,18 @@ approver_users = ["boss@example.com"]
         assert_eq!(
             rules(g.extension(&p, None, t(3 * 3600), t(100))),
             ["max_duration"]
+        );
+        let strict = Policy::from_toml(
+            "p.toml",
+            &POLICY.replace(
+                "approvals = 2",
+                "approvals = 2\nextension_needs_approval = true",
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            rules(g.extension(&strict, None, t(5400), t(100))),
+            ["needs_approval"]
         );
         let mut ended = g.clone();
         ended.state = GrantState::Ended;

@@ -37,6 +37,9 @@ pub struct RolePolicy {
     pub approvals: u8,
     /// Who may approve (never the requester): users and OIDC groups.
     pub approvers: Eligibility,
+    /// An extension is not granted in place: a longer window needs a new
+    /// request, approved like the first (default: extensions allowed).
+    pub extension_needs_approval: bool,
     /// Off unless named: changes of this type may be granted before their
     /// approval arrives, for a short time, with the SOC alerted.
     pub emergency: Option<EmergencyRule>,
@@ -147,6 +150,8 @@ struct RawRole {
     approver_users: Vec<Spanned<String>>,
     #[serde(default)]
     approver_groups: Vec<Spanned<String>>,
+    #[serde(default)]
+    extension_needs_approval: bool,
     #[serde(default)]
     emergency: Option<Spanned<RawEmergency>>,
     #[serde(default)]
@@ -415,6 +420,7 @@ impl Policy {
                 requester,
                 approvals,
                 approvers,
+                extension_needs_approval: role.extension_needs_approval,
                 emergency,
                 report_only: role.report_only,
             };

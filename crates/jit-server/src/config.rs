@@ -523,6 +523,9 @@ mod tests {
                 c.servicenow.instance_url.as_deref(),
                 Some("https://acme.service-now.com")
             );
+            assert_eq!(c.web.oidc.groups_claim, "groups");
+            assert_eq!(c.web.idle_timeout_secs, 1800);
+            assert!(c.web.secure_cookies);
             Ok(())
         });
     }

@@ -48,6 +48,8 @@ pub enum ApiError {
     Invalid(Vec<FieldError>),
     #[error("the body is not valid JSON: {0}")]
     MalformedJson(String),
+    #[error("the body is not valid JSON: the body is empty")]
+    EmptyBody,
     #[error("the body is larger than {0} bytes")]
     TooLarge(usize),
     #[error("a valid API key is required (Authorization: Bearer <key>)")]
@@ -110,7 +112,7 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            Self::MalformedJson(_) | Self::EmptyBody => StatusCode::BAD_REQUEST,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden | Self::PersonRequired => StatusCode::FORBIDDEN,
@@ -133,7 +135,7 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let (code, fields) = match self {
             Self::Invalid(fields) => ("invalid_request", fields.clone()),
-            Self::MalformedJson(_) => (
+            Self::MalformedJson(_) | Self::EmptyBody => (
                 "malformed_json",
                 vec![FieldError::new("", "json", self.to_string())],
             ),
@@ -267,7 +269,7 @@ impl FromRequest for JsonBody {
         Box::pin(async move {
             let body = collect_body(declared, payload, limit).await?;
             if body.is_empty() {
-                return Err(ApiError::MalformedJson("the body is empty".into()));
+                return Err(ApiError::EmptyBody);
             }
             serde_json::from_slice(&body)
                 .map(JsonBody)
@@ -370,12 +372,18 @@ async fn review(
     state: web::Data<ApiState>,
     caller: Caller,
     id: web::Path<String>,
-    body: Option<JsonBody>,
+    body: Result<JsonBody, ApiError>,
     verdict: Verdict,
 ) -> Result<HttpResponse, ApiError> {
     let person = caller.person()?;
     let id = parse_id(&id)?;
-    let comment = review_comment(body.as_ref().map(|b| &b.0))?;
+    // No body is no comment; a body that is not JSON is refused.
+    let body = match body {
+        Ok(b) => Some(b.0),
+        Err(ApiError::EmptyBody) => None,
+        Err(e) => return Err(e),
+    };
+    let comment = review_comment(body.as_ref())?;
     let grant = state
         .app
         .review_grant(person, id, verdict, &comment)
@@ -390,7 +398,7 @@ async fn approve_grant(
     state: web::Data<ApiState>,
     caller: Caller,
     id: web::Path<String>,
-    body: Option<JsonBody>,
+    body: Result<JsonBody, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
     review(state, caller, id, body, Verdict::Approve).await
 }
@@ -399,7 +407,7 @@ async fn deny_grant(
     state: web::Data<ApiState>,
     caller: Caller,
     id: web::Path<String>,
-    body: Option<JsonBody>,
+    body: Result<JsonBody, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
     review(state, caller, id, body, Verdict::Deny).await
 }

@@ -43,9 +43,23 @@ impl From<AppError> for WebError {
             AppError::TicketSystem(TicketError::Unavailable(why)) => Self::Unavailable(format!(
                 "ServiceNow cannot be asked right now ({why}); nothing was changed"
             )),
-            // Field errors and refusals are shown next to their fields by
-            // the page that asked; reaching here means a page did not.
-            AppError::Invalid(_) | AppError::Denied(_) => Self::Conflict(e.to_string()),
+            // The request form shows these next to their fields; other
+            // forms (extend, review) show them in one line.
+            AppError::Invalid(fields) => Self::Conflict(
+                fields
+                    .into_iter()
+                    .map(|f| f.message)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+            AppError::Denied(decision) => Self::Forbidden(
+                decision
+                    .denials()
+                    .into_iter()
+                    .map(|f| f.message)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
             AppError::Directory(e) => Self::Internal(e.to_string()),
             AppError::Store(e) => Self::Internal(e.to_string()),
         }

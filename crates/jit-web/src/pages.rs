@@ -169,7 +169,13 @@ impl GrantView {
                 _ => String::new(),
             },
             can_drop: live || g.state == GrantState::PendingApproval,
-            can_extend: live && limit > g.expires_at,
+            can_extend: live
+                && limit > g.expires_at
+                && !web
+                    .app
+                    .policy
+                    .role(&g.role)
+                    .is_some_and(|r| r.extension_needs_approval),
             extend_limit: when(limit),
             approvals: g
                 .decision
@@ -659,26 +665,15 @@ async fn extend_grant(
 ) -> Result<HttpResponse, WebError> {
     who.check_csrf(&req, &form.csrf)?;
     let id = parse_id(&id)?;
-    match web
-        .app
+    web.app
         .extend(
             who.person.user.as_str(),
             Some(&who.person),
             id,
             &json!({"by": form.by.trim()}),
         )
-        .await
-    {
-        Ok(_) => Ok(see_other(&format!("/grants/{id}"))),
-        Err(AppError::Invalid(fields)) => Err(WebError::Conflict(
-            fields
-                .into_iter()
-                .map(|f| f.message)
-                .collect::<Vec<_>>()
-                .join("; "),
-        )),
-        Err(e) => Err(e.into()),
-    }
+        .await?;
+    Ok(see_other(&format!("/grants/{id}")))
 }
 
 // -------------------------------------------------------------- approvals
@@ -731,26 +726,14 @@ async fn review_grant(
         .verdict
         .parse()
         .map_err(|_| WebError::Conflict("choose approve or deny".into()))?;
-    match web
+    let grant = web
         .app
         .review_grant(&who.person, id, verdict, &form.comment)
-        .await
-    {
-        Ok(grant) => {
-            if grant.state == GrantState::Approved {
-                web.wake_worker.notify_one();
-            }
-            Ok(see_other("/approvals"))
-        }
-        Err(AppError::Invalid(fields)) => Err(WebError::Conflict(
-            fields
-                .into_iter()
-                .map(|f| f.message)
-                .collect::<Vec<_>>()
-                .join("; "),
-        )),
-        Err(e) => Err(e.into()),
+        .await?;
+    if grant.state == GrantState::Approved {
+        web.wake_worker.notify_one();
     }
+    Ok(see_other("/approvals"))
 }
 
 // ----------------------------------------------------------------- detail

@@ -2,13 +2,14 @@
 // (OpenID-certified), in memory, on 127.0.0.1. Its devInteractions login page
 // accepts any login name; the accounts below give each person's groups.
 //
-//   node provider.mjs PORT REDIRECT_URI
+//   node provider.mjs PORT
 //
-// Clients: `jit-broker` (the broker under test) and `other-app` (another
-// application at the same provider: its ID tokens must not open the broker).
+// Clients: `jit-broker` (the broker under test, on any 127.0.0.1 port: the
+// tests bind it to port 0) and `other-app` (another application at the same
+// provider: its ID tokens must not open the broker).
 import Provider from "oidc-provider";
 
-const [port, redirectUri] = process.argv.slice(2);
+const [port] = process.argv.slice(2);
 const issuer = `http://127.0.0.1:${port}`;
 
 const groups = {
@@ -24,7 +25,7 @@ const provider = new Provider(issuer, {
     {
       client_id: "jit-broker",
       client_secret: "jit-broker-test-secret-0123456789",
-      redirect_uris: [redirectUri],
+      redirect_uris: ["http://127.0.0.1/auth/callback"],
       response_types: ["code"],
       grant_types: ["authorization_code"],
     },
@@ -57,6 +58,17 @@ const provider = new Provider(issuer, {
   },
   features: { devInteractions: { enabled: true } },
 });
+// The broker under test listens on a port chosen at bind time: its callback
+// on any 127.0.0.1 port is accepted (oidc-provider's redirect-URI recipe).
+const { redirectUriAllowed } = provider.Client.prototype;
+provider.Client.prototype.redirectUriAllowed = function (value) {
+  const url = new URL(value);
+  if (this.clientId === "jit-broker" && url.protocol === "http:" && url.hostname === "127.0.0.1"
+      && url.pathname === "/auth/callback" && url.search === "") {
+    return true;
+  }
+  return redirectUriAllowed.call(this, value);
+};
 provider.proxy = false;
 provider.on("server_error", (ctx, err) => console.error("server_error", err));
 provider.listen(Number(port), "127.0.0.1", () => {

@@ -40,10 +40,14 @@ async fn main() {
         .map(|i| (format!("bench{i}@example.com"), vec!["Employee"]))
         .chain([("alice@example.com".to_owned(), vec!["Employee"])])
         .collect();
-    let users: Vec<(&str, &[&str])> = users.iter().map(|(u, r)| (u.as_str(), r.as_slice())).collect();
+    let users: Vec<(&str, &[&str])> = users
+        .iter()
+        .map(|(u, r)| (u.as_str(), r.as_slice()))
+        .collect();
     let app = spawn_web_app(&users, Arc::new(SystemClock)).await;
     let now = chrono::Utc::now();
-    app.servicenow.approve("CHG0000900", "alice@example.com", "Master Admin", now);
+    app.servicenow
+        .approve("CHG0000900", "alice@example.com", "Master Admin", now);
 
     // The request page: its pick-list is a live ServiceNow query each time.
     let alice = app.sign_in("alice").await;
@@ -67,7 +71,10 @@ async fn main() {
         let t = Instant::now();
         let res = direct
             .get(&query)
-            .basic_auth(jit_e2e::app::SERVICENOW_USER, Some(jit_e2e::app::SERVICENOW_PASSWORD))
+            .basic_auth(
+                jit_e2e::app::SERVICENOW_USER,
+                Some(jit_e2e::app::SERVICENOW_PASSWORD),
+            )
             .send()
             .await
             .unwrap();
@@ -90,10 +97,18 @@ async fn main() {
     for i in 0..args.logins {
         let user = format!("bench{i}@example.com");
         let ticket = format!("CHG000{:04}", 1000 + i);
-        app.servicenow.approve(&ticket, &user, "Security Admin", now);
+        app.servicenow
+            .approve(&ticket, &user, "Security Admin", now);
         let t = Instant::now();
         let http = app.sign_in(&format!("bench{i}")).await;
-        let form = http.get(format!("{}/", app.base)).send().await.unwrap().text().await.unwrap();
+        let form = http
+            .get(format!("{}/", app.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         let res = http
             .post(format!("{}/request", app.base))
             .form(&[
@@ -106,9 +121,20 @@ async fn main() {
             .send()
             .await
             .unwrap();
-        assert_eq!(res.status(), 303, "{}", res.text().await.unwrap_or_default());
+        assert_eq!(
+            res.status(),
+            303,
+            "{}",
+            res.text().await.unwrap_or_default()
+        );
         loop {
-            if app.tenant.roles_of(&user).await.iter().any(|r| r == "Security Admin") {
+            if app
+                .tenant
+                .roles_of(&user)
+                .await
+                .iter()
+                .any(|r| r == "Security Admin")
+            {
                 break;
             }
             assert!(t.elapsed() < Duration::from_secs(30), "role never arrived");
