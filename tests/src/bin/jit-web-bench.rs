@@ -51,6 +51,14 @@ async fn main() {
 
     // The request page: its pick-list is a live ServiceNow query each time.
     let alice = app.sign_in("alice").await;
+    let asked = |changes: &jit_server::sandbox_servicenow::ChangeBook| {
+        changes
+            .queries()
+            .iter()
+            .filter(|q| q.table == "change_request")
+            .count()
+    };
+    let asked_before = asked(&app.servicenow.changes);
     let mut page = Vec::with_capacity(args.page_loads);
     for _ in 0..args.page_loads {
         let t = Instant::now();
@@ -60,6 +68,12 @@ async fn main() {
         let _ = res.bytes().await.unwrap();
     }
     page.sort();
+    // Each load really read ServiceNow (no cache stands in between).
+    assert_eq!(
+        asked(&app.servicenow.changes) - asked_before,
+        args.page_loads,
+        "one live change query per page load"
+    );
     // The stand-in's own answer to the same query, same run.
     let direct = reqwest::Client::new();
     let query = format!(
