@@ -259,6 +259,48 @@ async fn refusals_in_the_web_form_and_the_api_write_nothing() {
     assert_eq!(status, 409, "{again}");
     assert_eq!(again["error"]["fields"][0]["rule"], "already_reviewed");
 
+    // A person asks, sees and drops only for themselves.
+    let (status, err) = {
+        let res = api
+            .post(format!("{}/api/v1/grants", app.base))
+            .bearer_auth(&bob_token)
+            .json(
+                &json!({"user": "alice@example.com", "role": ADMIN, "ticket": "CHG0000501",
+                          "justification": "Bob asks for alice, which he may not"}),
+            )
+            .send()
+            .await
+            .unwrap();
+        (res.status().as_u16(), res.json::<Value>().await.unwrap())
+    };
+    assert_eq!(status, 422, "{err}");
+    assert_eq!(err["error"]["fields"][0]["rule"], "self");
+    let res = api
+        .get(format!("{}/api/v1/grants/{recording}", app.base))
+        .bearer_auth(&bob_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404, "alice's grant is not bob's to read");
+    let res = api
+        .post(format!("{}/api/v1/grants/{recording}/drop", app.base))
+        .bearer_auth(&bob_token)
+        .json(&json!({"reason": "not mine"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404, "nor to drop");
+    let listed: Value = api
+        .get(format!("{}/api/v1/grants", app.base))
+        .bearer_auth(&bob_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["items"], json!([]), "bob has no grants of his own");
+
     // An ID token for another application is no key to this API.
     let other = app
         .oidc

@@ -203,6 +203,17 @@ impl Caller {
     fn person(&self) -> Result<&Person, ApiError> {
         self.person.as_ref().ok_or(ApiError::PersonRequired)
     }
+
+    /// A person sees and acts on their own grants only (an API key, trusted
+    /// automation, on any): another's is answered as not found.
+    fn may_see(&self, grant: &Grant) -> Result<(), ApiError> {
+        match &self.person {
+            Some(p) if p.user != grant.user => {
+                Err(ApiError::NotFound(format!("grant {} not found", grant.id)))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 fn key_digest(key: &str) -> [u8; 32] {
@@ -316,9 +327,26 @@ async fn create_grant(
     caller: Caller,
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
+    let mut body = body.0;
+    // A person asks for themselves: their groups must not vouch for anyone else.
+    if let (Some(p), Some(obj)) = (&caller.person, body.as_object_mut()) {
+        match obj.get("user").and_then(Value::as_str) {
+            None => {
+                obj.insert("user".into(), json!(p.user));
+            }
+            Some(u) if u.trim() == p.user.as_str() => {}
+            Some(_) => {
+                return Err(ApiError::Invalid(vec![FieldError::new(
+                    "user",
+                    "self",
+                    "a person may request a grant only for themselves",
+                )]));
+            }
+        }
+    }
     let grant = state
         .app
-        .request_grant_as(&caller.requester(), &body.0)
+        .request_grant_as(&caller.requester(), &body)
         .await?;
     if grant.starts_at <= state.app.now() {
         state.worker_wake.notify_one();
@@ -439,10 +467,11 @@ async fn my_approvals(
 
 async fn get_grant(
     state: web::Data<ApiState>,
-    _caller: Caller,
+    caller: Caller,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let grant = state.app.grant(parse_id(&id)?).await?;
+    caller.may_see(&grant)?;
     Ok(HttpResponse::Ok().json(&grant))
 }
 
@@ -460,7 +489,7 @@ const MAX_PAGE: u32 = 200;
 
 async fn list_grants(
     state: web::Data<ApiState>,
-    _caller: Caller,
+    caller: Caller,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let query = web::Query::<ListQuery>::from_query(req.query_string())
@@ -522,7 +551,8 @@ async fn list_grants(
     }
     let filter = GrantFilter {
         role: None,
-        user,
+        // A person lists their own grants only.
+        user: caller.person.as_ref().map(|p| p.user.clone()).or(user),
         state: grant_state,
         ticket,
         before,
@@ -572,6 +602,7 @@ async fn drop_grant(
             "say why the grant ends early (1 to 2000 characters)",
         )]));
     }
+    caller.may_see(&state.app.grant(id).await?)?;
     let grant = state
         .app
         .end_grant(&caller.name, id, EndReason::Dropped, &reason)
