@@ -424,31 +424,7 @@ async fn the_whole_story_in_a_real_browser() {
         .await
         .unwrap();
     shot(&a, "01-provider-login").await;
-    a.find(Locator::Css("input[name=login]"))
-        .await
-        .unwrap()
-        .send_keys("alice")
-        .await
-        .unwrap();
-    a.find(Locator::Css("input[name=password]"))
-        .await
-        .unwrap()
-        .send_keys("any")
-        .await
-        .unwrap();
-    a.find(Locator::Css("button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    a.wait().for_element(Locator::Css(CONSENT)).await.unwrap();
-    a.find(Locator::Css("button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    provider_sign_in(&a, "alice").await;
     a.wait()
         .for_element(Locator::Id("request-form"))
         .await
@@ -507,35 +483,7 @@ async fn the_whole_story_in_a_real_browser() {
     // Bob, in his own browser, approves it.
     let b = browser().await;
     b.goto(&format!("{}/approvals", app.base)).await.unwrap();
-    b.wait()
-        .for_element(Locator::Css("input[name=login]"))
-        .await
-        .unwrap();
-    b.find(Locator::Css("input[name=login]"))
-        .await
-        .unwrap()
-        .send_keys("bob")
-        .await
-        .unwrap();
-    b.find(Locator::Css("input[name=password]"))
-        .await
-        .unwrap()
-        .send_keys("any")
-        .await
-        .unwrap();
-    b.find(Locator::Css("button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    b.wait().for_element(Locator::Css(CONSENT)).await.unwrap();
-    b.find(Locator::Css("button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    provider_sign_in(&b, "bob").await;
     b.wait().for_element(Locator::Id("request-form")).await.ok();
     b.goto(&format!("{}/approvals", app.base)).await.unwrap();
     let card = format!("#review-{grant_id}");
@@ -644,6 +592,41 @@ async fn the_whole_story_in_a_real_browser() {
     let _ = a.close().await;
     let _ = b.close().await;
     app.running.stop().await;
+}
+
+/// Types `login` into the provider's sign-in page the browser is on, then
+/// consents.
+async fn provider_sign_in(b: &fantoccini::Client, login: &str) {
+    b.wait()
+        .for_element(Locator::Css("input[name=login]"))
+        .await
+        .unwrap();
+    let field = |css: &'static str| b.find(Locator::Css(css));
+    field("input[name=login]")
+        .await
+        .unwrap()
+        .send_keys(login)
+        .await
+        .unwrap();
+    field("input[name=password]")
+        .await
+        .unwrap()
+        .send_keys("any")
+        .await
+        .unwrap();
+    field("button[type=submit]")
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait().for_element(Locator::Css(CONSENT)).await.unwrap();
+    field("button[type=submit]")
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
 }
 
 async fn grant(app: &WebApp, id: &str) -> Value {
