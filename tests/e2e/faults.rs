@@ -3,6 +3,7 @@
 //! between read and write, a lost `If-Match` race, an expiring OAuth token.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use jit_e2e::Backend;
@@ -11,7 +12,7 @@ use jit_scim::{ScimAuth, ScimClient, ScimConfig};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use wiremock::matchers::{body_string_contains, header, method, path, query_param};
-use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 const USER: &str = "eng@example.com";
 
@@ -25,7 +26,9 @@ fn list(u: Value) -> Value {
     json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"], "totalResults": 1, "Resources": [u]})
 }
 
-/// A target whose lookups work and whose read-back shows the role added.
+/// A target whose lookups work and whose user gains the role once a PATCH
+/// succeeds (the broker reads users by id once it knows the id, so that read
+/// must tell the truth before and after).
 async fn target() -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
@@ -34,17 +37,40 @@ async fn target() -> MockServer {
         .respond_with(ResponseTemplate::new(200).set_body_json(list(user(&["Employee"], 1))))
         .mount(&server)
         .await;
-    Mock::given(method("GET"))
-        .and(path("/scim/v2/Users/u1"))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(user(&["Employee", "Master Admin"], 2)),
-        )
-        .mount(&server)
-        .await;
     server
 }
 
+/// The user as the last successful PATCH left it.
+struct ById(Arc<AtomicBool>);
+
+impl Respond for ById {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        let body = if self.0.load(Ordering::SeqCst) {
+            user(&["Employee", "Master Admin"], 2)
+        } else {
+            user(&["Employee"], 1)
+        };
+        ResponseTemplate::new(200).set_body_json(body)
+    }
+}
+
+/// A successful PATCH: 204, and the role is there from now on.
+struct Patched(Arc<AtomicBool>);
+
+impl Respond for Patched {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        self.0.store(true, Ordering::SeqCst);
+        ResponseTemplate::new(204)
+    }
+}
+
 async fn patch_answers(server: &MockServer, first: ResponseTemplate, times: u64) {
+    let added = Arc::new(AtomicBool::new(false));
+    Mock::given(method("GET"))
+        .and(path("/scim/v2/Users/u1"))
+        .respond_with(ById(added.clone()))
+        .mount(server)
+        .await;
     Mock::given(method("PATCH"))
         .and(path("/scim/v2/Users/u1"))
         .respond_with(first)
@@ -54,7 +80,7 @@ async fn patch_answers(server: &MockServer, first: ResponseTemplate, times: u64)
         .await;
     Mock::given(method("PATCH"))
         .and(path("/scim/v2/Users/u1"))
-        .respond_with(ResponseTemplate::new(204))
+        .respond_with(Patched(added))
         .with_priority(2)
         .mount(server)
         .await;

@@ -1,6 +1,8 @@
 //! The core loop against a real SCIM server (scim2-server), on SQLite and
 //! PostgreSQL, with time moved by the test.
 
+use std::sync::Arc;
+
 use jit_domain::{EndReason, GrantState};
 use jit_e2e::app::Stack;
 use jit_e2e::{Backend, Tenant};
@@ -346,4 +348,38 @@ async fn approvals_start_deny_or_lapse_a_waiting_grant(#[case] backend: Backend)
     for kind in ["grant_approved", "grant_denied", "grant_cancelled"] {
         assert!(kinds.iter().any(|k| k == kind), "{kind} in {kinds:?}");
     }
+}
+
+/// What one grant's whole life costs the target, counted by a proxy in front
+/// of the real SCIM server: per change one read and one `PATCH` (whose answer
+/// is the read-back), the user's id remembered after the first look-up:
+/// 4 requests, each write still guarded by `If-Match` and verified.
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn a_grant_lifecycle_costs_the_target_four_requests(#[case] backend: Backend) {
+    let tenant = Tenant::new();
+    tenant.create_user(ENG, &["Employee"]).await;
+    let proxy = jit_e2e::proxy::ScimProxy::start(&tenant.base_url, None).await;
+    let stack = Stack::new(
+        backend,
+        Arc::new(jit_e2e::app::scim_client(
+            &proxy.base_url,
+            std::time::Duration::from_secs(5),
+        )),
+    )
+    .await;
+    let grant = stack.request(request(ENG, json!({}))).await;
+    stack.run_due().await;
+    assert_eq!(tenant.roles_of(ENG).await, ["Employee", "Master Admin"]);
+    assert_eq!(proxy.counts.requests(), 2, "activation: look-up and PATCH");
+    stack.advance(3600);
+    stack.run_due().await;
+    assert_eq!(tenant.roles_of(ENG).await, ["Employee"]);
+    assert_eq!(proxy.counts.requests(), 4, "expiry: read by id and PATCH");
+    assert_eq!(proxy.counts.patches(), 2);
+    let ended = stack.app.grant(grant.id).await.unwrap();
+    assert!(ended.role_added_at.is_some() && ended.role_removed_at.is_some());
+    proxy.stop().await;
 }

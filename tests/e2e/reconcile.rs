@@ -339,7 +339,7 @@ impl Directory for AfterListing {
         user: &DirectoryUser,
         role: &RoleName,
         change: RoleChange,
-    ) -> Result<(), DirectoryError> {
+    ) -> Result<Option<DirectoryUser>, DirectoryError> {
         self.inner.change_role(user, role, change).await
     }
 }

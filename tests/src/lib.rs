@@ -19,6 +19,7 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
 pub mod app;
+pub mod proxy;
 pub mod web;
 
 pub const SCIM_TOKEN: &str = "e2e-scim-token";

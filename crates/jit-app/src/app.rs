@@ -363,7 +363,7 @@ impl App {
                 self.record_in_sync(user, role, decision, holds).await?;
                 return Ok(report);
             };
-            match self.directory.change_role(&current, role, change).await {
+            let answered = match self.directory.change_role(&current, role, change).await {
                 Err(DirectoryError::VersionConflict(_))
                     if conflicts + 1 < VERSION_CONFLICT_ATTEMPTS =>
                 {
@@ -371,9 +371,17 @@ impl App {
                     continue;
                 }
                 Err(e) => return Err(e.into()),
-                Ok(()) => writes += 1,
-            }
-            let after = self.directory.get_user(&current.id).await?;
+                Ok(answered) => {
+                    writes += 1;
+                    answered
+                }
+            };
+            // The write's own answer is the read-back where the target gives
+            // one; otherwise read the user again.
+            let after = match answered {
+                Some(user) => user,
+                None => self.directory.get_user(&current.id).await?,
+            };
             let still_held = after.holds(role);
             if still_held != (change == RoleChange::Add) {
                 return Err(ConvergeError::NotVerified { change, still_held });

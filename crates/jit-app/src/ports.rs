@@ -101,12 +101,14 @@ pub trait Directory: Send + Sync {
         Ok(None)
     }
     /// Adds or removes one role, touching no other, guarded by `user.version`.
+    /// Answers the user as the write left it when the target says (the
+    /// read-back, for free); `None` when the caller must read it back.
     async fn change_role(
         &self,
         user: &DirectoryUser,
         role: &RoleName,
         change: RoleChange,
-    ) -> Result<(), DirectoryError>;
+    ) -> Result<Option<DirectoryUser>, DirectoryError>;
 }
 
 // ------------------------------------------------------------------ tickets

@@ -169,6 +169,9 @@ pub struct ScimClient {
     http: reqwest::Client,
     config: ScimConfig,
     token: Mutex<Option<CachedToken>>,
+    /// userName → directory id of users seen: a later look-up is one `GET`
+    /// by id instead of a filter query (re-resolved when the id is gone).
+    ids: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 #[derive(Deserialize)]
@@ -289,6 +292,7 @@ impl ScimClient {
             http,
             config,
             token: Mutex::new(None),
+            ids: std::sync::Mutex::default(),
         })
     }
 
@@ -413,7 +417,50 @@ impl ScimClient {
         serde_json::from_slice(&bytes).map_err(|e| ScimError::Decode(e.to_string()))
     }
 
+    /// The user by name: one `GET` by id when the id is known, else a filter
+    /// query (whose answer teaches the id).
     pub async fn find_user(&self, user_name: &str) -> Result<DirectoryUser, ScimError> {
+        let known = self.known_id(user_name);
+        if let Some(id) = known {
+            match self.get_user(&id).await {
+                Ok(user) if user.user_name == user_name => return Ok(user),
+                // Gone or renamed: forget the id and ask by name.
+                Ok(_)
+                | Err(ScimError::Status {
+                    status: StatusCode::NOT_FOUND,
+                    ..
+                }) => self.forget_id(user_name),
+                Err(e) => return Err(e),
+            }
+        }
+        let user = self.find_user_by_filter(user_name).await?;
+        self.remember_id(&user);
+        Ok(user)
+    }
+
+    fn known_id(&self, user_name: &str) -> Option<String> {
+        self.ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(user_name)
+            .cloned()
+    }
+
+    fn remember_id(&self, user: &DirectoryUser) {
+        self.ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(user.user_name.clone(), user.id.clone());
+    }
+
+    fn forget_id(&self, user_name: &str) {
+        self.ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(user_name);
+    }
+
+    async fn find_user_by_filter(&self, user_name: &str) -> Result<DirectoryUser, ScimError> {
         let mut url = self.users_url(None)?;
         url.query_pairs_mut()
             .append_pair(
@@ -529,12 +576,15 @@ impl ScimClient {
 
     /// Adds or removes exactly one role. Never `replace` on `roles`: that races
     /// with the IdP's own writes and with baseline roles (docs/genesys-cloud.md).
+    /// Answers the user as the PATCH left it when the target returns it (200,
+    /// RFC 7644 §3.5.2, asked for with `attributes`; Genesys always does): that
+    /// answer is the read-back. `None` on a 204: the caller reads back itself.
     pub async fn change_role(
         &self,
         user: &DirectoryUser,
         role: &str,
         change: RoleChange,
-    ) -> Result<(), ScimError> {
+    ) -> Result<Option<DirectoryUser>, ScimError> {
         let operation = match change {
             RoleChange::Add => json!({"op": "add", "path": "roles", "value": [{"value": role}]}),
             RoleChange::Remove => {
@@ -542,18 +592,36 @@ impl ScimClient {
             }
         };
         let body = json!({"schemas": [PATCH_OP], "Operations": [operation]});
-        let url = self.users_url(Some(&user.id))?;
-        self.send(Method::PATCH, url, |r| {
-            let r = r
-                .header(header::CONTENT_TYPE, "application/scim+json")
-                .body(body.to_string());
-            match &user.version {
-                Some(v) => r.header(header::IF_MATCH, v),
-                None => r,
-            }
-        })
-        .await?;
-        Ok(())
+        let mut url = self.users_url(Some(&user.id))?;
+        url.query_pairs_mut()
+            .append_pair("attributes", USER_ATTRIBUTES);
+        let response = self
+            .send(Method::PATCH, url, |r| {
+                let r = r
+                    .header(header::CONTENT_TYPE, "application/scim+json")
+                    .body(body.to_string());
+                match &user.version {
+                    Some(v) => r.header(header::IF_MATCH, v),
+                    None => r,
+                }
+            })
+            .await?;
+        if response.status() == StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        let etag = response
+            .headers()
+            .get(header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| ScimError::Decode(e.without_url().to_string()))?;
+        // A 200 with no user in it (some targets) is as good as a 204.
+        Ok(serde_json::from_slice::<ScimUser>(&bytes)
+            .ok()
+            .map(|u| u.into_directory_user(etag)))
     }
 }
 
@@ -590,7 +658,7 @@ impl Directory for ScimClient {
         user: &DirectoryUser,
         role: &RoleName,
         change: RoleChange,
-    ) -> Result<(), DirectoryError> {
+    ) -> Result<Option<DirectoryUser>, DirectoryError> {
         match ScimClient::change_role(self, user, role.as_str(), change).await {
             Err(ScimError::Status {
                 status: StatusCode::NOT_FOUND,
