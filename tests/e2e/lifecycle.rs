@@ -383,3 +383,69 @@ async fn a_grant_lifecycle_costs_the_target_four_requests(#[case] backend: Backe
     assert!(ended.role_added_at.is_some() && ended.role_removed_at.is_some());
     proxy.stop().await;
 }
+
+/// Behind a target that allows 600 requests a minute and answers 429 past it
+/// the way Genesys Cloud does, grants starting and ending together draw no
+/// 429 from a broker keeping to its budget (here half the target's rate, so
+/// that a loaded test machine's delays cannot bunch its requests up).
+#[tokio::test]
+async fn within_the_directory_budget_a_burst_draws_no_429() {
+    // The stand-in enforces its limit like Genesys: status, header, body.
+    let tenant = Tenant::new();
+    let strict = jit_e2e::proxy::ScimProxy::start(&tenant.base_url, Some(60)).await;
+    let http = reqwest::Client::new();
+    let answers = futures_util::future::join_all((0..3).map(|_| {
+        http.get(format!("{}/Users", strict.base_url))
+            .bearer_auth(jit_e2e::SCIM_TOKEN)
+            .send()
+    }))
+    .await;
+    let refused = answers
+        .into_iter()
+        .map(Result::unwrap)
+        .find(|r| r.status() == 429)
+        .expect("a burst past the limit is refused");
+    assert_eq!(refused.headers()["retry-after"], "2");
+    assert!(
+        refused
+            .text()
+            .await
+            .unwrap()
+            .contains("Retry the request in [2] seconds")
+    );
+    strict.stop().await;
+
+    let users: Vec<String> = (0..6).map(|i| format!("burst{i}@example.com")).collect();
+    for u in &users {
+        tenant.create_user(u, &["Employee"]).await;
+    }
+    let proxy = jit_e2e::proxy::ScimProxy::start(&tenant.base_url, Some(600)).await;
+    let client = jit_e2e::app::scim_client(&proxy.base_url, std::time::Duration::from_secs(5))
+        .with_budget(Arc::new(jit_app::Budget::per_minute(300, 5)));
+    let stack = Stack::new(Backend::Sqlite, Arc::new(client)).await;
+    for (i, u) in users.iter().enumerate() {
+        stack
+            .request(request(u, json!({"ticket": format!("CHG00123{i:02}")})))
+            .await;
+    }
+    stack.run_due().await;
+    for u in &users {
+        assert_eq!(
+            tenant.roles_of(u).await,
+            ["Employee", "Master Admin"],
+            "{u}"
+        );
+    }
+    stack.advance(3600);
+    stack.run_due().await;
+    for u in &users {
+        assert_eq!(tenant.roles_of(u).await, ["Employee"], "{u}");
+    }
+    assert_eq!(proxy.counts.limited(), 0, "no 429 within the budget");
+    assert_eq!(
+        proxy.counts.requests(),
+        24,
+        "4 requests per grant lifecycle"
+    );
+    proxy.stop().await;
+}

@@ -14,6 +14,7 @@ use jit_domain::{
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::budget::{Lane, in_lane};
 use crate::error::AppError;
 use crate::ports::{
     Clock, Directory, DirectoryError, GrantFilter, GrantMark, Job, NewAudit, NewJob, Store,
@@ -355,7 +356,13 @@ impl App {
             if decision == Desired::Unmanaged {
                 return Ok(report);
             }
-            let current = self.directory.find_user(user).await?;
+            // Taking a role away goes first in the directory budget.
+            let lane = if decision == Desired::Absent {
+                Lane::Revocation
+            } else {
+                Lane::Activation
+            };
+            let current = in_lane(lane, self.directory.find_user(user)).await?;
             report.directory_id = Some(current.id.clone());
             let holds = current.holds(role);
             report.held.get_or_insert(holds);
@@ -363,24 +370,25 @@ impl App {
                 self.record_in_sync(user, role, decision, holds).await?;
                 return Ok(report);
             };
-            let answered = match self.directory.change_role(&current, role, change).await {
-                Err(DirectoryError::VersionConflict(_))
-                    if conflicts + 1 < VERSION_CONFLICT_ATTEMPTS =>
-                {
-                    conflicts += 1;
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-                Ok(answered) => {
-                    writes += 1;
-                    answered
-                }
-            };
+            let answered =
+                match in_lane(lane, self.directory.change_role(&current, role, change)).await {
+                    Err(DirectoryError::VersionConflict(_))
+                        if conflicts + 1 < VERSION_CONFLICT_ATTEMPTS =>
+                    {
+                        conflicts += 1;
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                    Ok(answered) => {
+                        writes += 1;
+                        answered
+                    }
+                };
             // The write's own answer is the read-back where the target gives
             // one; otherwise read the user again.
             let after = match answered {
                 Some(user) => user,
-                None => self.directory.get_user(&current.id).await?,
+                None => in_lane(lane, self.directory.get_user(&current.id)).await?,
             };
             let still_held = after.holds(role);
             if still_held != (change == RoleChange::Add) {

@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod approvals;
+pub mod budget;
 pub mod clock;
 pub mod error;
 pub mod mailer;
@@ -12,6 +13,7 @@ pub mod worker;
 
 pub use app::{App, ConvergeError, ConvergeReport, Requester, SYSTEM_ACTOR};
 pub use approvals::Person;
+pub use budget::{Budget, Lane};
 pub use clock::{ManualClock, SystemClock};
 pub use error::AppError;
 pub use mailer::{Mailer, MailerConfig};

@@ -26,6 +26,7 @@ use jit_domain::{
 use serde_json::json;
 
 use crate::app::{App, SYSTEM_ACTOR};
+use crate::budget::{Lane, in_lane};
 use crate::error::AppError;
 use crate::ports::{
     DirectoryError, DirectoryPage, FindingRecord, GrantFilter, NewAudit, ReconcileRun,
@@ -208,9 +209,7 @@ impl App {
 
     /// Integrations holding privileged roles: reported, never stripped.
     async fn report_oauth_clients(&self, run: &mut ReconcileRun) -> Result<(), AppError> {
-        let Some(clients) = self
-            .directory
-            .oauth_clients()
+        let Some(clients) = in_lane(Lane::Report, self.directory.oauth_clients())
             .await
             .map_err(AppError::Directory)?
         else {
@@ -254,10 +253,11 @@ impl App {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self
-                .directory
-                .list_users(start_index, config.page_size)
-                .await
+            match in_lane(
+                Lane::Sweep,
+                self.directory.list_users(start_index, config.page_size),
+            )
+            .await
             {
                 Ok(page) => return Ok(page),
                 Err(e @ DirectoryError::Transient { .. }) if attempt < config.page_attempts => {

@@ -6,7 +6,8 @@
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use jit_app::{Directory, DirectoryError, DirectoryPage, DirectoryUser, OAuthClientRoles};
+use jit_app::budget::current_lane;
+use jit_app::{Budget, Directory, DirectoryError, DirectoryPage, DirectoryUser, OAuthClientRoles};
 use jit_domain::{RoleChange, RoleName, UserName};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, header};
 use secrecy::{ExposeSecret, SecretString};
@@ -172,6 +173,8 @@ pub struct ScimClient {
     /// userName → directory id of users seen: a later look-up is one `GET`
     /// by id instead of a filter query (re-resolved when the id is gone).
     ids: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// The directory's request budget, shared by every caller of this client.
+    budget: std::sync::Arc<Budget>,
 }
 
 #[derive(Deserialize)]
@@ -293,7 +296,15 @@ impl ScimClient {
             config,
             token: Mutex::new(None),
             ids: std::sync::Mutex::default(),
+            budget: std::sync::Arc::new(Budget::unlimited()),
         })
+    }
+
+    /// Spends `budget` for every request (in the calling task's lane) and
+    /// feeds it the target's 429 answers.
+    pub fn with_budget(mut self, budget: std::sync::Arc<Budget>) -> Self {
+        self.budget = budget;
+        self
     }
 
     fn users_url(&self, id: Option<&str>) -> Result<Url, ScimError> {
@@ -366,6 +377,7 @@ impl ScimClient {
         let mut refreshed = false;
         loop {
             let token = self.bearer(refreshed).await?;
+            self.budget.acquire(current_lane()).await;
             let request = self
                 .http
                 .request(method.clone(), url.clone())
@@ -386,7 +398,18 @@ impl ScimClient {
             if response.status().is_success() {
                 return Ok(response);
             }
-            return Err(self.status_error(method, &url, response).await);
+            let error = self.status_error(method, &url, response).await;
+            // One refusal for the rate slows every caller, not only this one.
+            if let ScimError::Status {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                retry_after,
+                ..
+            } = &error
+            {
+                self.budget
+                    .back_off(retry_after.unwrap_or(Duration::from_secs(1)));
+            }
+            return Err(error);
         }
     }
 

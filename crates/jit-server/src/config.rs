@@ -162,6 +162,22 @@ pub struct ScimSettings {
     pub client_secret: Option<SecretString>,
     pub client_secret_file: Option<PathBuf>,
     pub timeout_secs: u64,
+    /// The directory client's request budget, shared by every caller
+    /// (revocations first, then activations, sweeps, reports). Default: 300
+    /// with the genesys profile (its per-client limit), unlimited otherwise.
+    pub requests_per_minute: Option<u32>,
+}
+
+impl ScimSettings {
+    /// The budget this profile runs under; `None`: unlimited.
+    pub fn budget_per_minute(&self) -> Option<u32> {
+        match (self.requests_per_minute, self.profile) {
+            (Some(0), _) => None,
+            (Some(n), _) => Some(n),
+            (None, ScimProfile::Genesys) => Some(300),
+            (None, ScimProfile::Generic) => None,
+        }
+    }
 }
 
 impl Default for ScimSettings {
@@ -178,6 +194,7 @@ impl Default for ScimSettings {
             client_secret: None,
             client_secret_file: None,
             timeout_secs: 10,
+            requests_per_minute: None,
         }
     }
 }

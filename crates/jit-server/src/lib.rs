@@ -87,7 +87,16 @@ pub fn directory_from_config(config: &Config) -> anyhow::Result<ScimClient> {
         scim.users_path = p.clone();
     }
     scim.timeout = timeout;
-    Ok(ScimClient::new(scim)?)
+    // 10 % below the target's limit, so that arrival jitter never turns the
+    // broker's pace into the target's 429; one second of burst.
+    let budget = match s.budget_per_minute() {
+        Some(limit) => {
+            let pace = (limit.saturating_mul(9) / 10).max(1);
+            jit_app::Budget::per_minute(pace, pace.div_ceil(60))
+        }
+        None => jit_app::Budget::unlimited(),
+    };
+    Ok(ScimClient::new(scim)?.with_budget(Arc::new(budget)))
 }
 
 /// The ServiceNow client the config describes; `None` without `instance_url`.
