@@ -357,3 +357,53 @@ async fn a_grant_is_extended_within_the_role_and_the_change() {
     assert_eq!(end(&now), end(&longer), "refusals changed nothing");
     app.running.stop().await;
 }
+
+/// A target down across an expiry: the worker notices, one probe at a time
+/// asks whether it is back, and then the waiting removal runs at once rather
+/// than when its own back-off ends.
+#[tokio::test]
+async fn after_an_outage_the_waiting_removal_runs_as_soon_as_the_target_is_back() {
+    let tenant = Tenant::new();
+    tenant.create_user("out@example.com", &["Employee"]).await;
+    let proxy = jit_e2e::proxy::ScimProxy::start(&tenant.base_url, None).await;
+    let app = spawn_app(Backend::Sqlite, Some(&proxy.base_url)).await;
+    let (status, grant) = app.request_grant(&body("out@example.com", "2s")).await;
+    assert_eq!(status, 201, "{grant}");
+    tenant
+        .wait_for_role(
+            "out@example.com",
+            "Master Admin",
+            true,
+            Duration::from_secs(10),
+        )
+        .await;
+    proxy.set_down(true);
+    // Wait for the state: the removal was tried and refused a few times.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while proxy.counts.refused_down() < 3 {
+        assert!(Instant::now() < deadline, "the removal was never tried");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let refused = proxy.counts.refused_down();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let probes = proxy.counts.refused_down() - refused;
+    assert!(
+        probes <= 4,
+        "one probe at a time while down, not a storm: {probes}"
+    );
+    proxy.set_down(false);
+    let back = Instant::now();
+    tenant
+        .wait_for_role(
+            "out@example.com",
+            "Master Admin",
+            false,
+            Duration::from_secs(20),
+        )
+        .await;
+    eprintln!("figure: target back → role removed in {:?}", back.elapsed());
+    let id = grant["id"].as_str().unwrap();
+    let g = app.grant_with(id, "role_removed_at").await;
+    assert_eq!(g["end_reason"], "expired");
+    proxy.stop().await;
+}

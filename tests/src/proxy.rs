@@ -6,7 +6,7 @@
 use std::net::TcpListener;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -18,6 +18,8 @@ pub struct Counts {
     pub gets: AtomicU64,
     pub patches: AtomicU64,
     pub limited: AtomicU64,
+    /// Answered 503 because the target was "down".
+    pub refused_down: AtomicU64,
 }
 
 impl Counts {
@@ -30,6 +32,9 @@ impl Counts {
     pub fn limited(&self) -> u64 {
         self.limited.load(Ordering::SeqCst)
     }
+    pub fn refused_down(&self) -> u64 {
+        self.refused_down.load(Ordering::SeqCst)
+    }
 }
 
 struct Upstream {
@@ -37,12 +42,14 @@ struct Upstream {
     http: reqwest::Client,
     counts: Arc<Counts>,
     limiter: Option<DefaultDirectRateLimiter>,
+    down: Arc<AtomicBool>,
 }
 
 pub struct ScimProxy {
     /// The proxied tenant's base URL (use it as the SCIM base URL).
     pub base_url: String,
     pub counts: Arc<Counts>,
+    down: Arc<AtomicBool>,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -57,11 +64,13 @@ impl ScimProxy {
             let burst = NonZeroU32::new(n.get().div_ceil(60)).unwrap_or(NonZeroU32::MIN);
             RateLimiter::direct(Quota::per_minute(n).allow_burst(burst))
         });
+        let down = Arc::new(AtomicBool::new(false));
         let state = web::Data::new(Upstream {
             base: origin,
             http: reqwest::Client::new(),
             counts: counts.clone(),
             limiter,
+            down: down.clone(),
         });
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -80,8 +89,15 @@ impl ScimProxy {
         Self {
             base_url: format!("http://{addr}{path}"),
             counts,
+            down,
             handle,
         }
+    }
+
+    /// While down, every request is answered 503 with no hint of when to
+    /// come back, as a target in an outage does.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
     }
 
     pub async fn stop(self) {
@@ -96,6 +112,10 @@ async fn forward(req: HttpRequest, body: web::Bytes, up: web::Data<Upstream>) ->
         "PATCH" => up.counts.patches.fetch_add(1, Ordering::SeqCst),
         _ => 0,
     };
+    if up.down.load(Ordering::SeqCst) {
+        up.counts.refused_down.fetch_add(1, Ordering::SeqCst);
+        return HttpResponse::ServiceUnavailable().body("down for maintenance");
+    }
     if let Some(limiter) = &up.limiter
         && limiter.check().is_err()
     {

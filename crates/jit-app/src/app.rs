@@ -102,6 +102,11 @@ impl ConvergeError {
             _ => None,
         }
     }
+
+    /// The directory seems down (see [`DirectoryError::target_unavailable`]).
+    pub fn target_unavailable(&self) -> bool {
+        matches!(self, Self::Directory(e) if e.target_unavailable())
+    }
 }
 
 impl App {

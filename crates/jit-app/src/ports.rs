@@ -65,6 +65,18 @@ impl DirectoryError {
             _ => None,
         }
     }
+
+    /// The target could not be reached or failed without saying when to
+    /// come back (connection refused, timeout, 5xx): it is probably down.
+    pub fn target_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Self::Transient {
+                retry_after: None,
+                ..
+            }
+        )
+    }
 }
 
 /// An OAuth client of the org and the roles it holds (by name where known).
@@ -420,6 +432,9 @@ pub trait JobStore: Send + Sync {
         at: DateTime<Utc>,
         error: &str,
     ) -> Result<(), StoreError>;
+    /// Makes every pending job that is waiting out a retry back-off due at
+    /// `now` (the target is back); answers how many.
+    async fn release_retries(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
     /// When the next job becomes claimable (leases included), if any is pending.
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
 }

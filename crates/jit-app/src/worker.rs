@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::TimeDelta;
@@ -11,6 +12,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::app::App;
+use crate::budget::{Lane, in_lane};
 use crate::ports::{Job, StoreError};
 
 #[derive(Debug, Clone)]
@@ -23,6 +25,10 @@ pub struct WorkerConfig {
     pub retry_cap: Duration,
     /// Longest sleep without looking at the jobs table (other replicas may add jobs).
     pub max_idle: Duration,
+    /// While the directory is down, how often one probe asks whether it is
+    /// back (then every waiting job runs at once instead of waiting out its
+    /// own back-off).
+    pub probe_interval: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -33,6 +39,7 @@ impl Default for WorkerConfig {
             retry_base: Duration::from_millis(500),
             retry_cap: Duration::from_secs(60),
             max_idle: Duration::from_secs(5),
+            probe_interval: Duration::from_millis(500),
         }
     }
 }
@@ -42,6 +49,8 @@ pub struct Worker {
     owner: String,
     config: WorkerConfig,
     wake: Arc<Notify>,
+    /// Set when a job found the directory unreachable; cleared by a probe.
+    target_down: Arc<AtomicBool>,
 }
 
 impl Worker {
@@ -51,6 +60,7 @@ impl Worker {
             owner,
             config,
             wake: Arc::new(Notify::new()),
+            target_down: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -83,7 +93,8 @@ impl Worker {
             for job in jobs {
                 let app = self.app.clone();
                 let (owner, config) = (self.owner.clone(), self.config.clone());
-                set.spawn(async move { process(&app, &owner, &config, job).await });
+                let down = self.target_down.clone();
+                set.spawn(async move { process(&app, &owner, &config, &down, job).await });
             }
             while set.join_next().await.is_some() {}
         }
@@ -98,6 +109,14 @@ impl Worker {
         tracing::info!(owner = %self.owner, concurrency = self.config.concurrency, "worker started");
         loop {
             while tasks.try_join_next().is_some() {}
+            if self.target_down.load(Ordering::SeqCst) && !self.probe().await {
+                // Still down: nothing would get through; ask again shortly.
+                tokio::select! {
+                    _ = tokio::time::sleep(self.config.probe_interval) => {}
+                    _ = &mut shutdown => break,
+                }
+                continue;
+            }
             let free = permits.available_permits();
             let mut wait = self.config.max_idle;
             if free > 0 {
@@ -117,8 +136,9 @@ impl Worker {
                             let app = self.app.clone();
                             let (owner, config, wake) =
                                 (self.owner.clone(), self.config.clone(), self.wake.clone());
+                            let down = self.target_down.clone();
                             tasks.spawn(async move {
-                                process(&app, &owner, &config, job).await;
+                                process(&app, &owner, &config, &down, job).await;
                                 drop(permit);
                                 wake.notify_one();
                             });
@@ -151,6 +171,26 @@ impl Worker {
         tracing::info!(owner = %self.owner, "worker stopped");
     }
 
+    /// One request to the directory, first in line: is it back? If so,
+    /// every job waiting out a back-off is due now.
+    async fn probe(&self) -> bool {
+        let answer = in_lane(Lane::Revocation, self.app.directory.list_users(1, 1)).await;
+        match answer {
+            Err(e) if e.target_unavailable() => false,
+            _ => {
+                self.target_down.store(false, Ordering::SeqCst);
+                match self.app.store.release_retries(self.app.now()).await {
+                    Ok(n) => tracing::info!(
+                        released = n,
+                        "the directory answers again: waiting jobs run now"
+                    ),
+                    Err(e) => tracing::error!(error = %e, "releasing waiting jobs failed"),
+                }
+                true
+            }
+        }
+    }
+
     async fn until_next_due(&self) -> Duration {
         match self.app.store.next_due().await {
             Ok(Some(due)) => (due - self.app.now())
@@ -168,7 +208,7 @@ impl Worker {
     }
 }
 
-async fn process(app: &App, owner: &str, config: &WorkerConfig, job: Job) {
+async fn process(app: &App, owner: &str, config: &WorkerConfig, down: &AtomicBool, job: Job) {
     // An attempt must finish inside its lease, or another worker could claim it too.
     let budget = config.lease.mul_f64(0.8);
     let outcome = tokio::time::timeout(budget, app.run_job(&job)).await;
@@ -184,8 +224,16 @@ async fn process(app: &App, owner: &str, config: &WorkerConfig, job: Job) {
             tracing::error!(job = job.id, user = %job.user, role = %job.role, error = %e, "job failed permanently");
             app.store.fail_job(job.id, owner, now, &e.to_string()).await
         }
-        Ok(Err(e)) => retry(app, owner, config, &job, &e.to_string(), e.retry_after()).await,
-        Err(_) => retry(app, owner, config, &job, "attempt timed out", None).await,
+        Ok(Err(e)) => {
+            if e.target_unavailable() {
+                down.store(true, Ordering::SeqCst);
+            }
+            retry(app, owner, config, &job, &e.to_string(), e.retry_after()).await
+        }
+        Err(_) => {
+            down.store(true, Ordering::SeqCst);
+            retry(app, owner, config, &job, "attempt timed out", None).await
+        }
     };
     if let Err(e) = written {
         // The lease runs out and the job is claimed again: nothing is lost.

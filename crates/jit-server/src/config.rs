@@ -411,6 +411,7 @@ impl WorkerSettings {
             retry_base: Duration::from_millis(self.retry_base_ms.max(10)),
             retry_cap: Duration::from_secs(self.retry_cap_secs.max(1)),
             max_idle: Duration::from_secs(self.max_idle_secs.max(1)),
+            ..jit_app::WorkerConfig::default()
         }
     }
 }

@@ -128,6 +128,18 @@ macro_rules! job_store {
                 self.release_job(id, owner, "failed", Some(at), None, Some(error)).await
             }
 
+            async fn release_retries(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+                let done = sqlx::query(
+                    "UPDATE jobs SET next_attempt_at = $1 \
+                     WHERE status = 'pending' AND attempts > 0 AND next_attempt_at > $1 AND lease_owner IS NULL",
+                )
+                .bind(ms(now))
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
+                Ok(done.rows_affected())
+            }
+
             async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
                 let next: Option<i64> = sqlx::query_scalar(
                     "SELECT MIN(CASE WHEN lease_until IS NOT NULL AND lease_until > next_attempt_at \
