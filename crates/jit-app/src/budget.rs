@@ -59,6 +59,10 @@ struct State {
     /// Callers waiting, per lane: a lane takes a token only when no more
     /// urgent lane is waiting.
     waiting: [u32; LANES],
+    /// When each lane last took a token: a more urgent lane still at work
+    /// (a converge between its read and its write) is not waiting, but a
+    /// less urgent one yields to it for [`YIELD`] all the same.
+    taken_at: [Option<Instant>; LANES],
 }
 
 /// Counts a caller as waiting in its lane until dropped (also when the
@@ -100,6 +104,11 @@ impl Limit {
     }
 }
 
+/// How long a less urgent lane stays out of the way of a more urgent lane
+/// that took a token: long enough to cover a converge's read, decision and
+/// write.
+const YIELD: Duration = Duration::from_millis(250);
+
 /// The longest a waiter sleeps before looking again (a more urgent waiter
 /// may have left, a pause may have been lifted).
 const RECHECK: Duration = Duration::from_millis(50);
@@ -121,6 +130,7 @@ impl Budget {
                     refilled_at: Instant::now(),
                     paused_until: None,
                     waiting: [0; LANES],
+                    taken_at: [None; LANES],
                 }),
             }),
         }
@@ -143,7 +153,11 @@ impl Budget {
                 let elapsed = now.saturating_duration_since(s.refilled_at).as_secs_f64();
                 s.tokens = (s.tokens + elapsed * limit.per_second).min(limit.burst);
                 s.refilled_at = now;
-                let more_urgent = s.waiting[..lane as usize].iter().any(|n| *n > 0);
+                let more_urgent = s.waiting[..lane as usize].iter().any(|n| *n > 0)
+                    || s.taken_at[..lane as usize]
+                        .iter()
+                        .flatten()
+                        .any(|at| now.saturating_duration_since(*at) < YIELD);
                 match s.paused_until {
                     Some(until) if until > now => {
                         me.count(&mut s);
@@ -151,6 +165,7 @@ impl Budget {
                     }
                     _ if s.tokens >= 1.0 && !more_urgent => {
                         s.tokens -= 1.0;
+                        s.taken_at[lane as usize] = Some(now);
                         me.uncount(&mut s);
                         return;
                     }
@@ -223,6 +238,22 @@ mod tests {
         revoke.await.unwrap();
         sweep.await.unwrap();
         assert_eq!(*order.lock().unwrap(), ["revocation", "sweep"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sweep_yields_to_a_revocation_still_at_work() {
+        let budget = Budget::per_minute(6000, 100);
+        budget.acquire(Lane::Revocation).await; // a converge read; its write follows
+        let t0 = Instant::now();
+        budget.acquire(Lane::Sweep).await;
+        assert!(t0.elapsed() >= YIELD, "{:?}", t0.elapsed());
+        let t1 = Instant::now();
+        budget.acquire(Lane::Revocation).await;
+        assert_eq!(
+            t1.elapsed(),
+            Duration::ZERO,
+            "the revocation never waits for the sweep"
+        );
     }
 
     #[tokio::test(start_paused = true)]
