@@ -153,6 +153,13 @@ impl Budget {
                 let elapsed = now.saturating_duration_since(s.refilled_at).as_secs_f64();
                 s.tokens = (s.tokens + elapsed * limit.per_second).min(limit.burst);
                 s.refilled_at = now;
+                // Sweeps and reports spend only the steady rate: the burst
+                // stays for revocations and activations that arrive mid-sweep.
+                let needed = if lane >= Lane::Sweep {
+                    limit.burst
+                } else {
+                    1.0
+                };
                 let more_urgent = s.waiting[..lane as usize].iter().any(|n| *n > 0)
                     || s.taken_at[..lane as usize]
                         .iter()
@@ -163,7 +170,7 @@ impl Budget {
                         me.count(&mut s);
                         until - now
                     }
-                    _ if s.tokens >= 1.0 && !more_urgent => {
+                    _ if s.tokens >= needed && !more_urgent => {
                         s.tokens -= 1.0;
                         s.taken_at[lane as usize] = Some(now);
                         me.uncount(&mut s);
@@ -171,7 +178,7 @@ impl Budget {
                     }
                     _ => {
                         me.count(&mut s);
-                        let missing = (1.0 - s.tokens).max(0.0);
+                        let missing = (needed - s.tokens).max(0.0);
                         Duration::from_secs_f64(missing / limit.per_second)
                     }
                 }
@@ -254,6 +261,28 @@ mod tests {
             Duration::ZERO,
             "the revocation never waits for the sweep"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sweep_leaves_the_burst_to_revocations() {
+        let budget = Budget::per_minute(60, 3);
+        // A sweep at full speed never takes the last of the burst...
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            budget.acquire(Lane::Sweep).await;
+        }
+        assert!(
+            t0.elapsed() >= Duration::from_millis(1990),
+            "{:?}",
+            t0.elapsed()
+        );
+        // ...so revocations arriving now find it (after the yield window).
+        tokio::time::sleep(YIELD).await;
+        let t1 = Instant::now();
+        for _ in 0..2 {
+            budget.acquire(Lane::Revocation).await;
+        }
+        assert_eq!(t1.elapsed(), Duration::ZERO);
     }
 
     #[tokio::test(start_paused = true)]
