@@ -180,9 +180,9 @@ impl Tenant {
         v["id"].as_str().expect("id").to_owned()
     }
 
-    /// Adds a role behind the broker's back, as an admin or another system would.
-    pub async fn add_role(&self, user_name: &str, role: &str) {
-        let v: Value = self
+    /// The user as the server holds it, read directly (not through the broker).
+    async fn user(&self, user_name: &str) -> Value {
+        let mut list: Value = self
             .http
             .get(format!("{}/Users", self.base_url))
             .query(&[("filter", format!("userName eq \"{user_name}\""))])
@@ -193,7 +193,13 @@ impl Tenant {
             .json()
             .await
             .expect("list JSON");
-        let id = v["Resources"][0]["id"].as_str().expect("user id");
+        list["Resources"][0].take()
+    }
+
+    /// Adds a role behind the broker's back, as an admin or another system would.
+    pub async fn add_role(&self, user_name: &str, role: &str) {
+        let user = self.user(user_name).await;
+        let id = user["id"].as_str().expect("user id");
         let patch = json!({
             "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
             "Operations": [{"op": "add", "path": "roles", "value": [{"value": role}]}],
@@ -215,18 +221,7 @@ impl Tenant {
 
     /// The roles the server holds for a user, read directly (not through the broker).
     pub async fn roles_of(&self, user_name: &str) -> Vec<String> {
-        let v: Value = self
-            .http
-            .get(format!("{}/Users", self.base_url))
-            .query(&[("filter", format!("userName eq \"{user_name}\""))])
-            .bearer_auth(SCIM_TOKEN)
-            .send()
-            .await
-            .expect("GET /Users")
-            .json()
-            .await
-            .expect("list JSON");
-        let mut roles: Vec<String> = v["Resources"][0]["roles"]
+        let mut roles: Vec<String> = self.user(user_name).await["roles"]
             .as_array()
             .into_iter()
             .flatten()

@@ -166,6 +166,23 @@ async fn removals(store: &dyn Store, n: usize) -> (Vec<f64>, DateTime<Utc>) {
     }
 }
 
+/// A fresh tenant holding `users` (with `roles`), the budget-enforcing proxy
+/// in front of it, and a broker on a fresh database behind that.
+async fn scenario(
+    users: &[String],
+    roles: &[&str],
+    budget: u32,
+) -> (Tenant, ScimProxy, jit_server::Running, ServiceNow) {
+    let tenant = Tenant::new();
+    for u in users {
+        tenant.create_user(u, roles).await;
+    }
+    let proxy = ScimProxy::start(&tenant.base_url, Some(budget)).await;
+    let db = fresh_database(Backend::Sqlite).await;
+    let (running, servicenow) = broker(&proxy.base_url, budget, &db).await;
+    (tenant, proxy, running, servicenow)
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args = Args::parse();
@@ -177,13 +194,7 @@ async fn main() {
 
     // 1 + 2a: a grant's whole life, no sweep.
     let users: Vec<String> = (0..args.grants).map(|i| user("life", i)).collect();
-    let tenant = Tenant::new();
-    for u in &users {
-        tenant.create_user(u, &["Employee"]).await;
-    }
-    let proxy = ScimProxy::start(&tenant.base_url, Some(args.budget)).await;
-    let db = fresh_database(Backend::Sqlite).await;
-    let (running, _sn) = broker(&proxy.base_url, args.budget, &db).await;
+    let (_tenant, proxy, running, _sn) = scenario(&users, &["Employee"], args.budget).await;
     let now = Utc::now().trunc_subsecs(3);
     let end = now
         + TimeDelta::seconds(20 + (args.grants as i64 * 4) / i64::from(args.budget / 60).max(1));
@@ -253,13 +264,8 @@ async fn main() {
 
     // 3: the target down across expiries.
     let users: Vec<String> = (0..args.outage_grants).map(|i| user("out", i)).collect();
-    let tenant = Tenant::new();
-    for u in &users {
-        tenant.create_user(u, &["Employee", "Master Admin"]).await;
-    }
-    let proxy = ScimProxy::start(&tenant.base_url, Some(args.budget)).await;
-    let db = fresh_database(Backend::Sqlite).await;
-    let (running, _sn) = broker(&proxy.base_url, args.budget, &db).await;
+    let (_tenant, proxy, running, _sn) =
+        scenario(&users, &["Employee", "Master Admin"], args.budget).await;
     let now = Utc::now().trunc_subsecs(3);
     let end = now + TimeDelta::seconds(5);
     grants(running.app.store.as_ref(), &users, true, now, end).await;
@@ -283,13 +289,8 @@ async fn main() {
 
     // 4: a storm of grants expiring together.
     let users: Vec<String> = (0..args.storm).map(|i| user("storm", i)).collect();
-    let tenant = Tenant::new();
-    for u in &users {
-        tenant.create_user(u, &["Employee", "Master Admin"]).await;
-    }
-    let proxy = ScimProxy::start(&tenant.base_url, Some(args.budget)).await;
-    let db = fresh_database(Backend::Sqlite).await;
-    let (running, _sn) = broker(&proxy.base_url, args.budget, &db).await;
+    let (_tenant, proxy, running, _sn) =
+        scenario(&users, &["Employee", "Master Admin"], args.budget).await;
     let now = Utc::now().trunc_subsecs(3);
     let end = now + TimeDelta::seconds(3);
     grants(running.app.store.as_ref(), &users, true, now, end).await;
