@@ -42,19 +42,25 @@ async fn post_form(http: &reqwest::Client, url: &str, form: &[(&str, &str)]) -> 
     (status, location.unwrap_or(res.text().await.unwrap()))
 }
 
-async fn grants_of(app: &WebApp, user: &str) -> Vec<Value> {
-    let res: Value = reqwest::Client::new()
-        .get(format!("{}/api/v1/grants?user={user}", app.base))
+/// A GET on the broker's API with the admin key.
+async fn api_get(app: &WebApp, path: &str) -> Value {
+    reqwest::Client::new()
+        .get(format!("{}/api/v1/{path}", app.base))
         .bearer_auth(API_KEY)
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
-    res["items"].as_array().cloned().unwrap_or_default()
+        .unwrap()
 }
 
+async fn grants_of(app: &WebApp, user: &str) -> Vec<Value> {
+    api_get(app, &format!("grants?user={user}")).await["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
 /// Waits (bounded) until `check` holds: real time must pass for the worker.
 async fn wait_until<F, Fut>(what: &str, mut check: F)
 where
@@ -630,13 +636,5 @@ async fn provider_sign_in(b: &fantoccini::Client, login: &str) {
 }
 
 async fn grant(app: &WebApp, id: &str) -> Value {
-    reqwest::Client::new()
-        .get(format!("{}/api/v1/grants/{id}", app.base))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    api_get(app, &format!("grants/{id}")).await
 }

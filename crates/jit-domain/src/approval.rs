@@ -337,15 +337,21 @@ pub fn validate_extension(
 }
 
 /// The latest end an extension could reach (the role's maximum from the
-/// start, the change's end), for a form's hint.
+/// start, the change's end; none past the current end where the policy
+/// wants a new request), for a form's hint and whether to offer one.
 pub fn longest_extension(
     grant: &Grant,
     policy: &Policy,
     ticket: Option<&ChangeTicket>,
 ) -> DateTime<Utc> {
-    let by_role = policy
-        .role(&grant.role)
-        .map_or(grant.expires_at, |rp| grant.starts_at + rp.max_duration);
+    let by_role = policy.role(&grant.role).map_or(grant.expires_at, |rp| {
+        if rp.extension_needs_approval {
+            // Not extended in place: a longer window is a new request.
+            grant.expires_at
+        } else {
+            grant.starts_at + rp.max_duration
+        }
+    });
     let by_change = ticket.and_then(|t| t.end_date).unwrap_or(by_role);
     by_role.min(by_change).max(grant.expires_at)
 }
@@ -593,6 +599,15 @@ approver_users = ["boss@example.com"]
         assert_eq!(
             rules(g.extension(&strict, None, t(5400), t(100))),
             ["needs_approval"]
+        );
+        assert_eq!(
+            longest_extension(&g, &p, None),
+            g.starts_at + TimeDelta::hours(2)
+        );
+        assert_eq!(
+            longest_extension(&g, &strict, None),
+            g.expires_at,
+            "nothing to offer"
         );
         let mut ended = g.clone();
         ended.state = GrantState::Ended;

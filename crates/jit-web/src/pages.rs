@@ -169,13 +169,7 @@ impl GrantView {
                 _ => String::new(),
             },
             can_drop: live || g.state == GrantState::PendingApproval,
-            can_extend: live
-                && limit > g.expires_at
-                && !web
-                    .app
-                    .policy
-                    .role(&g.role)
-                    .is_some_and(|r| r.extension_needs_approval),
+            can_extend: live && limit > g.expires_at,
             extend_limit: when(limit),
             approvals: g
                 .decision
