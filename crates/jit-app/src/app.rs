@@ -14,7 +14,7 @@ use jit_domain::{
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::budget::{Lane, in_lane};
+use crate::budget::{Lane, Turn, on_turn};
 use crate::error::AppError;
 use crate::ports::{
     Clock, Directory, DirectoryError, GrantFilter, GrantMark, Job, NewAudit, NewJob, Store,
@@ -351,6 +351,10 @@ impl App {
         };
         let mut conflicts = 0;
         let mut writes = 0;
+        // One place in the directory budget's queue for every call below, so
+        // that a converge which has read goes on to write before converges
+        // begun after it read.
+        let begun = Turn::begin(Lane::Activation);
         loop {
             if writes == MAX_WRITES_PER_CONVERGE {
                 return Err(ConvergeError::Unsettled(writes));
@@ -362,12 +366,12 @@ impl App {
                 return Ok(report);
             }
             // Taking a role away goes first in the directory budget.
-            let lane = if decision == Desired::Absent {
+            let turn = begun.in_lane(if decision == Desired::Absent {
                 Lane::Revocation
             } else {
                 Lane::Activation
-            };
-            let current = in_lane(lane, self.directory.find_user(user)).await?;
+            });
+            let current = on_turn(turn, self.directory.find_user(user)).await?;
             report.directory_id = Some(current.id.clone());
             let holds = current.holds(role);
             report.held.get_or_insert(holds);
@@ -376,7 +380,7 @@ impl App {
                 return Ok(report);
             };
             let answered =
-                match in_lane(lane, self.directory.change_role(&current, role, change)).await {
+                match on_turn(turn, self.directory.change_role(&current, role, change)).await {
                     Err(DirectoryError::VersionConflict(_))
                         if conflicts + 1 < VERSION_CONFLICT_ATTEMPTS =>
                     {
@@ -393,7 +397,7 @@ impl App {
             // one; otherwise read the user again.
             let after = match answered {
                 Some(user) => user,
-                None => in_lane(lane, self.directory.get_user(&current.id)).await?,
+                None => on_turn(turn, self.directory.get_user(&current.id)).await?,
             };
             let still_held = after.holds(role);
             if still_held != (change == RoleChange::Add) {

@@ -4,10 +4,18 @@
 //! reports, with priority lanes (a sweep never takes a request slot a waiting
 //! revocation could have), and fed by the target's own 429 answers so that
 //! one refusal slows every caller, not only the one that got it.
+//!
+//! Within a lane, callers are served in the order their [`Turn`] began: a
+//! converge keeps one turn for its read and its write, so a write already
+//! under way goes before the reads of converges that started after it, and no
+//! caller waits longer than the callers ahead of it.
 
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// Who is asking, most urgent first.
@@ -25,19 +33,50 @@ pub enum Lane {
 
 const LANES: usize = 4;
 
+/// A place in the budget's queue: the lane, then when the work began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Turn {
+    pub lane: Lane,
+    order: u64,
+}
+
+static NEXT_ORDER: AtomicU64 = AtomicU64::new(0);
+
+impl Turn {
+    /// A turn behind every turn begun before it in the same lane.
+    pub fn begin(lane: Lane) -> Self {
+        Self {
+            lane,
+            order: NEXT_ORDER.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// The same place in the queue, in another lane (a converge whose
+    /// decision changed between two of its writes).
+    pub fn in_lane(self, lane: Lane) -> Self {
+        Self { lane, ..self }
+    }
+}
+
 tokio::task_local! {
-    /// The lane of the directory calls made by the current task.
-    static LANE: Lane;
+    /// The turn of the directory calls made by the current task.
+    static TURN: Turn;
 }
 
-/// Runs `fut` with its directory calls in `lane`.
+/// Runs `fut` with its directory calls on `turn`.
+pub async fn on_turn<F: std::future::Future>(turn: Turn, fut: F) -> F::Output {
+    TURN.scope(turn, fut).await
+}
+
+/// Runs `fut` with its directory calls in `lane`, on a turn begun now.
 pub async fn in_lane<F: std::future::Future>(lane: Lane, fut: F) -> F::Output {
-    LANE.scope(lane, fut).await
+    on_turn(Turn::begin(lane), fut).await
 }
 
-/// The lane of the current task's directory calls (activation by default).
-pub fn current_lane() -> Lane {
-    LANE.try_with(|l| *l).unwrap_or(Lane::Activation)
+/// The current task's turn (an activation begun now by default).
+pub fn current_turn() -> Turn {
+    TURN.try_with(|t| *t)
+        .unwrap_or_else(|_| Turn::begin(Lane::Activation))
 }
 
 /// A token bucket with priority lanes; `unlimited` spends nothing.
@@ -49,52 +88,38 @@ struct Limit {
     per_second: f64,
     burst: f64,
     state: Mutex<State>,
+    /// Told whenever the head of the queue may have changed.
+    moved: Notify,
 }
+
+/// A waiter's key: its turn, then a tie-breaker unique to the call.
+type Key = (Turn, u64);
 
 struct State {
     tokens: f64,
     refilled_at: Instant,
     /// A 429 said to wait: nobody asks before this.
     paused_until: Option<Instant>,
-    /// Callers waiting, per lane: a lane takes a token only when no more
-    /// urgent lane is waiting.
-    waiting: [u32; LANES],
+    /// Callers waiting, most urgent first; only the first may take a token.
+    queue: BTreeSet<Key>,
+    next_call: u64,
     /// When each lane last took a token: a more urgent lane still at work
     /// (a converge between its read and its write) is not waiting, but a
     /// less urgent one yields to it for [`YIELD`] all the same.
     taken_at: [Option<Instant>; LANES],
 }
 
-/// Counts a caller as waiting in its lane until dropped (also when the
-/// waiting future is cancelled).
-struct Waiting<'a> {
+/// Keeps a caller in the queue until dropped (also when the waiting future
+/// is cancelled), and tells the others when it leaves.
+struct Queued<'a> {
     limit: &'a Limit,
-    lane: usize,
-    counted: bool,
+    key: Key,
 }
 
-impl Waiting<'_> {
-    fn count(&mut self, state: &mut State) {
-        if !self.counted {
-            state.waiting[self.lane] += 1;
-            self.counted = true;
-        }
-    }
-
-    fn uncount(&mut self, state: &mut State) {
-        if self.counted {
-            state.waiting[self.lane] -= 1;
-            self.counted = false;
-        }
-    }
-}
-
-impl Drop for Waiting<'_> {
+impl Drop for Queued<'_> {
     fn drop(&mut self) {
-        if self.counted {
-            let mut state = self.limit.lock();
-            state.waiting[self.lane] -= 1;
-        }
+        self.limit.lock().queue.remove(&self.key);
+        self.limit.moved.notify_waiters();
     }
 }
 
@@ -109,9 +134,9 @@ impl Limit {
 /// write.
 const YIELD: Duration = Duration::from_millis(250);
 
-/// The longest a waiter sleeps before looking again (a more urgent waiter
-/// may have left, a pause may have been lifted).
-const RECHECK: Duration = Duration::from_millis(50);
+/// The longest a waiter sleeps without looking again (a pause may have been
+/// lifted); the queue's changes wake it sooner.
+const RECHECK: Duration = Duration::from_millis(500);
 
 impl Budget {
     pub fn unlimited() -> Self {
@@ -129,24 +154,33 @@ impl Budget {
                     tokens: burst,
                     refilled_at: Instant::now(),
                     paused_until: None,
-                    waiting: [0; LANES],
+                    queue: BTreeSet::new(),
+                    next_call: 0,
                     taken_at: [None; LANES],
                 }),
+                moved: Notify::new(),
             }),
         }
     }
 
-    /// Waits until `lane` may make one request, and spends it.
-    pub async fn acquire(&self, lane: Lane) {
+    /// Waits until `turn` may make one request, and spends it.
+    pub async fn acquire(&self, turn: Turn) {
         let Some(limit) = &self.limit else {
             return;
         };
-        let mut me = Waiting {
-            limit,
-            lane: lane as usize,
-            counted: false,
+        let lane = turn.lane;
+        let queued = {
+            let mut s = limit.lock();
+            let key = (turn, s.next_call);
+            s.next_call += 1;
+            s.queue.insert(key);
+            Queued { limit, key }
         };
         loop {
+            // Listen before looking, so a change between the two is not lost.
+            let moved = limit.moved.notified();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
             let wait = {
                 let mut s = limit.lock();
                 let now = Instant::now();
@@ -160,30 +194,34 @@ impl Budget {
                 } else {
                     1.0
                 };
-                let more_urgent = s.waiting[..lane as usize].iter().any(|n| *n > 0)
-                    || s.taken_at[..lane as usize]
-                        .iter()
-                        .flatten()
-                        .any(|at| now.saturating_duration_since(*at) < YIELD);
+                let yield_for = s.taken_at[..lane as usize]
+                    .iter()
+                    .flatten()
+                    .map(|at| YIELD.saturating_sub(now.saturating_duration_since(*at)))
+                    .max()
+                    .unwrap_or(Duration::ZERO);
+                let first = s.queue.first() == Some(&queued.key);
                 match s.paused_until {
-                    Some(until) if until > now => {
-                        me.count(&mut s);
-                        until - now
-                    }
-                    _ if s.tokens >= needed && !more_urgent => {
+                    _ if !first => RECHECK,
+                    Some(until) if until > now => until - now,
+                    _ if yield_for > Duration::ZERO => yield_for,
+                    _ if s.tokens >= needed => {
                         s.tokens -= 1.0;
                         s.taken_at[lane as usize] = Some(now);
-                        me.uncount(&mut s);
+                        drop(s);
+                        drop(queued); // the next in line looks now
                         return;
                     }
                     _ => {
-                        me.count(&mut s);
-                        let missing = (needed - s.tokens).max(0.0);
+                        let missing = needed - s.tokens;
                         Duration::from_secs_f64(missing / limit.per_second)
                     }
                 }
             };
-            tokio::time::sleep(wait.clamp(Duration::from_millis(1), RECHECK)).await;
+            tokio::select! {
+                _ = tokio::time::sleep(wait.clamp(Duration::from_millis(1), RECHECK)) => {}
+                _ = moved => {}
+            }
         }
     }
 
@@ -212,7 +250,7 @@ mod tests {
         let budget = Budget::per_minute(60, 2);
         let t0 = Instant::now();
         for _ in 0..4 {
-            budget.acquire(Lane::Activation).await;
+            budget.acquire(Turn::begin(Lane::Activation)).await;
         }
         // Two at once, then one a second.
         let took = t0.elapsed();
@@ -225,12 +263,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_waiting_revocation_goes_before_a_waiting_sweep() {
         let budget = Arc::new(Budget::per_minute(60, 1));
-        budget.acquire(Lane::Sweep).await; // the burst is spent
+        budget.acquire(Turn::begin(Lane::Sweep)).await; // the burst is spent
         let order = Arc::new(Mutex::new(Vec::new()));
         let sweep = {
             let (b, o) = (budget.clone(), order.clone());
             tokio::spawn(async move {
-                b.acquire(Lane::Sweep).await;
+                b.acquire(Turn::begin(Lane::Sweep)).await;
                 o.lock().unwrap().push("sweep");
             })
         };
@@ -238,7 +276,7 @@ mod tests {
         let revoke = {
             let (b, o) = (budget.clone(), order.clone());
             tokio::spawn(async move {
-                b.acquire(Lane::Revocation).await;
+                b.acquire(Turn::begin(Lane::Revocation)).await;
                 o.lock().unwrap().push("revocation");
             })
         };
@@ -250,12 +288,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_sweep_yields_to_a_revocation_still_at_work() {
         let budget = Budget::per_minute(6000, 100);
-        budget.acquire(Lane::Revocation).await; // a converge read; its write follows
+        budget.acquire(Turn::begin(Lane::Revocation)).await; // a converge read; its write follows
         let t0 = Instant::now();
-        budget.acquire(Lane::Sweep).await;
+        budget.acquire(Turn::begin(Lane::Sweep)).await;
         assert!(t0.elapsed() >= YIELD, "{:?}", t0.elapsed());
         let t1 = Instant::now();
-        budget.acquire(Lane::Revocation).await;
+        budget.acquire(Turn::begin(Lane::Revocation)).await;
         assert_eq!(
             t1.elapsed(),
             Duration::ZERO,
@@ -269,7 +307,7 @@ mod tests {
         // A sweep at full speed never takes the last of the burst...
         let t0 = Instant::now();
         for _ in 0..3 {
-            budget.acquire(Lane::Sweep).await;
+            budget.acquire(Turn::begin(Lane::Sweep)).await;
         }
         assert!(
             t0.elapsed() >= Duration::from_millis(1990),
@@ -280,9 +318,53 @@ mod tests {
         tokio::time::sleep(YIELD).await;
         let t1 = Instant::now();
         for _ in 0..2 {
-            budget.acquire(Lane::Revocation).await;
+            budget.acquire(Turn::begin(Lane::Revocation)).await;
         }
         assert_eq!(t1.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn callers_in_one_lane_are_served_in_the_order_their_turns_began() {
+        let budget = Arc::new(Budget::per_minute(60, 1));
+        budget.acquire(Turn::begin(Lane::Revocation)).await; // the burst is spent
+        let order = Arc::new(Mutex::new(Vec::new()));
+        // Three converges begin in order; the first has made its read and
+        // comes back for its write after the others are already waiting.
+        let turns: Vec<Turn> = (0..3).map(|_| Turn::begin(Lane::Revocation)).collect();
+        let mut tasks = Vec::new();
+        for (i, turn) in turns.iter().enumerate().skip(1).rev() {
+            let (b, o, turn) = (budget.clone(), order.clone(), *turn);
+            tasks.push(tokio::spawn(async move {
+                b.acquire(turn).await;
+                o.lock().unwrap().push(i);
+            }));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        budget.acquire(turns[0]).await;
+        order.lock().unwrap().push(0);
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), [0, 1, 2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_waiter_does_not_hold_up_the_queue() {
+        let budget = Arc::new(Budget::per_minute(60, 1));
+        budget.acquire(Turn::begin(Lane::Activation)).await;
+        let first = {
+            let b = budget.clone();
+            tokio::spawn(async move { b.acquire(Turn::begin(Lane::Activation)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let t0 = Instant::now();
+        let second = {
+            let b = budget.clone();
+            tokio::spawn(async move { b.acquire(Turn::begin(Lane::Activation)).await })
+        };
+        first.abort();
+        second.await.unwrap();
+        assert!(t0.elapsed() <= Duration::from_secs(1), "{:?}", t0.elapsed());
     }
 
     #[tokio::test(start_paused = true)]
@@ -290,12 +372,12 @@ mod tests {
         let budget = Budget::per_minute(6000, 100);
         budget.back_off(Duration::from_secs(2));
         let t0 = Instant::now();
-        budget.acquire(Lane::Revocation).await;
+        budget.acquire(Turn::begin(Lane::Revocation)).await;
         assert!(t0.elapsed() >= Duration::from_secs(2));
         let unlimited = Budget::unlimited();
         unlimited.back_off(Duration::from_secs(60));
         let t1 = Instant::now();
-        unlimited.acquire(Lane::Report).await;
+        unlimited.acquire(Turn::begin(Lane::Report)).await;
         assert_eq!(t1.elapsed(), Duration::ZERO);
     }
 }

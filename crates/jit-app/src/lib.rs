@@ -13,7 +13,7 @@ pub mod worker;
 
 pub use app::{App, ConvergeError, ConvergeReport, Requester, SYSTEM_ACTOR};
 pub use approvals::Person;
-pub use budget::{Budget, Lane};
+pub use budget::{Budget, Lane, Turn};
 pub use clock::{ManualClock, SystemClock};
 pub use error::AppError;
 pub use mailer::{Mailer, MailerConfig};

@@ -44,6 +44,28 @@ impl Default for WorkerConfig {
     }
 }
 
+impl WorkerConfig {
+    /// No more jobs in flight than a budget of `per_minute` directory
+    /// requests serves well inside one attempt: a job queued behind the
+    /// others for the budget must not run out of time and retry, spending
+    /// the budget twice. Each job is counted at two requests (a read and a
+    /// write), with half the attempt kept spare for sweeps and retries.
+    pub fn within_budget(mut self, per_minute: Option<u32>) -> Self {
+        if let Some(per_minute) = per_minute {
+            let per_attempt = f64::from(per_minute) / 60.0 * self.attempt_time().as_secs_f64();
+            let serves = (per_attempt / 2.0 / 2.0).floor() as usize;
+            self.concurrency = self.concurrency.min(serves).max(1);
+        }
+        self
+    }
+
+    /// An attempt must finish inside its lease, or another worker could
+    /// claim the job too.
+    fn attempt_time(&self) -> Duration {
+        self.lease.mul_f64(0.8)
+    }
+}
+
 pub struct Worker {
     app: Arc<App>,
     owner: String,
@@ -209,9 +231,7 @@ impl Worker {
 }
 
 async fn process(app: &App, owner: &str, config: &WorkerConfig, down: &AtomicBool, job: Job) {
-    // An attempt must finish inside its lease, or another worker could claim it too.
-    let budget = config.lease.mul_f64(0.8);
-    let outcome = tokio::time::timeout(budget, app.run_job(&job)).await;
+    let outcome = tokio::time::timeout(config.attempt_time(), app.run_job(&job)).await;
     let now = app.now();
     let written = match outcome {
         Ok(Ok(report)) => {
@@ -260,4 +280,21 @@ async fn retry(
                    retry_in_ms = delay.as_millis() as u64, error, "job will be retried");
     let next = app.now() + TimeDelta::from_std(delay).unwrap_or(TimeDelta::seconds(60));
     app.store.retry_job(job.id, owner, next, error).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_in_flight_fit_the_directory_budget() {
+        let config = WorkerConfig::default(); // 32 at once, 30 s lease
+        // 270 a minute (Genesys's 300 less the headroom): 4.5 a second for
+        // 24 s is 108 requests, 54 jobs, half of them kept spare.
+        assert_eq!(config.clone().within_budget(Some(270)).concurrency, 27);
+        assert_eq!(config.clone().within_budget(Some(60)).concurrency, 6);
+        assert_eq!(config.clone().within_budget(Some(1)).concurrency, 1);
+        assert_eq!(config.clone().within_budget(Some(6000)).concurrency, 32);
+        assert_eq!(config.within_budget(None).concurrency, 32);
+    }
 }

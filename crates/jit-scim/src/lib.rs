@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use jit_app::budget::current_lane;
+use jit_app::budget::current_turn;
 use jit_app::{Budget, Directory, DirectoryError, DirectoryPage, DirectoryUser, OAuthClientRoles};
 use jit_domain::{RoleChange, RoleName, UserName};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, header};
@@ -377,7 +377,7 @@ impl ScimClient {
         let mut refreshed = false;
         loop {
             let token = self.bearer(refreshed).await?;
-            self.budget.acquire(current_lane()).await;
+            self.budget.acquire(current_turn()).await;
             let request = self
                 .http
                 .request(method.clone(), url.clone())

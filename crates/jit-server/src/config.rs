@@ -178,6 +178,13 @@ impl ScimSettings {
             (None, ScimProfile::Generic) => None,
         }
     }
+
+    /// The pace the broker keeps: 10 % below the target's limit, so that
+    /// arrival jitter never turns it into the target's 429.
+    pub fn pace_per_minute(&self) -> Option<u32> {
+        self.budget_per_minute()
+            .map(|limit| (limit.saturating_mul(9) / 10).max(1))
+    }
 }
 
 impl Default for ScimSettings {

@@ -87,13 +87,9 @@ pub fn directory_from_config(config: &Config) -> anyhow::Result<ScimClient> {
         scim.users_path = p.clone();
     }
     scim.timeout = timeout;
-    // 10 % below the target's limit, so that arrival jitter never turns the
-    // broker's pace into the target's 429; one second of burst.
-    let budget = match s.budget_per_minute() {
-        Some(limit) => {
-            let pace = (limit.saturating_mul(9) / 10).max(1);
-            jit_app::Budget::per_minute(pace, pace.div_ceil(60))
-        }
+    // One second of burst.
+    let budget = match s.pace_per_minute() {
+        Some(pace) => jit_app::Budget::per_minute(pace, pace.div_ceil(60)),
         None => jit_app::Budget::unlimited(),
     };
     Ok(ScimClient::new(scim)?.with_budget(Arc::new(budget)))
@@ -313,7 +309,10 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
     let worker = Arc::new(Worker::new(
         app.clone(),
         owner.clone(),
-        config.worker.to_worker_config(),
+        config
+            .worker
+            .to_worker_config()
+            .within_budget(config.scim.pace_per_minute()),
     ));
     let worker_wake = worker.waker();
     let pages = web_from_config(&config, dev, addr, app.clone(), worker_wake.clone()).await?;
