@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use jit_domain::SweepKind;
 use jit_e2e::Backend;
 use jit_e2e::app::{Stack, scim_client};
 use jit_scim::{ScimAuth, ScimClient, ScimConfig};
@@ -413,6 +414,7 @@ async fn a_rate_limited_directory_page_is_retried_after_retry_after() {
     let run = stack
         .app
         .reconcile(
+            SweepKind::Deep,
             "test",
             false,
             "sweeper",
@@ -479,7 +481,7 @@ async fn oauth_clients_holding_privileged_roles_are_reported_not_stripped() {
     };
     let run = stack
         .app
-        .reconcile("test", false, "sweeper", &config)
+        .reconcile(SweepKind::Deep, "test", false, "sweeper", &config)
         .await
         .unwrap();
     assert_eq!(

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use chrono::TimeDelta;
+use jit_domain::SweepKind;
 use jit_e2e::app::{Stack, t0};
 use jit_e2e::{Backend, SmtpPeer};
 use jit_notify::Recipients;
@@ -85,7 +86,7 @@ async fn each_event_kind_reaches_its_recipients_with_its_content() {
     };
     let run = stack
         .app
-        .reconcile("test", false, "sweeper", &config)
+        .reconcile(SweepKind::Deep, "test", false, "sweeper", &config)
         .await
         .unwrap();
     assert_eq!(run.findings, 1);
@@ -226,7 +227,7 @@ async fn a_many_finding_sweep_is_one_digest() {
     };
     stack
         .app
-        .reconcile("test", false, "sweeper", &config)
+        .reconcile(SweepKind::Deep, "test", false, "sweeper", &config)
         .await
         .unwrap();
     mailer.run_due().await.unwrap();

@@ -1,6 +1,9 @@
 //! The reconciler against the real SCIM server: standing privilege and role
 //! accumulation are stripped, break-glass is reported and kept, a dry run
 //! changes nothing, and a grant activated during a sweep keeps its role.
+//! The holders sweep asks who holds each privileged role (the real server's
+//! `roles.value` filter, or the Genesys Platform API stand-in answering from
+//! it) and costs requests per role and holder, not per user of the org.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,8 +15,9 @@ use jit_app::{
     AppError, Directory, DirectoryError, DirectoryPage, DirectoryUser, ReconcileConfig, Worker,
     WorkerConfig,
 };
-use jit_domain::{RoleChange, RoleName, UserName};
-use jit_e2e::app::{READER_KEY, Stack, scim_client, spawn_app};
+use jit_domain::{RoleChange, RoleName, SweepKind, UserName};
+use jit_e2e::app::{READER_KEY, Stack, scim_client, spawn_app, spawn_app_with};
+use jit_e2e::proxy::ScimProxy;
 use jit_e2e::{Backend, Tenant};
 use rstest::rstest;
 use serde_json::json;
@@ -32,16 +36,32 @@ fn config() -> ReconcileConfig {
 /// expiry never ran (broker down past the grace). breakglass: exempt.
 /// carol: baseline only.
 async fn seeded(backend: Backend) -> (Stack, Tenant) {
-    let (stack, tenant) = Stack::with_users(
-        backend,
-        &[
-            ("alice@example.com", &["Employee", ADMIN]),
-            ("bob@example.com", &["Employee"]),
-            ("breakglass@example.com", &[ADMIN]),
-            ("carol@example.com", &["Employee", "Supervisor"]),
-        ],
-    )
-    .await;
+    let tenant = Tenant::new();
+    let directory = Arc::new(scim_client(&tenant.base_url, Duration::from_secs(5)));
+    let stack = seed(backend, &tenant, directory).await;
+    (stack, tenant)
+}
+
+/// [`seeded`], with the broker reaching the tenant through a counting proxy,
+/// as a generic SCIM target or as Genesys Cloud (holders from the Platform
+/// API stand-in).
+async fn seeded_behind_proxy(backend: Backend, genesys: bool) -> (Stack, Tenant, ScimProxy) {
+    let tenant = Tenant::new();
+    let proxy = ScimProxy::start(&tenant.base_url, None).await;
+    let stack = seed(backend, &tenant, Arc::new(proxy.client(genesys))).await;
+    (stack, tenant, proxy)
+}
+
+async fn seed(backend: Backend, tenant: &Tenant, directory: Arc<dyn Directory>) -> Stack {
+    for (name, roles) in [
+        ("alice@example.com", &["Employee", ADMIN][..]),
+        ("bob@example.com", &["Employee"]),
+        ("breakglass@example.com", &[ADMIN]),
+        ("carol@example.com", &["Employee", "Supervisor"]),
+    ] {
+        tenant.create_user(name, roles).await;
+    }
+    let stack = Stack::new(backend, directory).await;
     stack
         .request(
             json!({"user": "bob@example.com", "role": ADMIN, "ticket": "CHG0000100",
@@ -56,7 +76,7 @@ async fn seeded(backend: Backend) -> (Stack, Tenant) {
             .contains(&ADMIN.to_owned())
     );
     stack.advance(10 * 60 + 120); // past expiry and the 60 s grace, no job run
-    (stack, tenant)
+    stack
 }
 
 #[rstest]
@@ -70,12 +90,12 @@ async fn one_sweep_strips_what_is_held_without_cause_and_keeps_break_glass(
     // One sweep at a time: a second owner is refused while the lease is held.
     let first = stack
         .app
-        .begin_reconcile("test", false, "replica-a", &config())
+        .begin_reconcile(SweepKind::Deep, "test", false, "replica-a", &config())
         .await
         .unwrap();
     let busy = stack
         .app
-        .begin_reconcile("test", false, "replica-b", &config())
+        .begin_reconcile(SweepKind::Deep, "test", false, "replica-b", &config())
         .await;
     assert!(matches!(busy, Err(AppError::Busy(_))), "{busy:?}");
     let run = stack
@@ -134,7 +154,7 @@ async fn one_sweep_strips_what_is_held_without_cause_and_keeps_break_glass(
     tenant.add_role("alice@example.com", ADMIN).await;
     let again = stack
         .app
-        .reconcile("test", false, "replica-b", &config())
+        .reconcile(SweepKind::Deep, "test", false, "replica-b", &config())
         .await
         .unwrap();
     assert_eq!(
@@ -188,7 +208,7 @@ async fn a_role_put_back_by_hand_is_stripped_every_time_and_the_pattern_raised_o
     let sweep = || async {
         stack
             .app
-            .reconcile("test", false, "sweeper", &config())
+            .reconcile(SweepKind::Deep, "test", false, "sweeper", &config())
             .await
             .unwrap()
     };
@@ -282,7 +302,7 @@ async fn a_dry_run_reports_and_changes_nothing() {
     let (stack, tenant) = seeded(Backend::Sqlite).await;
     let run = stack
         .app
-        .reconcile("test", true, "dry", &config())
+        .reconcile(SweepKind::Deep, "test", true, "dry", &config())
         .await
         .unwrap();
     assert!(run.dry_run);
@@ -376,7 +396,7 @@ async fn a_grant_activated_during_a_sweep_keeps_its_role(#[case] backend: Backen
     }));
     let run = stack
         .app
-        .reconcile("test", false, "sweeper", &config())
+        .reconcile(SweepKind::Deep, "test", false, "sweeper", &config())
         .await
         .unwrap();
     assert_eq!((run.findings, run.actions), (0, 0), "{run:?}");
@@ -429,4 +449,190 @@ async fn sweeps_over_http_need_an_admin_key_and_are_listed() {
     let (_, runs) = app.get("/api/v1/reconcile/runs").await;
     assert_eq!(runs["items"].as_array().unwrap().len(), 2);
     app.running.stop().await;
+}
+
+/// The privileged roles of the test policy: a holders sweep asks about each.
+const PRIVILEGED_ROLES: u64 = 5;
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn a_holders_sweep_asks_who_holds_each_role_and_strips_them(#[case] backend: Backend) {
+    let (stack, tenant, proxy) = seeded_behind_proxy(backend, false).await;
+    for i in 0..20 {
+        tenant
+            .create_user(&format!("agent{i}@example.com"), &["Employee"])
+            .await;
+    }
+    let sent = proxy.counts.requests();
+    let run = stack
+        .app
+        .reconcile(SweepKind::Holders, "test", false, "sweeper", &config())
+        .await
+        .unwrap();
+    assert_eq!(
+        (run.kind, run.status.as_str()),
+        (SweepKind::Holders, "completed")
+    );
+    assert_eq!(
+        run.users_scanned, 3,
+        "the three holders of Master Admin, no one else"
+    );
+    assert_eq!((run.findings, run.actions, run.errors), (3, 2, 0));
+    assert_eq!(tenant.roles_of("alice@example.com").await, ["Employee"]);
+    assert_eq!(tenant.roles_of("bob@example.com").await, ["Employee"]);
+    assert_eq!(tenant.roles_of("breakglass@example.com").await, [ADMIN]);
+    // Whether the target filters (once), one filtered page per privileged
+    // role, and a read and a PATCH per strip: nothing per user of the org.
+    assert_eq!(run.pages, 1 + PRIVILEGED_ROLES);
+    assert_eq!(proxy.counts.requests() - sent, 1 + PRIVILEGED_ROLES + 2 * 2);
+
+    // The next one costs one request per role, and strips nothing new.
+    let sent = proxy.counts.requests();
+    let again = stack
+        .app
+        .reconcile(SweepKind::Holders, "test", false, "sweeper", &config())
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.findings, again.actions),
+        (1, 0),
+        "break-glass, reported"
+    );
+    assert_eq!(proxy.counts.requests() - sent, PRIVILEGED_ROLES);
+    // Seen again and not acted on: no email a minute.
+    let events = stack.store.audit_events(0, 10_000).await.unwrap();
+    let runs: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == "reconcile_run")
+        .collect();
+    assert_eq!(runs.len(), 2);
+    assert!(
+        jit_app::notifies(&runs[0].kind, &runs[0].data),
+        "the strips are mailed"
+    );
+    assert!(
+        !jit_app::notifies(&runs[1].kind, &runs[1].data),
+        "the repeat is not"
+    );
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn the_genesys_holders_sweep_pages_role_users_and_follows_a_changed_role_id(
+    #[case] backend: Backend,
+) {
+    let tenant = Tenant::new();
+    let holders: Vec<String> = (0..5).map(|i| format!("admin{i}@example.com")).collect();
+    for user in &holders {
+        tenant.create_user(user, &["Employee", ADMIN]).await;
+    }
+    let proxy = ScimProxy::start(&tenant.base_url, None).await;
+    proxy.cap_page_size(2);
+    let stack = Stack::new(backend, Arc::new(proxy.client(true))).await;
+    let sent = proxy.counts.requests();
+    let run = stack
+        .app
+        .reconcile(SweepKind::Holders, "test", false, "sweeper", &config())
+        .await
+        .unwrap();
+    assert_eq!(
+        (run.status.as_str(), run.users_scanned),
+        ("completed", 5),
+        "{run:?}"
+    );
+    assert_eq!((run.findings, run.actions), (5, 5));
+    for user in &holders {
+        assert_eq!(tenant.roles_of(user).await, ["Employee"], "{user}");
+    }
+    // Each role's id once, three pages of Master Admin's users (2 a page)
+    // and one empty page per other role; then a read and a PATCH per strip
+    // (the holder's directory id came with the answer).
+    let asked = PRIVILEGED_ROLES + 3 + (PRIVILEGED_ROLES - 1);
+    assert_eq!(run.pages, asked);
+    assert_eq!(proxy.counts.requests() - sent, asked + 5 * 2);
+
+    // The role is re-created under a new id, and someone takes it by hand:
+    // the old id answers 404, the name is resolved again, the holder stripped.
+    proxy.change_role_id(ADMIN);
+    tenant.add_role(&holders[0], ADMIN).await;
+    let sent = proxy.counts.requests();
+    let run = stack
+        .app
+        .reconcile(SweepKind::Holders, "test", false, "sweeper", &config())
+        .await
+        .unwrap();
+    assert_eq!(
+        (run.status.as_str(), run.actions),
+        ("completed", 1),
+        "{run:?}"
+    );
+    assert_eq!(tenant.roles_of(&holders[0]).await, ["Employee"]);
+    let asked = 3 + (PRIVILEGED_ROLES - 1); // 404, the name again, the page
+    assert_eq!(proxy.counts.requests() - sent, asked + 2);
+}
+
+#[tokio::test]
+async fn a_deep_sweep_finds_a_holder_the_holders_answer_left_out() {
+    let (stack, tenant, proxy) = seeded_behind_proxy(Backend::Sqlite, true).await;
+    proxy.omit_holder("alice@example.com");
+    let holders = stack
+        .app
+        .reconcile(SweepKind::Holders, "test", false, "sweeper", &config())
+        .await
+        .unwrap();
+    assert_eq!((holders.users_scanned, holders.actions), (2, 1), "bob only");
+    assert!(
+        tenant
+            .roles_of("alice@example.com")
+            .await
+            .contains(&ADMIN.to_owned())
+    );
+    let deep = stack
+        .app
+        .reconcile(SweepKind::Deep, "test", false, "sweeper", &config())
+        .await
+        .unwrap();
+    assert_eq!((deep.kind, deep.actions), (SweepKind::Deep, 1));
+    assert_eq!(
+        finding_kinds(&stack, &deep.id).await,
+        [(
+            "alice@example.com".into(),
+            "standing_privilege".into(),
+            "removed".into()
+        )]
+    );
+    assert_eq!(tenant.roles_of("alice@example.com").await, ["Employee"]);
+}
+
+/// Nobody triggers anything: the holders sweep on its schedule finds the
+/// role added out of band and strips it.
+#[tokio::test]
+async fn the_holders_sweep_strips_an_out_of_band_role_on_its_own() {
+    let tenant = Tenant::new();
+    tenant.create_user("frank@example.com", &["Employee"]).await;
+    let app = spawn_app_with(Backend::Sqlite, Some(&tenant.base_url), |c| {
+        c.reconciler.enabled = true;
+        c.reconciler.holders_cron = "* * * * * *".into(); // every second
+    })
+    .await;
+    tenant.add_role("frank@example.com", ADMIN).await;
+    tenant
+        .wait_for_role("frank@example.com", ADMIN, false, Duration::from_secs(30))
+        .await;
+    let (status, body) = app.get("/api/v1/reconcile/runs").await;
+    assert_eq!(status, 200, "{body}");
+    let runs = body["items"].as_array().unwrap();
+    assert!(
+        runs.iter()
+            .any(|r| r["kind"] == "holders" && r["trigger"] == "cron" && r["actions"] == 1),
+        "{body}"
+    );
+    assert!(
+        runs.iter().all(|r| r["kind"] == "holders"),
+        "no deep sweep ran: {body}"
+    );
 }

@@ -269,7 +269,18 @@ pub struct TestApp {
 
 pub const WEBHOOK_SECRET: &str = "e2e-webhook-secret-0123456789";
 
+/// The broker as `jit-broker serve` runs it, on port 0. Its sweeps run only
+/// when a test asks (a sweep firing mid-test would be a guess at timing).
 pub async fn spawn_app(backend: Backend, scim_base_url: Option<&str>) -> TestApp {
+    spawn_app_with(backend, scim_base_url, |_| {}).await
+}
+
+/// [`spawn_app`] with the config changed by `tweak` before the start.
+pub async fn spawn_app_with(
+    backend: Backend,
+    scim_base_url: Option<&str>,
+    tweak: impl FnOnce(&mut Config),
+) -> TestApp {
     let database_url = fresh_database(backend).await;
     let mut config = Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
@@ -307,6 +318,8 @@ pub async fn spawn_app(backend: Backend, scim_base_url: Option<&str>) -> TestApp
         config.scim.base_url = Some(base.to_owned());
         config.scim.bearer_token = Some(SecretString::from(SCIM_TOKEN));
     }
+    config.reconciler.enabled = false;
+    tweak(&mut config);
     let running = jit_server::start(config, dev, Arc::new(SystemClock))
         .await
         .expect("start the broker");

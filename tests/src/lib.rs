@@ -12,7 +12,7 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -194,6 +194,34 @@ impl Tenant {
             .await
             .expect("list JSON");
         list["Resources"][0].take()
+    }
+
+    /// Creates `n` users at once (8 requests in flight), named and given
+    /// baseline roles by `user(i)`; answers how long it took.
+    pub async fn fill(
+        &self,
+        n: usize,
+        user: impl Fn(usize) -> (String, &'static [&'static str]) + Send + Sync + 'static,
+    ) -> Duration {
+        let started = std::time::Instant::now();
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let user = Arc::new(user);
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let (tenant, next, user) = (self.clone(), next.clone(), user.clone());
+            set.spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= n {
+                        return;
+                    }
+                    let (name, roles) = user(i);
+                    tenant.create_user(&name, roles).await;
+                }
+            });
+        }
+        while set.join_next().await.is_some() {}
+        started.elapsed()
     }
 
     /// Adds a role behind the broker's back, as an admin or another system would.

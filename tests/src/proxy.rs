@@ -2,11 +2,20 @@
 //! when told, enforces a budget of N requests a minute the way Genesys Cloud
 //! does (one second of burst; `429` with `Retry-After` and Genesys's body
 //! text). Tests and benchmarks use it to see what the broker costs a target.
+//!
+//! It also stands in for the two Genesys Cloud Platform API endpoints that
+//! list a role's holders (`/api/v2/authorization/roles?name=` and
+//! `/api/v2/authorization/roles/{id}/users`), answering from the proxied
+//! scim2-server's state: a role added through SCIM shows up among the role's
+//! users. Those requests count and spend the same budget, as on Genesys.
 
+use std::collections::{HashMap, HashSet};
 use std::net::TcpListener;
 use std::num::NonZeroU32;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -43,13 +52,43 @@ struct Upstream {
     counts: Arc<Counts>,
     limiter: Option<DefaultDirectRateLimiter>,
     down: Arc<AtomicBool>,
+    platform: Arc<Platform>,
+}
+
+/// The Platform API stand-in's own state; who holds a role is scim2-server's.
+struct Platform {
+    /// The tenant's path on scim2-server.
+    tenant_path: String,
+    /// Role name → id, assigned on first sight (every role exists).
+    role_ids: Mutex<HashMap<String, String>>,
+    /// Holders the role-users answer leaves out, as a faulty answer would.
+    omitted: Mutex<HashSet<String>>,
+    /// The largest page it serves, whatever `pageSize` asks.
+    max_page_size: AtomicU64,
+}
+
+impl Platform {
+    fn role_id(&self, name: &str) -> String {
+        let mut ids = self.role_ids.lock().expect("role ids");
+        ids.entry(name.to_owned())
+            .or_insert_with(|| uuid::Uuid::new_v4().to_string())
+            .clone()
+    }
+
+    fn role_name(&self, id: &str) -> Option<String> {
+        let ids = self.role_ids.lock().expect("role ids");
+        ids.iter().find(|(_, v)| *v == id).map(|(k, _)| k.clone())
+    }
 }
 
 pub struct ScimProxy {
     /// The proxied tenant's base URL (use it as the SCIM base URL).
     pub base_url: String,
+    /// The Platform API stand-in's base (`http://127.0.0.1:port/`).
+    pub platform_url: String,
     pub counts: Arc<Counts>,
     down: Arc<AtomicBool>,
+    platform: Arc<Platform>,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -65,12 +104,19 @@ impl ScimProxy {
             RateLimiter::direct(Quota::per_minute(n).allow_burst(burst))
         });
         let down = Arc::new(AtomicBool::new(false));
+        let platform = Arc::new(Platform {
+            tenant_path: path.clone(),
+            role_ids: Mutex::default(),
+            omitted: Mutex::default(),
+            max_page_size: AtomicU64::new(500),
+        });
         let state = web::Data::new(Upstream {
             base: origin,
             http: reqwest::Client::new(),
             counts: counts.clone(),
             limiter,
             down: down.clone(),
+            platform: platform.clone(),
         });
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -88,10 +134,44 @@ impl ScimProxy {
         tokio::spawn(server);
         Self {
             base_url: format!("http://{addr}{path}"),
+            platform_url: format!("http://{addr}/"),
             counts,
             down,
+            platform,
             handle,
         }
+    }
+
+    /// The broker's SCIM client for this proxy; with `genesys`, it asks the
+    /// Platform API stand-in for a role's holders.
+    pub fn client(&self, genesys: bool) -> jit_scim::ScimClient {
+        jit_scim::ScimClient::new(jit_scim::ScimConfig {
+            base_url: url::Url::parse(&self.base_url).expect("proxy URL"),
+            users_path: "Users".into(),
+            auth: jit_scim::ScimAuth::Bearer(secrecy::SecretString::from(crate::SCIM_TOKEN)),
+            timeout: std::time::Duration::from_secs(30),
+            platform_api: genesys.then(|| url::Url::parse(&self.platform_url).expect("proxy URL")),
+        })
+        .expect("SCIM client")
+    }
+
+    /// The Platform API leaves `user` out of every role's users.
+    pub fn omit_holder(&self, user: &str) {
+        let mut omitted = self.platform.omitted.lock().expect("omitted");
+        omitted.insert(user.to_owned());
+    }
+
+    /// Pages of role users hold at most `n` (to make paging visible).
+    pub fn cap_page_size(&self, n: u64) {
+        self.platform
+            .max_page_size
+            .store(n.max(1), Ordering::SeqCst);
+    }
+
+    /// The role is re-created under a new id: the old one answers 404.
+    pub fn change_role_id(&self, role: &str) {
+        let mut ids = self.platform.role_ids.lock().expect("role ids");
+        ids.insert(role.to_owned(), uuid::Uuid::new_v4().to_string());
     }
 
     /// While down, every request is answered 503 with no hint of when to
@@ -127,6 +207,9 @@ async fn forward(req: HttpRequest, body: web::Bytes, up: web::Data<Upstream>) ->
                 r#"{"message":"Rate limit exceeded the maximum. Retry the request in [2] seconds","code":"too.many.requests","status":429}"#,
             );
     }
+    if req.path().starts_with("/api/v2/authorization/roles") {
+        return platform(&req, &up).await;
+    }
     let url = format!("{}{}", up.base, req.uri());
     let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
         .unwrap_or(reqwest::Method::GET);
@@ -148,4 +231,80 @@ async fn forward(req: HttpRequest, body: web::Bytes, up: web::Data<Upstream>) ->
         }
     }
     back.body(res.bytes().await.unwrap_or_default())
+}
+
+/// The Platform API stand-in: a role's id by name, and a role's users page
+/// by page, read from scim2-server with a `roles.value` filter.
+async fn platform(req: &HttpRequest, up: &Upstream) -> HttpResponse {
+    let query: HashMap<String, String> = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .into_owned()
+        .collect();
+    let p = &up.platform;
+    let path = req.path();
+    if path == "/api/v2/authorization/roles" {
+        let Some(name) = query.get("name") else {
+            return HttpResponse::BadRequest().finish();
+        };
+        let id = p.role_id(name);
+        return HttpResponse::Ok().json(json!({
+            "entities": [{"id": id, "name": name}],
+            "pageSize": 25, "pageNumber": 1, "total": 1, "pageCount": 1,
+        }));
+    }
+    let Some(name) = path
+        .strip_prefix("/api/v2/authorization/roles/")
+        .and_then(|rest| rest.strip_suffix("/users"))
+        .and_then(|id| p.role_name(id))
+    else {
+        return HttpResponse::NotFound().json(json!({
+            "message": "The requested role was not found", "code": "not.found", "status": 404,
+        }));
+    };
+    let number: u64 = query
+        .get("pageNumber")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let size: u64 = query
+        .get("pageSize")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(25)
+        .clamp(1, p.max_page_size.load(Ordering::SeqCst));
+    let filter = format!("roles.value eq {}", Value::String(name.clone()));
+    let mut upstream = up
+        .http
+        .get(format!("{}{}/Users", up.base, p.tenant_path))
+        .query(&[
+            ("filter", filter),
+            ("startIndex", ((number - 1) * size + 1).to_string()),
+            ("count", size.to_string()),
+            ("attributes", "userName".to_owned()),
+        ]);
+    if let Some(v) = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+    {
+        upstream = upstream.header("authorization", v);
+    }
+    let Ok(list) = upstream.send().await else {
+        return HttpResponse::BadGateway().finish();
+    };
+    let list: Value = list.json().await.unwrap_or(Value::Null);
+    let total = list["totalResults"].as_u64().unwrap_or(0);
+    let omitted = p.omitted.lock().expect("omitted").clone();
+    let entities: Vec<Value> = list["Resources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|u| {
+            let name = u["userName"].as_str()?;
+            (!omitted.contains(name))
+                .then(|| json!({"id": u["id"], "name": name, "username": name, "email": name}))
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({
+        "entities": entities, "pageSize": size, "pageNumber": number,
+        "total": total, "pageCount": total.div_ceil(size),
+    }))
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use jit_domain::{
-    ChangeTicket, Grant, GrantId, GrantState, PairHistory, Review, RoleChange, RoleName, TicketId,
-    Transition, UserName,
+    ChangeTicket, Grant, GrantId, GrantState, PairHistory, Review, RoleChange, RoleName, SweepKind,
+    TicketId, Transition, UserName,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -95,6 +95,15 @@ pub struct DirectoryPage {
     pub total_results: u64,
 }
 
+/// The users holding one role, as the directory answered in one go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleHolders {
+    /// Their `userName`s.
+    pub users: Vec<String>,
+    /// Requests the answer took (pages, and the role's id when resolved).
+    pub requests: u64,
+}
+
 #[async_trait]
 pub trait Directory: Send + Sync {
     /// Users `start_index ..` (1-based, SCIM) with their roles, at most `count`.
@@ -103,6 +112,13 @@ pub trait Directory: Send + Sync {
         start_index: u64,
         count: u32,
     ) -> Result<DirectoryPage, DirectoryError>;
+    /// Who holds `role`, where the target can say without listing everyone
+    /// (a SCIM filter on `roles.value` it announces, or Genesys Cloud's role
+    /// users); `None` where it cannot: the caller lists everyone instead.
+    async fn role_holders(&self, role: &RoleName) -> Result<Option<RoleHolders>, DirectoryError> {
+        let _ = role;
+        Ok(None)
+    }
     /// The user whose `userName` is `user`.
     async fn find_user(&self, user: &UserName) -> Result<DirectoryUser, DirectoryError>;
     /// The user by directory id (the read-back after a write).
@@ -171,6 +187,8 @@ pub enum StoreError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ReconcileRun {
     pub id: String,
+    /// How the sweep found the roles held: holders of each role, or everyone.
+    pub kind: SweepKind,
     /// `cron`, `cli` or `api`.
     pub trigger: String,
     pub dry_run: bool,
@@ -217,8 +235,18 @@ pub fn notifies(kind: &str, data: &Value) -> bool {
         | "converge_failed"
         | "revocation_overdue"
         | "conflicting_writer_detected" => true,
-        // Findings reach the SOC in one email per sweep: the run event.
-        "reconcile_run" => data["findings"].as_u64().is_some_and(|n| n > 0),
+        // Findings reach the SOC in one email per sweep: the run event. The
+        // holders sweep runs every minute, so it writes only when it acted
+        // or failed to: what it merely sees again (a break-glass account
+        // holding its role) is the daily deep sweep's to report.
+        "reconcile_run" => {
+            let count = |field: &str| data[field].as_u64().unwrap_or(0);
+            if data["kind"] == "holders" {
+                count("actions") > 0 || count("errors") > 0
+            } else {
+                count("findings") > 0
+            }
+        }
         "grant_requested" => {
             data["decision"]["emergency"].as_bool() == Some(true)
                 || data["state"] == "pending_approval"

@@ -1,6 +1,10 @@
-//! The reconciler: reads the whole directory page by page, judges every
-//! privileged role held (jit-domain `judge`), strips what is held without
-//! cause through the same `converge` the scheduler uses, and records the run.
+//! The reconciler: finds the privileged roles held, judges each (jit-domain
+//! `judge`), strips what is held without cause through the same `converge`
+//! the scheduler uses, and records the run. Two kinds of sweep find them:
+//! `holders` asks the directory who holds each privileged role (a few
+//! requests whatever the org's size, so it runs every minute); `deep` reads
+//! the whole directory page by page (daily, in case a holders answer leaves
+//! someone out).
 //!
 //! Memory does not grow with the directory: one page is held at a time and
 //! only counters are kept; every finding is written as it is found.
@@ -20,20 +24,21 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use governor::{Quota, RateLimiter};
 use jit_domain::{
-    FindingAction, FindingKind, GrantId, Judgement, RoleChange, RoleName, SweepRules, UserName,
-    judge,
+    FindingAction, FindingKind, GrantId, Judgement, RoleChange, RoleName, SweepKind, SweepRules,
+    UserName, judge,
 };
 use serde_json::json;
 
 use crate::app::{App, SYSTEM_ACTOR};
 use crate::budget::{Lane, in_lane};
 use crate::error::AppError;
-use crate::ports::{
-    DirectoryError, DirectoryPage, FindingRecord, GrantFilter, NewAudit, ReconcileRun,
-};
+use crate::ports::{DirectoryError, FindingRecord, GrantFilter, NewAudit, ReconcileRun};
 
-/// The lease name that makes sweeps exclusive across replicas.
-const LEASE: &str = "reconciler";
+/// The lease that makes sweeps of one kind exclusive across replicas (a deep
+/// sweep never holds up the holders sweep of the minute).
+fn lease_name(kind: SweepKind) -> String {
+    format!("reconciler-{}", kind.as_str())
+}
 
 /// The audit event (and SOC alert) of a pair that keeps coming back.
 pub const CONFLICTING_WRITER_EVENT: &str = "conflicting_writer_detected";
@@ -72,6 +77,7 @@ impl App {
     /// Takes the sweep lease and records a new run, or answers `Busy`.
     pub async fn begin_reconcile(
         &self,
+        kind: SweepKind,
         trigger: &str,
         dry_run: bool,
         owner: &str,
@@ -79,13 +85,19 @@ impl App {
     ) -> Result<ReconcileRun, AppError> {
         let now = self.now();
         let until = now + TimeDelta::from_std(config.lease).unwrap_or(TimeDelta::minutes(2));
-        if !self.store.try_lease(LEASE, owner, now, until).await? {
-            return Err(AppError::Busy(
-                "a reconciler sweep is already running".into(),
-            ));
+        if !self
+            .store
+            .try_lease(&lease_name(kind), owner, now, until)
+            .await?
+        {
+            return Err(AppError::Busy(format!(
+                "a {} sweep is already running",
+                kind.as_str()
+            )));
         }
         let run = ReconcileRun {
             id: GrantId::new_at(now).to_string(),
+            kind,
             trigger: trigger.to_owned(),
             dry_run,
             status: "running".into(),
@@ -126,16 +138,18 @@ impl App {
             grant: None,
             ticket: None,
             data: json!({
-                "run": run.id, "trigger": run.trigger, "dry_run": run.dry_run, "status": run.status,
+                "run": run.id, "kind": run.kind, "trigger": run.trigger, "dry_run": run.dry_run, "status": run.status,
                 "started_at": run.started_at, "finished_at": run.finished_at,
                 "users_scanned": run.users_scanned, "pages": run.pages, "findings": run.findings,
                 "actions": run.actions, "errors": run.errors, "error": run.error,
             }),
         };
         self.store.update_run(&run, Some(audit)).await?;
-        self.store.release_lease(LEASE, owner).await?;
+        self.store
+            .release_lease(&lease_name(run.kind), owner)
+            .await?;
         tracing::info!(
-            run = %run.id, status = %run.status, users = run.users_scanned,
+            run = %run.id, kind = run.kind.as_str(), status = %run.status, users = run.users_scanned,
             findings = run.findings, removed = run.actions, errors = run.errors, "reconcile sweep"
         );
         Ok(run)
@@ -144,13 +158,14 @@ impl App {
     /// Begin and run in one call (CLI, cron).
     pub async fn reconcile(
         &self,
+        kind: SweepKind,
         trigger: &str,
         dry_run: bool,
         owner: &str,
         config: &ReconcileConfig,
     ) -> Result<ReconcileRun, AppError> {
         let run = self
-            .begin_reconcile(trigger, dry_run, owner, config)
+            .begin_reconcile(kind, trigger, dry_run, owner, config)
             .await?;
         self.run_reconcile(run, owner, config).await
     }
@@ -163,18 +178,91 @@ impl App {
     ) -> Result<(), AppError> {
         let rate = NonZeroU32::new(config.requests_per_second.max(1)).unwrap_or(NonZeroU32::MIN);
         let limiter = RateLimiter::direct(Quota::per_second(rate));
+        match run.kind {
+            SweepKind::Deep => self.list_everyone(run, owner, config, &limiter).await?,
+            SweepKind::Holders => self.ask_holders(run, owner, config, &limiter).await?,
+        }
+        if config.oauth_clients && run.kind == SweepKind::Deep {
+            limiter.until_ready().await;
+            self.report_oauth_clients(run).await?;
+        }
+        Ok(())
+    }
+
+    /// Renews the sweep's lease: a replica that died mid-sweep frees it soon.
+    async fn renew_lease(
+        &self,
+        run: &ReconcileRun,
+        owner: &str,
+        config: &ReconcileConfig,
+    ) -> Result<(), AppError> {
         let lease = TimeDelta::from_std(config.lease).unwrap_or(TimeDelta::minutes(2));
+        let now = self.now();
+        if !self
+            .store
+            .try_lease(&lease_name(run.kind), owner, now, now + lease)
+            .await?
+        {
+            return Err(AppError::Busy(
+                "the sweep lease was lost to another replica".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The holders of each privileged role, as the directory answers; where
+    /// it cannot say, everyone is listed instead (it still must be swept).
+    async fn ask_holders(
+        &self,
+        run: &mut ReconcileRun,
+        owner: &str,
+        config: &ReconcileConfig,
+        limiter: &governor::DefaultDirectRateLimiter,
+    ) -> Result<(), AppError> {
+        let roles: Vec<RoleName> = self.policy.privileged_roles().cloned().collect();
+        for role in &roles {
+            self.renew_lease(run, owner, config).await?;
+            limiter.until_ready().await;
+            let Some(holders) = self
+                .sweep_call(config, || self.directory.role_holders(role))
+                .await?
+            else {
+                tracing::warn!(
+                    "the directory cannot list a role's holders: the holders sweep lists everyone"
+                );
+                return self.list_everyone(run, owner, config, limiter).await;
+            };
+            run.pages += holders.requests;
+            for user in holders.users {
+                run.users_scanned += 1;
+                let Ok(user) = UserName::parse(&user) else {
+                    run.errors += 1;
+                    continue;
+                };
+                self.examine(run, &user, role, config, limiter).await?;
+            }
+            self.store.update_run(run, None).await?;
+        }
+        Ok(())
+    }
+
+    /// Every user of the directory, one page at a time.
+    async fn list_everyone(
+        &self,
+        run: &mut ReconcileRun,
+        owner: &str,
+        config: &ReconcileConfig,
+        limiter: &governor::DefaultDirectRateLimiter,
+    ) -> Result<(), AppError> {
         let mut start_index: u64 = 1;
         loop {
-            // Renewed per page: a replica that died mid-sweep frees it soon.
-            let now = self.now();
-            if !self.store.try_lease(LEASE, owner, now, now + lease).await? {
-                return Err(AppError::Busy(
-                    "the sweep lease was lost to another replica".into(),
-                ));
-            }
+            self.renew_lease(run, owner, config).await?;
             limiter.until_ready().await;
-            let page = self.page(start_index, config).await?;
+            let page = self
+                .sweep_call(config, || {
+                    self.directory.list_users(start_index, config.page_size)
+                })
+                .await?;
             run.pages += 1;
             let listed = page.users.len() as u64;
             for user in page.users {
@@ -190,21 +278,16 @@ impl App {
                         run.errors += 1;
                         continue;
                     };
-                    self.examine(run, &user_name, &role, config, &limiter)
+                    self.examine(run, &user_name, &role, config, limiter)
                         .await?;
                 }
             }
             self.store.update_run(run, None).await?;
             start_index += listed;
             if listed == 0 || start_index > page.total_results {
-                break;
+                return Ok(());
             }
         }
-        if config.oauth_clients {
-            limiter.until_ready().await;
-            self.report_oauth_clients(run).await?;
-        }
-        Ok(())
     }
 
     /// Integrations holding privileged roles: reported, never stripped.
@@ -244,22 +327,18 @@ impl App {
         Ok(())
     }
 
-    /// One page, retried on transient errors, honouring `Retry-After`.
-    async fn page(
-        &self,
-        start_index: u64,
-        config: &ReconcileConfig,
-    ) -> Result<DirectoryPage, AppError> {
+    /// One of the sweep's directory calls, in the sweep's lane of the
+    /// budget, retried on transient errors (honouring `Retry-After`).
+    async fn sweep_call<T, F, Fut>(&self, config: &ReconcileConfig, call: F) -> Result<T, AppError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, DirectoryError>>,
+    {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match in_lane(
-                Lane::Sweep,
-                self.directory.list_users(start_index, config.page_size),
-            )
-            .await
-            {
-                Ok(page) => return Ok(page),
+            match in_lane(Lane::Sweep, call()).await {
+                Ok(answer) => return Ok(answer),
                 Err(e @ DirectoryError::Transient { .. }) if attempt < config.page_attempts => {
                     let wait = jit_domain::retry::next_delay(
                         attempt,
@@ -268,7 +347,7 @@ impl App {
                         rand::random::<f64>(),
                         e.retry_after(),
                     );
-                    tracing::warn!(start_index, attempt, wait_ms = wait.as_millis() as u64, error = %e, "reconcile: page retried");
+                    tracing::warn!(attempt, wait_ms = wait.as_millis() as u64, error = %e, "reconcile: directory call retried");
                     tokio::time::sleep(wait).await;
                 }
                 Err(e) => return Err(AppError::Directory(e)),
@@ -319,9 +398,10 @@ impl App {
             }
             (FindingAction::Strip, true) => "would_remove",
             (FindingAction::Strip, false) => {
-                // A converge costs the target three requests (read, PATCH, read-back).
-                if let Some(three) = NonZeroU32::new(3) {
-                    let _ = limiter.until_n_ready(three).await;
+                // A converge costs the target two requests (read, PATCH
+                // whose answer is the read-back).
+                if let Some(two) = NonZeroU32::new(2) {
+                    let _ = limiter.until_n_ready(two).await;
                 }
                 match self.converge(user, role).await {
                     Ok(report) if report.change == Some(RoleChange::Remove) => {

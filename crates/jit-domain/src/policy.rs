@@ -460,6 +460,14 @@ impl Policy {
         self.roles.values()
     }
 
+    /// The roles the reconciler looks for.
+    pub fn privileged_roles(&self) -> impl Iterator<Item = &RoleName> {
+        self.roles
+            .iter()
+            .filter(|(_, r)| r.privileged)
+            .map(|(n, _)| n)
+    }
+
     pub fn is_privileged(&self, role: &RoleName) -> bool {
         self.role(role).is_some_and(|r| r.privileged)
     }

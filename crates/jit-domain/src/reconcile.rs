@@ -41,6 +41,35 @@ impl FindingKind {
     }
 }
 
+/// How a sweep finds the privileged roles held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SweepKind {
+    /// Asks the directory for the holders of each privileged role: a few
+    /// requests whatever the size of the org, so it can run every minute.
+    Holders,
+    /// Lists every user, page by page: defence in depth against a holders
+    /// answer that leaves someone out.
+    Deep,
+}
+
+impl SweepKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Holders => "holders",
+            Self::Deep => "deep",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "holders" => Some(Self::Holders),
+            "deep" => Some(Self::Deep),
+            _ => None,
+        }
+    }
+}
+
 /// What the reconciler does about a finding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use jit_app::budget::current_turn;
-use jit_app::{Budget, Directory, DirectoryError, DirectoryPage, DirectoryUser, OAuthClientRoles};
+use jit_app::{
+    Budget, Directory, DirectoryError, DirectoryPage, DirectoryUser, OAuthClientRoles, RoleHolders,
+};
 use jit_domain::{RoleChange, RoleName, UserName};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, header};
 use secrecy::{ExposeSecret, SecretString};
@@ -20,6 +22,8 @@ const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 /// Only what converge needs: Genesys answers large pages with 429 unless the
 /// expensive secondary lookups are left out (docs/genesys-cloud.md, "Listing users").
 const USER_ATTRIBUTES: &str = "userName,roles,active,meta.version";
+/// Holders a page, when asking the target who holds a role (a few, usually).
+const HOLDERS_PAGE: u32 = 100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScimError {
@@ -175,6 +179,33 @@ pub struct ScimClient {
     ids: std::sync::Mutex<std::collections::HashMap<String, String>>,
     /// The directory's request budget, shared by every caller of this client.
     budget: std::sync::Arc<Budget>,
+    /// Whether the target announces SCIM filtering (`/ServiceProviderConfig`),
+    /// asked once.
+    filters: tokio::sync::OnceCell<bool>,
+    /// Genesys Cloud role name → role id, resolved once (again on a 404).
+    role_ids: std::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+struct ServiceProviderConfig {
+    #[serde(default)]
+    filter: Option<Supported>,
+}
+
+#[derive(Deserialize)]
+struct Supported {
+    #[serde(default)]
+    supported: bool,
+}
+
+/// A user as Genesys Cloud's Platform API lists a role's holders.
+#[derive(Deserialize)]
+struct PlatformUser {
+    id: String,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -297,6 +328,8 @@ impl ScimClient {
             token: Mutex::new(None),
             ids: std::sync::Mutex::default(),
             budget: std::sync::Arc::new(Budget::unlimited()),
+            filters: tokio::sync::OnceCell::new(),
+            role_ids: std::sync::Mutex::default(),
         })
     }
 
@@ -530,13 +563,10 @@ impl ScimClient {
     /// (Genesys Platform API: `/api/v2/oauth/clients`, role names from
     /// `/api/v2/authorization/roles`). `None` without a Platform API base.
     pub async fn oauth_clients(&self) -> Result<Option<Vec<OAuthClientRoles>>, ScimError> {
-        let Some(api) = &self.config.platform_api else {
+        if self.config.platform_api.is_none() {
             return Ok(None);
-        };
-        let join = |path: &str| {
-            api.join(path)
-                .map_err(|e| ScimError::Config(format!("platform API URL: {e}")))
-        };
+        }
+        let join = |path: &str| self.platform_url(path);
         let mut role_names = std::collections::HashMap::new();
         let mut page = 1;
         loop {
@@ -580,6 +610,194 @@ impl ScimClient {
                 })
                 .collect(),
         ))
+    }
+
+    /// Who holds `role`, without listing everyone: Genesys Cloud's role users
+    /// (Platform API) where configured, else a `roles.value` filter where the
+    /// target announces filtering; `None` where neither is on offer.
+    pub async fn role_holders(&self, role: &str) -> Result<Option<RoleHolders>, ScimError> {
+        if self.config.platform_api.is_some() {
+            return self.platform_role_holders(role).await.map(Some);
+        }
+        let mut requests = 0;
+        let filters = self
+            .filters
+            .get_or_try_init(|| async {
+                requests += 1;
+                self.announces_filtering().await
+            })
+            .await?;
+        if !filters {
+            return Ok(None);
+        }
+        let mut holders = Vec::new();
+        let mut start_index: u64 = 1;
+        loop {
+            let mut url = self.users_url(None)?;
+            url.query_pairs_mut()
+                .append_pair(
+                    "filter",
+                    &format!("roles.value eq {}", filter_literal(role)),
+                )
+                .append_pair("startIndex", &start_index.to_string())
+                .append_pair("count", &HOLDERS_PAGE.to_string())
+                .append_pair("attributes", USER_ATTRIBUTES);
+            let list: ListResponse = Self::json(self.send(Method::GET, url, |r| r).await?).await?;
+            requests += 1;
+            let listed = list.resources.len() as u64;
+            for user in list.resources {
+                let user = user.into_directory_user(None);
+                // A target that ignored the filter answers everyone: keep
+                // only the holders, and the result is still right.
+                if user.roles.iter().any(|r| r == role) {
+                    self.remember_id(&user);
+                    holders.push(user.user_name);
+                }
+            }
+            start_index += listed;
+            if listed == 0 || start_index > list.total_results {
+                break;
+            }
+        }
+        Ok(Some(RoleHolders {
+            users: holders,
+            requests,
+        }))
+    }
+
+    /// `GET /ServiceProviderConfig`: does the target filter? A target
+    /// without the endpoint does not say so, and is listed in full.
+    async fn announces_filtering(&self) -> Result<bool, ScimError> {
+        let mut url = self.config.base_url.clone();
+        url.path_segments_mut()
+            .map_err(|()| ScimError::Config("SCIM base URL cannot have paths".into()))?
+            .pop_if_empty()
+            .push("ServiceProviderConfig");
+        match self.send(Method::GET, url, |r| r).await {
+            Ok(response) => Ok(Self::json::<ServiceProviderConfig>(response)
+                .await?
+                .filter
+                .is_some_and(|f| f.supported)),
+            Err(ScimError::Status {
+                status: StatusCode::NOT_FOUND,
+                ..
+            }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Genesys Cloud: the role's id (cached), then its users page by page.
+    /// A role id that is gone (the role was re-created) is resolved again once.
+    async fn platform_role_holders(&self, role: &str) -> Result<RoleHolders, ScimError> {
+        let mut requests = 0;
+        let mut resolved_again = false;
+        'resolve: loop {
+            let id = match self.known_role_id(role) {
+                Some(id) => id,
+                None => {
+                    requests += 1;
+                    match self.resolve_role_id(role).await? {
+                        Some(id) => id,
+                        // No such role in the org: nobody holds it.
+                        None => {
+                            return Ok(RoleHolders {
+                                users: Vec::new(),
+                                requests,
+                            });
+                        }
+                    }
+                }
+            };
+            let mut holders = Vec::new();
+            let mut page: u64 = 1;
+            loop {
+                let mut url =
+                    self.platform_url(&format!("api/v2/authorization/roles/{id}/users"))?;
+                url.query_pairs_mut()
+                    .append_pair("pageSize", &HOLDERS_PAGE.to_string())
+                    .append_pair("pageNumber", &page.to_string());
+                requests += 1;
+                let answer = match self.send(Method::GET, url, |r| r).await {
+                    Err(ScimError::Status {
+                        status: StatusCode::NOT_FOUND,
+                        ..
+                    }) if !resolved_again => {
+                        resolved_again = true;
+                        self.forget_role_id(role);
+                        continue 'resolve;
+                    }
+                    other => other?,
+                };
+                let users: PlatformPage<PlatformUser> = Self::json(answer).await?;
+                let done = users.entities.is_empty() || users.page_count.is_none_or(|n| page >= n);
+                for user in users.entities {
+                    if let Some(name) = user.username.or(user.email) {
+                        self.remember_id(&DirectoryUser {
+                            id: user.id,
+                            user_name: name.clone(),
+                            roles: Vec::new(),
+                            version: None,
+                        });
+                        holders.push(name);
+                    }
+                }
+                if done {
+                    return Ok(RoleHolders {
+                        users: holders,
+                        requests,
+                    });
+                }
+                page += 1;
+            }
+        }
+    }
+
+    /// `GET /api/v2/authorization/roles?name=…`: the id of the role named
+    /// exactly `role` (the search may match more than one name).
+    async fn resolve_role_id(&self, role: &str) -> Result<Option<String>, ScimError> {
+        let mut url = self.platform_url("api/v2/authorization/roles")?;
+        url.query_pairs_mut()
+            .append_pair("name", role)
+            .append_pair("pageSize", "25");
+        let roles: PlatformPage<PlatformRole> =
+            Self::json(self.send(Method::GET, url, |r| r).await?).await?;
+        let id = roles
+            .entities
+            .into_iter()
+            .find(|r| r.name == role)
+            .map(|r| r.id);
+        if let Some(id) = &id {
+            self.role_ids
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(role.to_owned(), id.clone());
+        }
+        Ok(id)
+    }
+
+    fn known_role_id(&self, role: &str) -> Option<String> {
+        self.role_ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(role)
+            .cloned()
+    }
+
+    fn forget_role_id(&self, role: &str) {
+        self.role_ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(role);
+    }
+
+    fn platform_url(&self, path: &str) -> Result<Url, ScimError> {
+        let api = self
+            .config
+            .platform_api
+            .as_ref()
+            .ok_or_else(|| ScimError::Config("no Platform API base URL".into()))?;
+        api.join(path)
+            .map_err(|e| ScimError::Config(format!("platform API URL: {e}")))
     }
 
     pub async fn get_user(&self, id: &str) -> Result<DirectoryUser, ScimError> {
@@ -664,6 +882,10 @@ impl Directory for ScimClient {
 
     async fn oauth_clients(&self) -> Result<Option<Vec<OAuthClientRoles>>, DirectoryError> {
         Ok(ScimClient::oauth_clients(self).await?)
+    }
+
+    async fn role_holders(&self, role: &RoleName) -> Result<Option<RoleHolders>, DirectoryError> {
+        Ok(ScimClient::role_holders(self, role.as_str()).await?)
     }
 
     async fn get_user(&self, id: &str) -> Result<DirectoryUser, DirectoryError> {

@@ -12,7 +12,7 @@ use crate::{DEV_DATABASE_URL, http, start};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use jit_app::{GrantFilter, Store, SystemClock};
-use jit_domain::{GrantState, TicketId, UserName};
+use jit_domain::{GrantState, SweepKind, TicketId, UserName};
 use secrecy::{ExposeSecret, SecretString};
 use tracing_subscriber::EnvFilter;
 
@@ -31,6 +31,21 @@ struct Cli {
     database_url: Option<String>,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SweepArg {
+    Holders,
+    Deep,
+}
+
+impl From<SweepArg> for SweepKind {
+    fn from(arg: SweepArg) -> Self {
+        match arg {
+            SweepArg::Holders => Self::Holders,
+            SweepArg::Deep => Self::Deep,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -63,6 +78,9 @@ enum Command {
         /// Report what would be stripped; change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// `deep` lists every user; `holders` asks who holds each privileged role.
+        #[arg(long, value_enum, default_value_t = SweepArg::Deep)]
+        kind: SweepArg,
     },
     /// The policy file.
     Policy {
@@ -272,7 +290,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy {
             command: PolicyCommand::Check(check),
         } => return policy_check(&config, check),
-        Command::Reconcile { dry_run } => {
+        Command::Reconcile { dry_run, kind } => {
             init_tracing(&config);
             let store = open_store(&config, true).await?;
             let policy = Arc::new(crate::load_policy(&config.policy)?);
@@ -287,6 +305,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let owner = format!("cli-{}", std::process::id());
             let run = app
                 .reconcile(
+                    kind.into(),
                     "cli",
                     dry_run,
                     &owner,
@@ -295,7 +314,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await?;
             let (run, findings) = app.reconcile_run(&run.id).await?;
             println!(
-                "run {}: {}{} — {} users in {} pages, {} findings, {} removed, {} errors",
+                "{} run {}: {}{} — {} users in {} requests, {} findings, {} removed, {} errors",
+                run.kind.as_str(),
                 run.id,
                 run.status,
                 if run.dry_run { " (dry run)" } else { "" },

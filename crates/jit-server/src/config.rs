@@ -314,10 +314,16 @@ impl Default for NotifySettings {
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ReconcilerSettings {
-    /// Run on `cron`; `jit-broker reconcile` and the API work either way.
+    /// Sweep on the two schedules; `jit-broker reconcile` and the API work
+    /// either way.
     pub enabled: bool,
-    /// sec min hour day month weekday (default every 5 minutes).
-    pub cron: String,
+    /// The holders sweep (who holds each privileged role): sec min hour day
+    /// month weekday, default every minute.
+    pub holders_cron: String,
+    /// The deep sweep (every user, page by page; and the OAuth-client
+    /// report): default daily at 02:30 UTC. `cron` is its former name.
+    #[serde(alias = "cron")]
+    pub deep_cron: String,
     /// Users per SCIM page (Genesys Cloud: 25 or fewer when roles are read).
     pub page_size: u32,
     /// Directory requests per second the sweep may make.
@@ -343,7 +349,8 @@ impl Default for ReconcilerSettings {
         let d = jit_app::ReconcileConfig::default();
         Self {
             enabled: true,
-            cron: "0 */5 * * * *".into(),
+            holders_cron: "0 * * * * *".into(),
+            deep_cron: "0 30 2 * * *".into(),
             page_size: d.page_size,
             requests_per_second: d.requests_per_second,
             grace_secs: d.rules.grace.num_seconds().unsigned_abs(),
@@ -551,6 +558,19 @@ mod tests {
             assert_eq!(c.web.oidc.groups_claim, "groups");
             assert_eq!(c.web.idle_timeout_secs, 1800);
             assert!(c.web.secure_cookies);
+            assert_eq!(c.reconciler.holders_cron, "0 * * * * *");
+            assert_eq!(c.reconciler.deep_cron, "0 30 2 * * *");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_former_sweep_schedule_names_the_deep_sweep() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("old.toml", "[reconciler]\ncron = \"0 */5 * * * *\"\n")?;
+            let c = Config::load(Some(Path::new("old.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.reconciler.deep_cron, "0 */5 * * * *");
+            assert_eq!(c.reconciler.holders_cron, "0 * * * * *", "the default");
             Ok(())
         });
     }

@@ -12,7 +12,8 @@ use jit_app::{
     App, AppError, GrantFilter, Person, ReconcileConfig, Requester, StoreError, TicketError,
 };
 use jit_domain::{
-    Decision, EndReason, FieldError, Grant, GrantId, GrantState, TicketId, UserName, Verdict,
+    Decision, EndReason, FieldError, Grant, GrantId, GrantState, SweepKind, TicketId, UserName,
+    Verdict,
 };
 use jit_itsm::webhook::{
     DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookError, WebhookHeaders,
@@ -686,6 +687,14 @@ struct ReconcileQuery {
     /// at once (202 with the running run).
     #[serde(default)]
     wait: bool,
+    /// `deep` (every user; the default) or `holders` (who holds each
+    /// privileged role).
+    #[serde(default = "deep")]
+    kind: SweepKind,
+}
+
+fn deep() -> SweepKind {
+    SweepKind::Deep
 }
 
 fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
@@ -694,7 +703,7 @@ fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiErro
         .map_err(|e| ApiError::Invalid(vec![FieldError::new("query", "format", e.to_string())]))
 }
 
-/// `POST /api/v1/reconcile?dry_run=&wait=`: an on-demand sweep (admin keys).
+/// `POST /api/v1/reconcile?kind=&dry_run=&wait=`: an on-demand sweep (admin keys).
 async fn start_reconcile(
     state: web::Data<ApiState>,
     caller: Caller,
@@ -705,6 +714,7 @@ async fn start_reconcile(
     let app = state.app.clone();
     let run = app
         .begin_reconcile(
+            q.kind,
             &format!("api:{}", caller.name),
             q.dry_run,
             &state.owner,

@@ -16,7 +16,7 @@ use std::time::Duration;
 use actix_web::{App as ActixApp, HttpServer, web};
 use anyhow::{Context, bail};
 use jit_app::{App, Clock, Directory, TicketSystem, Worker};
-use jit_domain::Policy;
+use jit_domain::{Policy, SweepKind};
 use jit_itsm::{
     NoTicketSystem, ServiceNowAuth, ServiceNowClient, ServiceNowConfig, WebhookVerifier,
 };
@@ -389,12 +389,23 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
         tracing::warn!(%addr, api_key = DEV_API_KEY, "SANDBOX MODE: in-memory SCIM directory at {}; nothing real is touched", sandbox::BASE_PATH);
     }
     let ticket_poll = ticket_system_configured.then_some(config.servicenow.poll_cron.as_str());
-    let sweep =
-        config
-            .reconciler
-            .enabled
-            .then_some((config.reconciler.cron.as_str(), reconcile, owner));
-    let scheduler = start_schedules(app.clone(), ticket_poll, sweep).await?;
+    let sweeps = if config.reconciler.enabled {
+        vec![
+            (
+                SweepKind::Holders,
+                "reconciler.holders_cron",
+                config.reconciler.holders_cron.as_str(),
+            ),
+            (
+                SweepKind::Deep,
+                "reconciler.deep_cron",
+                config.reconciler.deep_cron.as_str(),
+            ),
+        ]
+    } else {
+        Vec::new()
+    };
+    let scheduler = start_schedules(app.clone(), ticket_poll, &sweeps, reconcile, owner).await?;
     tracing::info!(%addr, "jit-broker listening");
     Ok(Running {
         addr,
@@ -498,10 +509,12 @@ async fn web_from_config(
 async fn start_schedules(
     app: Arc<App>,
     ticket_poll: Option<&str>,
-    sweep: Option<(&str, jit_app::ReconcileConfig, String)>,
+    sweeps: &[(SweepKind, &str, &str)],
+    config: jit_app::ReconcileConfig,
+    owner: String,
 ) -> anyhow::Result<Option<tokio_cron_scheduler::JobScheduler>> {
     use tokio_cron_scheduler::{Job, JobScheduler};
-    if ticket_poll.is_none() && sweep.is_none() {
+    if ticket_poll.is_none() && sweeps.is_empty() {
         return Ok(None);
     }
     let scheduler = JobScheduler::new().await?;
@@ -522,21 +535,22 @@ async fn start_schedules(
         .with_context(|| format!("`servicenow.poll_cron` `{cron}` is not a cron schedule (sec min hour day month weekday)"))?;
         scheduler.add(job).await?;
     }
-    if let Some((cron, config, owner)) = sweep {
+    for &(kind, setting, cron) in sweeps {
+        let (app, config, owner) = (app.clone(), config.clone(), owner.clone());
         let job = Job::new_async(cron, move |_, _| {
             let (app, config, owner) = (app.clone(), config.clone(), owner.clone());
             Box::pin(async move {
-                match app.reconcile("cron", false, &owner, &config).await {
+                match app.reconcile(kind, "cron", false, &owner, &config).await {
                     Ok(_) => {}
                     Err(jit_app::AppError::Busy(why)) => tracing::debug!(%why, "reconcile skipped"),
-                    Err(e) => tracing::error!(error = %e, "reconcile sweep failed"),
+                    Err(e) => {
+                        tracing::error!(kind = kind.as_str(), error = %e, "reconcile sweep failed")
+                    }
                 }
             })
         })
         .with_context(|| {
-            format!(
-                "`reconciler.cron` `{cron}` is not a cron schedule (sec min hour day month weekday)"
-            )
+            format!("`{setting}` `{cron}` is not a cron schedule (sec min hour day month weekday)")
         })?;
         scheduler.add(job).await?;
     }

@@ -3,8 +3,9 @@
 //! that a newcomer can watch a role appear and disappear with no external
 //! system. The broker reaches it through its real SCIM client.
 //!
-//! It implements only what the broker uses: `userName eq` filters, `GET` by
-//! id, and `PATCH` add/remove on `roles` under `If-Match`.
+//! It implements only what the broker uses: `userName eq` and `roles.value
+//! eq` filters (announced at `/ServiceProviderConfig`), `GET` by id, and
+//! `PATCH` add/remove on `roles` under `If-Match`.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -107,6 +108,10 @@ fn ok(value: Value) -> HttpResponse {
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route(
+        &format!("{BASE_PATH}/ServiceProviderConfig"),
+        web::get().to(service_provider_config),
+    );
     for users in ["Users", "users"] {
         cfg.route(&format!("{BASE_PATH}/{users}"), web::get().to(list))
             .route(&format!("{BASE_PATH}/{users}/{{id}}"), web::get().to(get))
@@ -121,15 +126,35 @@ fn lock(dir: &SandboxDirectory) -> std::sync::MutexGuard<'_, BTreeMap<String, Us
     dir.users.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The value of a `userName eq "…"` filter, the one filter the broker sends.
-fn user_name_filter(filter: &str) -> Option<String> {
-    let rest = filter
-        .trim()
-        .strip_prefix("userName")?
-        .trim_start()
-        .strip_prefix("eq")?
-        .trim();
-    serde_json::from_str::<String>(rest).ok()
+async fn service_provider_config() -> HttpResponse {
+    ok(json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
+        "patch": {"supported": true}, "filter": {"supported": true, "maxResults": 1000},
+        "etag": {"supported": true}, "bulk": {"supported": false},
+        "changePassword": {"supported": false}, "sort": {"supported": false},
+    }))
+}
+
+/// The two filters the broker sends.
+#[derive(Debug, PartialEq, Eq)]
+enum Filter {
+    UserName(String),
+    Role(String),
+}
+
+fn parse_filter(filter: &str) -> Option<Filter> {
+    let eq = |attribute: &str| {
+        let rest = filter
+            .trim()
+            .strip_prefix(attribute)?
+            .trim_start()
+            .strip_prefix("eq")?
+            .trim();
+        serde_json::from_str::<String>(rest).ok()
+    };
+    eq("userName")
+        .map(Filter::UserName)
+        .or_else(|| eq("roles.value").map(Filter::Role))
 }
 
 async fn list(
@@ -138,12 +163,12 @@ async fn list(
 ) -> HttpResponse {
     let wanted = match query.get("filter") {
         None => None,
-        Some(f) => match user_name_filter(f) {
-            Some(name) => Some(name),
+        Some(f) => match parse_filter(f) {
+            Some(filter) => Some(filter),
             None => {
                 return scim_error(
                     400,
-                    "the sandbox understands only `userName eq \"…\"` filters",
+                    "the sandbox understands only `userName eq \"…\"` and `roles.value eq \"…\"` filters",
                 );
             }
         },
@@ -151,10 +176,10 @@ async fn list(
     let users = lock(&dir);
     let found: Vec<Value> = users
         .iter()
-        .filter(|(_, u)| {
-            wanted
-                .as_ref()
-                .is_none_or(|w| w.eq_ignore_ascii_case(&u.user_name))
+        .filter(|(_, u)| match &wanted {
+            None => true,
+            Some(Filter::UserName(name)) => name.eq_ignore_ascii_case(&u.user_name),
+            Some(Filter::Role(role)) => u.roles.iter().any(|r| r == role),
         })
         .map(|(id, u)| resource(id, u))
         .collect();
@@ -258,10 +283,14 @@ mod tests {
     #[test]
     fn parses_the_filters_the_broker_sends() {
         assert_eq!(
-            user_name_filter(r#"userName eq "a@b.c""#).as_deref(),
-            Some("a@b.c")
+            parse_filter(r#"userName eq "a@b.c""#),
+            Some(Filter::UserName("a@b.c".into()))
         );
-        assert_eq!(user_name_filter(r#"displayName eq "x""#), None);
+        assert_eq!(
+            parse_filter(r#"roles.value eq "Master Admin""#),
+            Some(Filter::Role("Master Admin".into()))
+        );
+        assert_eq!(parse_filter(r#"displayName eq "x""#), None);
         assert_eq!(
             role_path_value(r#"roles[value eq "Master Admin"]"#).as_deref(),
             Some("Master Admin")

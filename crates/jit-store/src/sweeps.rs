@@ -3,16 +3,17 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use jit_app::{FindingRecord, NewAudit, ReconcileRun, StoreError, SweepStore};
-use jit_domain::{PairHistory, RoleName, UserName};
+use jit_domain::{PairHistory, RoleName, SweepKind, UserName};
 
 use crate::{PgStore, SqliteStore, built, corrupt, db, ms, opt_time, time};
 
-const RUN_COLUMNS: &str = "id, trigger_source, dry_run, status, started_at, finished_at, users_scanned, \
-     pages, findings, actions, errors, error";
+const RUN_COLUMNS: &str = "id, kind, trigger_source, dry_run, status, started_at, finished_at, \
+     users_scanned, pages, findings, actions, errors, error";
 
 #[derive(sqlx::FromRow)]
 struct RunRow {
     id: String,
+    kind: String,
     trigger_source: String,
     dry_run: bool,
     status: String,
@@ -31,6 +32,8 @@ impl TryFrom<RunRow> for ReconcileRun {
     fn try_from(r: RunRow) -> Result<Self, StoreError> {
         let count = |v: i64| u64::try_from(v).map_err(|e| corrupt("counter", e));
         Ok(ReconcileRun {
+            kind: SweepKind::parse(&r.kind)
+                .ok_or_else(|| corrupt("sweep kind", format!("`{}`", r.kind)))?,
             id: r.id,
             trigger: r.trigger_source,
             dry_run: r.dry_run,
@@ -100,9 +103,10 @@ macro_rules! sweep_store {
 
             async fn insert_run(&self, r: &ReconcileRun) -> Result<(), StoreError> {
                 sqlx::query(built(format!(
-                    "INSERT INTO reconcile_runs ({RUN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+                    "INSERT INTO reconcile_runs ({RUN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
                 )))
                 .bind(&r.id)
+                .bind(r.kind.as_str())
                 .bind(&r.trigger)
                 .bind(r.dry_run)
                 .bind(&r.status)

@@ -21,7 +21,7 @@ use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use clap::Parser;
 use jit_app::{NewAudit, NewJob, Store, SystemClock};
 use jit_domain::{
-    Grant, GrantState, Justification, RoleName, TicketId, UserName, ValidGrantRequest,
+    Grant, GrantState, Justification, RoleName, SweepKind, TicketId, UserName, ValidGrantRequest,
 };
 use jit_e2e::app::{SERVICENOW_PASSWORD, SERVICENOW_USER, ServiceNow, test_policy_path};
 use jit_e2e::proxy::ScimProxy;
@@ -246,7 +246,7 @@ async fn main() {
         };
         let t = Instant::now();
         let run = app
-            .reconcile("bench", true, "bench-sweeper", &config)
+            .reconcile(SweepKind::Deep, "bench", true, "bench-sweeper", &config)
             .await
             .unwrap();
         (run, t.elapsed())

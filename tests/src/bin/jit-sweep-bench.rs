@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use jit_app::{App, ReconcileConfig, SystemClock};
+use jit_domain::SweepKind;
 use jit_e2e::app::{scim_client, test_policy};
 use jit_e2e::{Backend, SCIM_TOKEN, Tenant, fresh_database};
 use serde_json::Value;
-use tokio::task::JoinSet;
 
 #[derive(Parser)]
 struct Args {
@@ -63,7 +63,9 @@ async fn sweep_child(base_url: &str, args: &Args) -> anyhow::Result<()> {
     };
     let before = vm_hwm_kib();
     let started = Instant::now();
-    let run = app.reconcile("bench", false, "bench", &config).await?;
+    let run = app
+        .reconcile(SweepKind::Deep, "bench", false, "bench", &config)
+        .await?;
     let secs = started.elapsed().as_secs_f64();
     println!(
         "{}",
@@ -77,29 +79,16 @@ async fn sweep_child(base_url: &str, args: &Args) -> anyhow::Result<()> {
 }
 
 async fn fill(tenant: &Tenant, n: usize) -> anyhow::Result<Duration> {
-    let started = Instant::now();
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut set = JoinSet::new();
-    for _ in 0..8 {
-        let (t, next) = (tenant.clone(), next.clone());
-        set.spawn(async move {
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= n {
-                    return;
-                }
-                let roles: &[&str] = if i % 100 == 0 {
-                    &["Employee", "Master Admin"]
-                } else {
-                    &["Employee"]
-                };
-                t.create_user(&format!("s{i:06}@bench.example.com"), roles)
-                    .await;
-            }
-        });
-    }
-    while set.join_next().await.is_some() {}
-    Ok(started.elapsed())
+    Ok(tenant
+        .fill(n, |i| {
+            let roles: &'static [&'static str] = if i % 100 == 0 {
+                &["Employee", "Master Admin"]
+            } else {
+                &["Employee"]
+            };
+            (format!("s{i:06}@bench.example.com"), roles)
+        })
+        .await)
 }
 
 /// The target's own rate for the same pages, with nothing in front.
