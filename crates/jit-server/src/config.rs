@@ -166,6 +166,9 @@ pub struct ScimSettings {
     /// (revocations first, then activations, sweeps, reports). Default: 300
     /// with the genesys profile (its per-client limit), unlimited otherwise.
     pub requests_per_minute: Option<u32>,
+    /// Broker replicas sharing that client (and so its budget): each paces
+    /// at its share, so that together they stay inside the limit.
+    pub replicas: u32,
 }
 
 impl ScimSettings {
@@ -179,11 +182,11 @@ impl ScimSettings {
         }
     }
 
-    /// The pace the broker keeps: 10 % below the target's limit, so that
-    /// arrival jitter never turns it into the target's 429.
+    /// The pace this replica keeps: its share of 5 % below the target's
+    /// limit, so that arrival jitter never turns it into the target's 429.
     pub fn pace_per_minute(&self) -> Option<u32> {
         self.budget_per_minute()
-            .map(|limit| (limit.saturating_mul(9) / 10).max(1))
+            .map(|limit| (limit.saturating_mul(19) / 20 / self.replicas.max(1)).max(1))
     }
 }
 
@@ -202,6 +205,7 @@ impl Default for ScimSettings {
             client_secret_file: None,
             timeout_secs: 10,
             requests_per_minute: None,
+            replicas: 1,
         }
     }
 }
@@ -562,6 +566,21 @@ mod tests {
             assert_eq!(c.reconciler.deep_cron, "0 30 2 * * *");
             Ok(())
         });
+    }
+
+    #[test]
+    fn replicas_sharing_a_client_split_its_budget() {
+        let mut scim = ScimSettings {
+            profile: ScimProfile::Genesys,
+            ..ScimSettings::default()
+        };
+        assert_eq!(scim.pace_per_minute(), Some(285));
+        scim.replicas = 3;
+        assert_eq!(scim.pace_per_minute(), Some(95));
+        scim.requests_per_minute = Some(0);
+        assert_eq!(scim.pace_per_minute(), None, "0 is unlimited");
+        let generic = ScimSettings::default();
+        assert_eq!(generic.pace_per_minute(), None);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! The target is the real scim2-server behind `jit_e2e::proxy`, which counts
 //! every request and enforces N requests a minute the way Genesys Cloud does
 //! (one second of burst, 429 with `Retry-After`). The broker runs with
-//! `scim.requests_per_minute = N` (it paces at 90 % of it). Reported, each
+//! `scim.requests_per_minute = N` (it paces at 95 % of it). Reported, each
 //! from its own fresh broker, tenant and proxy:
 //!
 //! 1. requests per grant lifecycle and 429s (grants activated and expired);
@@ -191,7 +191,7 @@ async fn main() {
     let args = Args::parse();
     let per_s = f64::from(args.budget) / 60.0;
     println!(
-        "# jit-budget-bench: target budget {} requests/min (the broker paces at 90 %)",
+        "# jit-budget-bench: target budget {} requests/min (the broker paces at 95 %)",
         args.budget
     );
 
@@ -300,7 +300,7 @@ async fn main() {
     let (delays, last) = removals(running.app.store.as_ref(), users.len()).await;
     let floor = users.len() as f64 * 2.0 / per_s;
     println!(
-        "storm: {} grants expiring together cleared {:.1} s after expiry (p50 {:.1} s); floor {} × 2 requests ÷ {}/min = {:.1} s ({:.0} % of it; the broker paces at 90 %); {} answered 429; {} requests",
+        "storm: {} grants expiring together cleared {:.1} s after expiry (p50 {:.1} s); floor {} × 2 requests ÷ {}/min = {:.1} s ({:.0} % of it; the broker paces at 95 %); {} answered 429; {} requests",
         users.len(),
         (last - end).num_milliseconds() as f64 / 1000.0,
         pct(&delays, 0.5) / 1000.0,
