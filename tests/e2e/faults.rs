@@ -372,7 +372,7 @@ async fn a_removal_failing_past_the_slo_is_raised_once_as_overdue() {
         .expect("an overdue alert");
     assert_eq!(
         alert.subject,
-        "[jit-broker][ALERT] OVERDUE: eng@example.com still holds Master Admin"
+        "[jit-broker][P1] OVERDUE: eng@example.com still holds Master Admin"
     );
     assert!(alert.text.contains("SLO 60 s"), "{}", alert.text);
     assert!(alert.text.contains("503"), "{}", alert.text);

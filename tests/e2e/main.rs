@@ -8,6 +8,7 @@ mod faults;
 mod lifecycle;
 mod notify;
 mod reconcile;
+mod soc;
 mod store;
 mod tickets;
 mod web;

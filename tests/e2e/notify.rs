@@ -110,7 +110,7 @@ async fn each_event_kind_reaches_its_recipients_with_its_content() {
     let activated = find("Master Admin granted to eng@example.com");
     assert_eq!(
         activated.subject,
-        "[jit-broker] Master Admin granted to eng@example.com (CHG0000300)"
+        "[jit-broker][P3] Master Admin granted to eng@example.com (CHG0000300)"
     );
     assert!(
         activated.to.contains("cx-ops@bank.example") && activated.to.contains("soc@bank.example"),
@@ -153,18 +153,17 @@ async fn each_event_kind_reaches_its_recipients_with_its_content() {
         ended.text
     );
 
-    let failed = find("[ALERT] FAILED to apply Master Admin for ghost@example.com");
+    let failed = find("[P1] FAILED to apply Master Admin for ghost@example.com");
     assert!(failed.text.contains("not found"), "{}", failed.text);
 
-    let emergency =
-        find("[ALERT] EMERGENCY grant: Telephony Admin for tel@example.com on CHG0000302");
+    let emergency = find("[P2] EMERGENCY grant: Telephony Admin for tel@example.com on CHG0000302");
     assert!(
         emergency.text.contains("not approved yet"),
         "{}",
         emergency.text
     );
 
-    let sweep = find("[ALERT] standing privilege: mallory@example.com held Master Admin (removed)");
+    let sweep = find("[P2] standing privilege: mallory@example.com held Master Admin (removed)");
     assert!(
         sweep.text.contains("mallory@example.com held Master Admin"),
         "{}",
@@ -235,7 +234,7 @@ async fn a_many_finding_sweep_is_one_digest() {
     assert_eq!(mail.len(), 1, "one digest, not six mails");
     assert_eq!(
         mail[0].subject,
-        "[jit-broker][ALERT] Reconciler: 6 findings, 6 roles stripped"
+        "[jit-broker][P2] Reconciler: 6 findings, 6 roles stripped"
     );
     for u in &users {
         assert!(mail[0].text.contains(u.as_str()), "{u} listed");

@@ -269,8 +269,9 @@ pub struct TestApp {
 
 pub const WEBHOOK_SECRET: &str = "e2e-webhook-secret-0123456789";
 
-/// The broker as `jit-broker serve` runs it, on port 0. Its sweeps run only
-/// when a test asks (a sweep firing mid-test would be a guess at timing).
+/// The broker as `jit-broker serve` runs it, on port 0. Its sweeps and SOC
+/// schedules run only when a test asks (one firing mid-test would be a
+/// guess at timing).
 pub async fn spawn_app(backend: Backend, scim_base_url: Option<&str>) -> TestApp {
     spawn_app_with(backend, scim_base_url, |_| {}).await
 }
@@ -319,6 +320,8 @@ pub async fn spawn_app_with(
         config.scim.bearer_token = Some(SecretString::from(SCIM_TOKEN));
     }
     config.reconciler.enabled = false;
+    config.notify.digest_cron = String::new();
+    config.notify.break_glass_cron = String::new();
     tweak(&mut config);
     let running = jit_server::start(config, dev, Arc::new(SystemClock))
         .await

@@ -247,6 +247,29 @@ impl Tenant {
         );
     }
 
+    /// Takes a role away behind the broker's back.
+    pub async fn remove_role(&self, user_name: &str, role: &str) {
+        let user = self.user(user_name).await;
+        let id = user["id"].as_str().expect("user id");
+        let patch = json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "remove", "path": format!("roles[value eq {}]", json!(role))}],
+        });
+        let r = self
+            .http
+            .patch(format!("{}/Users/{id}", self.base_url))
+            .bearer_auth(SCIM_TOKEN)
+            .json(&patch)
+            .send()
+            .await
+            .expect("PATCH /Users");
+        assert!(
+            r.status().is_success(),
+            "removing {role} from {user_name}: {}",
+            r.status()
+        );
+    }
+
     /// The roles the server holds for a user, read directly (not through the broker).
     pub async fn roles_of(&self, user_name: &str) -> Vec<String> {
         let mut roles: Vec<String> = self.user(user_name).await["roles"]

@@ -63,6 +63,8 @@ struct Platform {
     role_ids: Mutex<HashMap<String, String>>,
     /// Holders the role-users answer leaves out, as a faulty answer would.
     omitted: Mutex<HashSet<String>>,
+    /// userName → when the user last logged in (the last token issued).
+    logins: Mutex<HashMap<String, chrono::DateTime<chrono::Utc>>>,
     /// The largest page it serves, whatever `pageSize` asks.
     max_page_size: AtomicU64,
 }
@@ -108,6 +110,7 @@ impl ScimProxy {
             tenant_path: path.clone(),
             role_ids: Mutex::default(),
             omitted: Mutex::default(),
+            logins: Mutex::default(),
             max_page_size: AtomicU64::new(500),
         });
         let state = web::Data::new(Upstream {
@@ -161,6 +164,12 @@ impl ScimProxy {
         omitted.insert(user.to_owned());
     }
 
+    /// `user` logged in at `at`, as Genesys Cloud's `lastTokenIssued` will say.
+    pub fn log_in(&self, user: &str, at: chrono::DateTime<chrono::Utc>) {
+        let mut logins = self.platform.logins.lock().expect("logins");
+        logins.insert(user.to_owned(), at);
+    }
+
     /// Pages of role users hold at most `n` (to make paging visible).
     pub fn cap_page_size(&self, n: u64) {
         self.platform
@@ -207,7 +216,7 @@ async fn forward(req: HttpRequest, body: web::Bytes, up: web::Data<Upstream>) ->
                 r#"{"message":"Rate limit exceeded the maximum. Retry the request in [2] seconds","code":"too.many.requests","status":429}"#,
             );
     }
-    if req.path().starts_with("/api/v2/authorization/roles") {
+    if req.path().starts_with("/api/v2/") {
         return platform(&req, &up).await;
     }
     let url = format!("{}{}", up.base, req.uri());
@@ -241,6 +250,9 @@ async fn platform(req: &HttpRequest, up: &Upstream) -> HttpResponse {
         .collect();
     let p = &up.platform;
     let path = req.path();
+    if let Some(id) = path.strip_prefix("/api/v2/users/") {
+        return platform_user(req, up, id).await;
+    }
     if path == "/api/v2/authorization/roles" {
         let Some(name) = query.get("name") else {
             return HttpResponse::BadRequest().finish();
@@ -307,4 +319,43 @@ async fn platform(req: &HttpRequest, up: &Upstream) -> HttpResponse {
         "entities": entities, "pageSize": size, "pageNumber": number,
         "total": total, "pageCount": total.div_ceil(size),
     }))
+}
+
+/// `GET /api/v2/users/{id}?expand=lasttokenissued`: the user as scim2-server
+/// holds it, with the last login the test set.
+async fn platform_user(req: &HttpRequest, up: &Upstream, id: &str) -> HttpResponse {
+    let mut upstream = up
+        .http
+        .get(format!("{}{}/Users/{id}", up.base, up.platform.tenant_path));
+    if let Some(v) = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+    {
+        upstream = upstream.header("authorization", v);
+    }
+    let Ok(answer) = upstream.send().await else {
+        return HttpResponse::BadGateway().finish();
+    };
+    if answer.status() == reqwest::StatusCode::NOT_FOUND {
+        return HttpResponse::NotFound().json(json!({
+            "message": "The requested user was not found", "code": "not.found", "status": 404,
+        }));
+    }
+    let user: Value = answer.json().await.unwrap_or(Value::Null);
+    let name = user["userName"].as_str().unwrap_or_default().to_owned();
+    let login = up
+        .platform
+        .logins
+        .lock()
+        .expect("logins")
+        .get(&name)
+        .copied();
+    let mut body = json!({"id": id, "name": name, "username": name, "email": name});
+    if let Some(at) = login
+        && req.query_string().contains("lasttokenissued")
+    {
+        body["lastTokenIssued"] = json!({"dateIssued": at.to_rfc3339()});
+    }
+    HttpResponse::Ok().json(body)
 }

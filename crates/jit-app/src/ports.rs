@@ -6,8 +6,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use jit_domain::{
-    ChangeTicket, Grant, GrantId, GrantState, PairHistory, Review, RoleChange, RoleName, SweepKind,
-    TicketId, Transition, UserName,
+    ChangeTicket, FindingKind, Grant, GrantId, GrantState, PairHistory, Review, RoleChange,
+    RoleName, SweepKind, TicketId, Transition, UserName,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -117,6 +117,16 @@ pub trait Directory: Send + Sync {
     /// users); `None` where it cannot: the caller lists everyone instead.
     async fn role_holders(&self, role: &RoleName) -> Result<Option<RoleHolders>, DirectoryError> {
         let _ = role;
+        Ok(None)
+    }
+    /// When `user` last logged in (Genesys Cloud: the last token issued to
+    /// them), where the target can tell; `None` where it cannot, `Some(None)`
+    /// for a user who never did.
+    async fn last_login(
+        &self,
+        user: &UserName,
+    ) -> Result<Option<Option<DateTime<Utc>>>, DirectoryError> {
+        let _ = user;
         Ok(None)
     }
     /// The user whose `userName` is `user`.
@@ -235,18 +245,15 @@ pub fn notifies(kind: &str, data: &Value) -> bool {
         | "converge_failed"
         | "revocation_overdue"
         | "conflicting_writer_detected" => true,
-        // Findings reach the SOC in one email per sweep: the run event. The
-        // holders sweep runs every minute, so it writes only when it acted
-        // or failed to: what it merely sees again (a break-glass account
-        // holding its role) is the daily deep sweep's to report.
+        // A sweep's strips (and failures to strip) are new events each time:
+        // one email per sweep that made any. What a sweep only sees again
+        // (a break-glass account holding its role) is an incident, told
+        // when it opens and when it resolves.
         "reconcile_run" => {
             let count = |field: &str| data[field].as_u64().unwrap_or(0);
-            if data["kind"] == "holders" {
-                count("actions") > 0 || count("errors") > 0
-            } else {
-                count("findings") > 0
-            }
+            count("actions") > 0 || count("errors") > 0
         }
+        "incident_opened" | "incident_resolved" | "break_glass_login" | "soc_digest" => true,
         "grant_requested" => {
             data["decision"]["emergency"].as_bool() == Some(true)
                 || data["state"] == "pending_approval"
@@ -284,6 +291,16 @@ pub struct Notice {
 #[async_trait]
 pub trait Notifier: Send + Sync {
     async fn deliver(&self, notice: &Notice) -> Result<(), NotifyError>;
+}
+
+/// A SIEM endpoint fed every SOC event as it happens (jit-notify over HTTPS).
+#[async_trait]
+pub trait EventSink: Send + Sync {
+    /// The endpoint's configured name: its cursor's key.
+    fn name(&self) -> &str;
+    /// Delivers one event, stamped `sent_at`; the receiver de-duplicates on
+    /// its stable id.
+    async fn send(&self, event: &AuditEvent, sent_at: DateTime<Utc>) -> Result<(), NotifyError>;
 }
 
 /// A webhook delivery already handled, with the answer it was given.
@@ -361,12 +378,29 @@ pub enum GrantMark {
 /// The store, one trait per aggregate (each has its own file in jit-store).
 /// A `dyn Store` answers every aggregate's methods.
 pub trait Store:
-    GrantStore + JobStore + SweepStore + OutboxStore + DeliveryStore + AuditStore
+    GrantStore
+    + JobStore
+    + SweepStore
+    + OutboxStore
+    + DeliveryStore
+    + AuditStore
+    + IncidentStore
+    + BreakGlassStore
+    + FeedStore
 {
 }
 
 impl<T> Store for T where
-    T: GrantStore + JobStore + SweepStore + OutboxStore + DeliveryStore + AuditStore + ?Sized
+    T: GrantStore
+        + JobStore
+        + SweepStore
+        + OutboxStore
+        + DeliveryStore
+        + AuditStore
+        + IncidentStore
+        + BreakGlassStore
+        + FeedStore
+        + ?Sized
 {
 }
 
@@ -554,4 +588,103 @@ pub trait AuditStore: Send + Sync {
     /// Events in order, after `after_seq`.
     async fn audit_events(&self, after_seq: i64, limit: u32)
     -> Result<Vec<AuditEvent>, StoreError>;
+}
+
+// ---------------------------------------------------------------------- soc
+
+/// A reported finding that persists from sweep to sweep.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Incident {
+    pub id: i64,
+    pub kind: FindingKind,
+    /// The user, or `oauth-client name (id)`.
+    pub subject: String,
+    pub role: String,
+    pub detail: String,
+    pub opened_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    /// The sweep run that saw it last.
+    pub last_seen_by: String,
+    pub resolved_at: Option<DateTime<Utc>>,
+}
+
+/// A sweep saw a finding that is an incident.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sighting<'a> {
+    pub kind: FindingKind,
+    pub subject: &'a str,
+    pub role: &'a str,
+    pub detail: &'a str,
+    pub at: DateTime<Utc>,
+    /// The sweep run that saw it.
+    pub run: &'a str,
+}
+
+/// Incidents: opened once, seen again, resolved once.
+#[async_trait]
+pub trait IncidentStore: Send + Sync {
+    /// Marks the open incident `(kind, subject, role)` seen, or opens one
+    /// and writes `opened` with it in one transaction. Answers whether it
+    /// opened one.
+    async fn see_incident(&self, seen: &Sighting<'_>, opened: NewAudit)
+    -> Result<bool, StoreError>;
+    /// Resolves incident `id` if it is still open, with `audit` in one
+    /// transaction; answers whether it did.
+    async fn resolve_incident(
+        &self,
+        id: i64,
+        at: DateTime<Utc>,
+        audit: NewAudit,
+    ) -> Result<bool, StoreError>;
+    async fn open_incidents(&self) -> Result<Vec<Incident>, StoreError>;
+}
+
+/// The newest login seen for each break-glass account.
+#[async_trait]
+pub trait BreakGlassStore: Send + Sync {
+    /// `None`: never checked; `Some(None)`: checked, never logged in.
+    async fn last_login_seen(
+        &self,
+        user: &UserName,
+    ) -> Result<Option<Option<DateTime<Utc>>>, StoreError>;
+    /// Records a check (and, when it found a newer login, its alert) in one
+    /// transaction.
+    async fn record_login_check(
+        &self,
+        user: &UserName,
+        last_login: Option<DateTime<Utc>>,
+        at: DateTime<Utc>,
+        alert: Option<NewAudit>,
+    ) -> Result<(), StoreError>;
+}
+
+/// Where a SIEM endpoint's feed stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedCursor {
+    /// The last audit event delivered (or given up on).
+    pub last_seq: i64,
+    /// Failed attempts at the next one.
+    pub attempts: u32,
+    pub next_attempt_at: DateTime<Utc>,
+}
+
+/// The SIEM feeds' progress through the audit log.
+#[async_trait]
+pub trait FeedStore: Send + Sync {
+    /// The endpoint's cursor (a new endpoint starts before the first event).
+    async fn feed_cursor(&self, endpoint: &str) -> Result<FeedCursor, StoreError>;
+    /// Event `seq` is delivered (or skipped): the next one is due now.
+    async fn advance_feed(
+        &self,
+        endpoint: &str,
+        seq: i64,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// The next event failed: try again at `next_at`.
+    async fn defer_feed(
+        &self,
+        endpoint: &str,
+        next_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), StoreError>;
 }

@@ -25,14 +25,14 @@ use chrono::TimeDelta;
 use governor::{Quota, RateLimiter};
 use jit_domain::{
     FindingAction, FindingKind, GrantId, Judgement, RoleChange, RoleName, SweepKind, SweepRules,
-    UserName, judge,
+    UserName, incident_over, is_incident, judge, looked_for_by,
 };
 use serde_json::json;
 
 use crate::app::{App, SYSTEM_ACTOR};
 use crate::budget::{Lane, in_lane};
 use crate::error::AppError;
-use crate::ports::{DirectoryError, FindingRecord, GrantFilter, NewAudit, ReconcileRun};
+use crate::ports::{DirectoryError, FindingRecord, GrantFilter, NewAudit, ReconcileRun, Sighting};
 
 /// The lease that makes sweeps of one kind exclusive across replicas (a deep
 /// sweep never holds up the holders sweep of the minute).
@@ -42,6 +42,10 @@ fn lease_name(kind: SweepKind) -> String {
 
 /// The audit event (and SOC alert) of a pair that keeps coming back.
 pub const CONFLICTING_WRITER_EVENT: &str = "conflicting_writer_detected";
+/// A reported finding seen for the first time (the SOC hears it once).
+pub const INCIDENT_OPENED: &str = "incident_opened";
+/// A reported finding no longer seen by a sweep that looks for it.
+pub const INCIDENT_RESOLVED: &str = "incident_resolved";
 
 #[derive(Debug, Clone)]
 pub struct ReconcileConfig {
@@ -122,7 +126,10 @@ impl App {
         owner: &str,
         config: &ReconcileConfig,
     ) -> Result<ReconcileRun, AppError> {
-        let result = self.sweep(&mut run, owner, config).await;
+        let mut result = self.sweep(&mut run, owner, config).await;
+        if result.is_ok() && !run.dry_run {
+            result = self.resolve_incidents(&run, config).await;
+        }
         run.finished_at = Some(self.now());
         match &result {
             Ok(()) => run.status = "completed".into(),
@@ -419,16 +426,14 @@ impl App {
                 }
             }
         };
-        // A dry run tells the SOC nothing new: the pattern is raised by the
-        // sweep that acts on it.
-        if run.dry_run {
-            judgement.conflict = None;
-        }
         self.record_finding(run, user.as_str(), role, &judgement, action)
             .await
     }
 
-    /// One finding: its row and its audit event, in one transaction.
+    /// One finding: its row and its audit event, in one transaction. A
+    /// finding that is an incident (kept in place, or a writer that keeps
+    /// coming back) also opens one the first time, and the SOC hears of
+    /// that edge once; a conflicting writer's opening is its alert.
     async fn record_finding(
         &self,
         run: &mut ReconcileRun,
@@ -448,30 +453,101 @@ impl App {
             action: action.into(),
             detail: detail.to_owned(),
         };
-        let mut data = json!({
+        let data = json!({
             "run": run.id, "user": who, "role": role, "kind": finding.kind,
             "action": action, "detail": detail, "dry_run": run.dry_run,
         });
-        // The first sighting of a conflicting-writer pattern is its own
-        // high-severity event (and email), written with the finding: the
-        // store reads it back as the pair's last alert.
-        let kind = match &judgement.conflict {
-            Some(alert) => {
-                data["conflict"] = json!(alert);
-                CONFLICTING_WRITER_EVENT
-            }
-            None => "reconcile_finding",
-        };
         let audit = NewAudit {
             at: finding.at,
             actor: SYSTEM_ACTOR.into(),
-            kind,
+            kind: "reconcile_finding",
             grant: None,
             ticket: None,
-            data,
+            data: data.clone(),
         };
         self.store.insert_finding(&finding, audit).await?;
+        // A dry run tells the SOC nothing new.
+        if run.dry_run || !is_incident(kind, judgement.action) {
+            return Ok(());
+        }
+        let opened = match &judgement.conflict {
+            Some(alert) => {
+                let mut data = data;
+                data["conflict"] = json!(alert);
+                NewAudit {
+                    at: finding.at,
+                    actor: SYSTEM_ACTOR.into(),
+                    kind: CONFLICTING_WRITER_EVENT,
+                    grant: None,
+                    ticket: None,
+                    data,
+                }
+            }
+            None => NewAudit {
+                at: finding.at,
+                actor: SYSTEM_ACTOR.into(),
+                kind: INCIDENT_OPENED,
+                grant: None,
+                ticket: None,
+                data: json!({
+                    "kind": finding.kind, "user": who, "role": role, "detail": detail,
+                    "run": run.id, "sweep": run.kind,
+                }),
+            },
+        };
+        let seen = Sighting {
+            kind,
+            subject: who,
+            role: role.as_str(),
+            detail,
+            at: finding.at,
+            run: &run.id,
+        };
+        self.store.see_incident(&seen, opened).await?;
         Ok(())
+    }
+
+    /// After a completed sweep: the incidents it looks for and no longer
+    /// sees are over, and the SOC hears so once.
+    async fn resolve_incidents(
+        &self,
+        run: &ReconcileRun,
+        config: &ReconcileConfig,
+    ) -> Result<(), AppError> {
+        let now = self.now();
+        let looked_for = looked_for_by(run.kind);
+        for incident in self.store.open_incidents().await? {
+            let over = looked_for.contains(&incident.kind)
+                && incident_over(
+                    incident.kind,
+                    incident.last_seen_by == run.id,
+                    incident.last_seen_at,
+                    now,
+                    config.rules.conflict.window,
+                );
+            if !over {
+                continue;
+            }
+            let audit = NewAudit {
+                at: now,
+                actor: SYSTEM_ACTOR.into(),
+                kind: INCIDENT_RESOLVED,
+                grant: None,
+                ticket: None,
+                data: json!({
+                    "kind": incident.kind, "user": incident.subject, "role": incident.role,
+                    "detail": incident.detail, "opened_at": incident.opened_at,
+                    "last_seen_at": incident.last_seen_at, "run": run.id, "sweep": run.kind,
+                }),
+            };
+            self.store.resolve_incident(incident.id, now, audit).await?;
+        }
+        Ok(())
+    }
+
+    /// The incidents open now (the SOC page and the daily digest).
+    pub async fn open_incidents(&self) -> Result<Vec<crate::ports::Incident>, AppError> {
+        Ok(self.store.open_incidents().await?)
     }
 
     pub async fn reconcile_runs(&self, limit: u32) -> Result<Vec<ReconcileRun>, AppError> {

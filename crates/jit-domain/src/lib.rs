@@ -11,6 +11,7 @@ pub mod policy;
 pub mod reconcile;
 pub mod request;
 pub mod retry;
+pub mod soc;
 pub mod ticket;
 
 pub use approval::{
@@ -28,4 +29,5 @@ pub use reconcile::{
     SweepRules, judge,
 };
 pub use request::{FieldError, ValidGrantRequest, validate_grant_request};
+pub use soc::{Severity, incident_over, is_incident, looked_for_by, severity};
 pub use ticket::{ChangeState, ChangeTicket, Person, Team};

@@ -472,6 +472,11 @@ impl Policy {
         self.role(role).is_some_and(|r| r.privileged)
     }
 
+    /// The accounts allowed to hold privileged roles without a grant.
+    pub fn break_glass_users(&self) -> impl Iterator<Item = &UserName> {
+        self.break_glass.iter()
+    }
+
     pub fn is_break_glass(&self, user: &UserName) -> bool {
         self.break_glass.contains(user)
     }

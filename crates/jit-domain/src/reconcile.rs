@@ -39,6 +39,18 @@ impl FindingKind {
             Self::OauthClientPrivileged => "oauth_client_privileged",
         }
     }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::StandingPrivilege,
+            Self::RoleAccumulation,
+            Self::BreakGlassHeld,
+            Self::ConflictingWriter,
+            Self::OauthClientPrivileged,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
 }
 
 /// How a sweep finds the privileged roles held.

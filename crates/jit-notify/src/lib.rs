@@ -2,7 +2,10 @@
 //! (who, which role, which ticket, when, what the broker did); templates
 //! (minijinja, overridable from a directory) lay it out as plain text and
 //! HTML; [`SmtpNotifier`] sends it with lettre over STARTTLS, implicit TLS or
-//! (for a local relay) plain SMTP.
+//! (for a local relay) plain SMTP. [`webhook`] feeds the same events to a
+//! SIEM as signed JSON.
+
+pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -10,6 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use jit_app::{Notice, Notifier, NotifyError};
+use jit_domain::{Severity, severity};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -26,6 +30,8 @@ pub enum NotifyConfigError {
     Smtp(String),
     #[error("template {0}: {1}")]
     Template(String, String),
+    #[error("notify.webhooks {0}")]
+    Webhook(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,8 +67,10 @@ pub struct Recipients<A = String> {
     pub default: Vec<A>,
     /// Keyed by notice kind: `grant_activated`, `grant_ended`,
     /// `converge_failed`, `revocation_overdue`, `reconcile_run`, `emergency_grant`,
-    /// `conflicting_writer`; and, for people rather than the SOC (never sent
-    /// to `default`), `approval_requested` and `request_outcome`.
+    /// `conflicting_writer`, `incident_opened`, `incident_resolved`,
+    /// `break_glass_login`, `soc_digest`; or by severity, `P1`, `P2`, `P3`
+    /// (a kind's own list wins). For people rather than the SOC (never sent
+    /// to `default`): `approval_requested` and `request_outcome`.
     pub by_kind: BTreeMap<String, Vec<A>>,
 }
 
@@ -76,10 +84,11 @@ impl<A> Default for Recipients<A> {
 }
 
 impl<A> Recipients<A> {
-    pub fn for_kind(&self, kind: &str) -> &[A] {
-        self.by_kind
-            .get(kind)
-            .filter(|r| !r.is_empty())
+    /// The kind's own list, else its severity's, else the default.
+    pub fn for_notice(&self, kind: &str, severity: Severity) -> &[A] {
+        let listed = |key: &str| self.by_kind.get(key).filter(|r| !r.is_empty());
+        listed(kind)
+            .or_else(|| listed(severity.as_str()))
             .unwrap_or(&self.default)
     }
 }
@@ -108,6 +117,7 @@ impl Recipients {
 pub struct Composed {
     /// The recipients' key: the event kind, or `emergency_grant`.
     pub kind: String,
+    pub severity: Severity,
     pub alert: bool,
     pub headline: String,
     pub summary: String,
@@ -286,9 +296,11 @@ pub fn compose(notice: &Notice, slo: Duration) -> Composed {
             )
         }
         "reconcile_run" => {
-            let n = notice.findings.len();
-            let stripped = notice.findings.iter().filter(|f| f.action == "removed").count();
-            let headline = match notice.findings.as_slice() {
+            let acted: Vec<&jit_app::FindingRecord> =
+                notice.findings.iter().filter(|f| f.action != "reported").collect();
+            let n = acted.len();
+            let stripped = acted.iter().filter(|f| f.action == "removed").count();
+            let headline = match acted.as_slice() {
                 [one] => format!(
                     "{}: {} held {} ({})",
                     one.kind.replace('_', " "),
@@ -317,6 +329,88 @@ pub fn compose(notice: &Notice, slo: Duration) -> Composed {
                 },
             )
         }
+        "incident_opened" | "incident_resolved" => {
+            let finding = d["kind"].as_str().unwrap_or_default();
+            let opened = e.kind == "incident_opened";
+            facts = vec![
+                ("Who".into(), user.clone()),
+                ("Role".into(), role.clone()),
+                ("Finding".into(), finding.to_owned()),
+                ("Detail".into(), text(&d["detail"])),
+                ("Sweep".into(), format!("{} ({})", text(&d["run"]), text(&d["sweep"]))),
+            ];
+            if !opened {
+                facts.push(("Open since".into(), text(&d["opened_at"])));
+            }
+            let what = match finding {
+                "break_glass_held" => format!("break-glass account {user} holds {role}"),
+                "oauth_client_privileged" => format!("{user} holds {role}"),
+                "conflicting_writer" => format!("another writer keeps re-adding {role} to {user}"),
+                _ => format!("{user} holds {role} (a report-only role)"),
+            };
+            if opened {
+                (
+                    "incident_opened",
+                    false,
+                    format!("Open: {what}"),
+                    format!("A sweep at {at} found that {what}. This is reported, not stripped, and you hear of it once: now, and when a sweep no longer sees it."),
+                    "Left it in place (break-glass accounts and report-only roles are the policy's exceptions; OAuth clients are integrations). Check it is expected; the daily digest lists it while it lasts.".to_owned(),
+                )
+            } else {
+                (
+                    "incident_resolved",
+                    false,
+                    format!("Resolved: {what}"),
+                    format!("The sweep that ended at {at} no longer sees that {what}."),
+                    "Nothing more: the incident is closed; it opens again if a sweep sees it again.".to_owned(),
+                )
+            }
+        }
+        "break_glass_login" => {
+            let roles = match &d["roles"] {
+                Value::Array(r) => r.iter().map(text).collect::<Vec<_>>().join(", "),
+                other => text(other),
+            };
+            facts = vec![
+                ("Account".into(), user.clone()),
+                ("Logged in".into(), text(&d["logged_in_at"])),
+                ("Previous login".into(), text(&d["previous_login_at"])),
+                ("Holds now".into(), roles.clone()),
+            ];
+            (
+                "break_glass_login",
+                true,
+                format!("BREAK-GLASS USED: {user} logged in at {}", text(&d["logged_in_at"])),
+                format!("The break-glass account {user} logged in at {} and holds {roles}. Break-glass accounts hold privileged roles by design; using one is an emergency or an attack.", text(&d["logged_in_at"])),
+                "Recorded the login so it is raised once. Reach the account's custodian now and confirm an authorised emergency (an incident or change number). If nobody can, treat it as a compromise: disable the account in Genesys Cloud and rotate its credentials.".to_owned(),
+            )
+        }
+        "soc_digest" => {
+            let count = |key: &str| d[key].as_array().map_or(0, Vec::len);
+            let lines = |key: &str, f: &dyn Fn(&Value) -> String| {
+                d[key].as_array().map(|a| a.iter().map(f).collect::<Vec<_>>().join("; ")).filter(|s| !s.is_empty()).unwrap_or_else(|| "none".into())
+            };
+            facts = vec![
+                ("Break-glass accounts".into(), lines("break_glass", &|b| format!("{} holds [{}], last login {}", text(&b["user"]), b["holds"].as_array().map(|h| h.iter().map(text).collect::<Vec<_>>().join(", ")).unwrap_or_default(), text(&b["last_login_at"])))),
+                ("Privileged OAuth clients".into(), lines("oauth_clients", &|c| format!("{} holds {} since {}", text(&c["subject"]), text(&c["role"]), text(&c["since"])))),
+                ("Conflicting writers".into(), lines("conflicting_writers", &|c| format!("{} / {} since {}", text(&c["subject"]), text(&c["role"]), text(&c["since"])))),
+                ("Report-only roles held".into(), lines("report_only", &|c| format!("{} / {} since {}", text(&c["subject"]), text(&c["role"]), text(&c["since"])))),
+                ("Overdue revocations".into(), lines("overdue_revocations", &|o| format!("{} still holds {} ({} s past the end)", text(&o["user"]), text(&o["role"]), text(&o["overdue_secs"])))),
+                ("Grants since yesterday".into(), lines("grants", &|g| format!("{} under {}: {}", text(&g["role"]), text(&g["ticket"]), g["grants"].as_array().map(|u| u.iter().map(text).collect::<Vec<_>>().join(", ")).unwrap_or_default()))),
+            ];
+            (
+                "soc_digest",
+                false,
+                format!(
+                    "Daily digest: {} open incidents, {} overdue revocations, {} grant groups",
+                    count("oauth_clients") + count("conflicting_writers") + count("report_only") + d["break_glass"].as_array().map_or(0, |b| b.iter().filter(|x| x["holds"].as_array().is_some_and(|h| !h.is_empty())).count()),
+                    count("overdue_revocations"),
+                    count("grants"),
+                ),
+                format!("What is open at {at}, and the last day's grants."),
+                "Nothing: this is a summary. Each item was raised once when it opened.".to_owned(),
+            )
+        }
         other => (
             other,
             false,
@@ -327,12 +421,19 @@ pub fn compose(notice: &Notice, slo: Duration) -> Composed {
     };
     Composed {
         kind: kind.to_owned(),
+        severity: severity(&e.kind, d),
         alert,
         headline,
         summary,
         facts,
         action,
-        findings: notice.findings.clone(),
+        // The run's strips and failures; what it only reported is an incident.
+        findings: notice
+            .findings
+            .iter()
+            .filter(|f| f.action != "reported")
+            .cloned()
+            .collect(),
         seq: e.seq,
         at,
         people,
@@ -473,7 +574,8 @@ impl Notifier for SmtpNotifier {
                 .get(&composed.kind)
                 .map_or(&[][..], Vec::as_slice)
         } else {
-            self.recipients.for_kind(&composed.kind)
+            self.recipients
+                .for_notice(&composed.kind, composed.severity)
         };
         let people: Vec<Mailbox> = composed
             .people

@@ -752,6 +752,47 @@ impl ScimClient {
         }
     }
 
+    /// When `user_name` last logged in, from Genesys Cloud's Platform API
+    /// (`GET /api/v2/users/{id}?expand=lasttokenissued`: the last token
+    /// issued, or `dateLastLogin` where present; the newer of the two).
+    /// `None` without a Platform API.
+    pub async fn last_login(
+        &self,
+        user_name: &str,
+    ) -> Result<Option<Option<chrono::DateTime<chrono::Utc>>>, ScimError> {
+        if self.config.platform_api.is_none() {
+            return Ok(None);
+        }
+        let id = match self.known_id(user_name) {
+            Some(id) => id,
+            None => self.find_user(user_name).await?.id,
+        };
+        let mut url = self.platform_url(&format!("api/v2/users/{id}"))?;
+        url.query_pairs_mut()
+            .append_pair("expand", "lasttokenissued")
+            .append_pair("expand", "dateLastLogin");
+        let user: Value = match self.send(Method::GET, url, |r| r).await {
+            Ok(response) => Self::json(response).await?,
+            Err(ScimError::Status {
+                status: StatusCode::NOT_FOUND,
+                ..
+            }) => {
+                // A stale id: ask again by name next time.
+                self.forget_id(user_name);
+                return Err(ScimError::UserNotFound(user_name.to_owned()));
+            }
+            Err(e) => return Err(e),
+        };
+        let date = |v: &Value| {
+            v.as_str()
+                .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+                .map(|d| d.with_timezone(&chrono::Utc))
+        };
+        Ok(Some(
+            date(&user["lastTokenIssued"]["dateIssued"]).max(date(&user["dateLastLogin"])),
+        ))
+    }
+
     /// `GET /api/v2/authorization/roles?name=…`: the id of the role named
     /// exactly `role` (the search may match more than one name).
     async fn resolve_role_id(&self, role: &str) -> Result<Option<String>, ScimError> {
@@ -886,6 +927,13 @@ impl Directory for ScimClient {
 
     async fn role_holders(&self, role: &RoleName) -> Result<Option<RoleHolders>, DirectoryError> {
         Ok(ScimClient::role_holders(self, role.as_str()).await?)
+    }
+
+    async fn last_login(
+        &self,
+        user: &UserName,
+    ) -> Result<Option<Option<chrono::DateTime<chrono::Utc>>>, DirectoryError> {
+        Ok(ScimClient::last_login(self, user.as_str()).await?)
     }
 
     async fn get_user(&self, id: &str) -> Result<DirectoryUser, DirectoryError> {

@@ -283,8 +283,10 @@ pub struct NotifySettings {
     pub from: String,
     /// SOC addresses for every event kind not listed in `recipients`.
     pub to: Vec<String>,
-    /// Per kind: grant_activated, grant_ended, converge_failed,
-    /// revocation_overdue, reconcile_run, emergency_grant.
+    /// Per kind (grant_activated, grant_ended, converge_failed,
+    /// revocation_overdue, reconcile_run, emergency_grant, conflicting_writer,
+    /// incident_opened, incident_resolved, break_glass_login, soc_digest) or
+    /// per severity (P1, P2, P3); a kind's own list wins.
     pub recipients: std::collections::BTreeMap<String, Vec<String>>,
     /// `subject.txt`, `body.txt`, `body.html` here replace the built-in templates.
     pub templates_dir: Option<PathBuf>,
@@ -292,6 +294,35 @@ pub struct NotifySettings {
     pub ca_file: Option<PathBuf>,
     /// A role still present this long after its grant ended is raised as overdue.
     pub revocation_slo_secs: u64,
+    /// How often each break-glass account's last login is read (Genesys
+    /// profile): sec min hour day month weekday, default every minute at
+    /// :30 (between holders sweeps); empty: never.
+    pub break_glass_cron: String,
+    /// The daily digest of what is open (UTC), default 07:00; empty: never.
+    pub digest_cron: String,
+    /// SIEM endpoints fed every SOC event as signed JSON.
+    pub webhooks: Vec<WebhookSettings>,
+}
+
+/// One SIEM endpoint: `[[notify.webhooks]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Its progress through the audit log is kept under this name.
+    pub name: String,
+    /// HTTPS (plain HTTP only to this host).
+    pub url: String,
+    /// Signs `X-JIT-Signature: v1=hex(HMAC-SHA256(secret, "<timestamp>.<body>"))`.
+    pub secret: Option<SecretString>,
+    pub secret_file: Option<PathBuf>,
+    pub bearer_token: Option<SecretString>,
+    pub bearer_token_file: Option<PathBuf>,
+    #[serde(default = "webhook_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn webhook_timeout() -> u64 {
+    10
 }
 
 impl Default for NotifySettings {
@@ -310,6 +341,9 @@ impl Default for NotifySettings {
             templates_dir: None,
             ca_file: None,
             revocation_slo_secs: 60,
+            break_glass_cron: "30 * * * * *".into(),
+            digest_cron: "0 0 7 * * *".into(),
+            webhooks: Vec::new(),
         }
     }
 }

@@ -173,6 +173,39 @@ pub fn notifier_from_config(config: &Config) -> anyhow::Result<Option<jit_notify
     )?))
 }
 
+/// The SIEM endpoints the config describes (`[[notify.webhooks]]`).
+pub fn sinks_from_config(config: &Config) -> anyhow::Result<Vec<jit_notify::webhook::WebhookSink>> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut sinks = Vec::new();
+    for w in &config.notify.webhooks {
+        if !names.insert(w.name.as_str()) {
+            bail!("notify.webhooks: the name `{}` is used twice", w.name);
+        }
+        let url = url::Url::parse(&w.url)
+            .with_context(|| format!("notify.webhooks `{}`: url `{}`", w.name, w.url))?;
+        let Some(signing) = secret("notify.webhooks.secret", &w.secret, &w.secret_file)? else {
+            bail!(
+                "notify.webhooks `{}`: a `secret` (or `secret_file`) signs every event",
+                w.name
+            );
+        };
+        sinks.push(jit_notify::webhook::WebhookSink::new(
+            jit_notify::webhook::WebhookConfig {
+                name: w.name.clone(),
+                url,
+                secret: signing,
+                bearer_token: secret(
+                    "notify.webhooks.bearer_token",
+                    &w.bearer_token,
+                    &w.bearer_token_file,
+                )?,
+                timeout: Duration::from_secs(w.timeout_secs.max(1)),
+            },
+        )?);
+    }
+    Ok(sinks)
+}
+
 /// A started broker: HTTP server and worker.
 pub struct Running {
     pub addr: SocketAddr,
@@ -183,7 +216,8 @@ pub struct Running {
     worker_stop: oneshot::Sender<()>,
     worker_task: tokio::task::JoinHandle<()>,
     scheduler: Option<tokio_cron_scheduler::JobScheduler>,
-    mailer_task: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
+    /// The mailer and the SIEM feeds: stopped with the broker.
+    background: Vec<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
     /// `serve --dev`: the sandbox ServiceNow's changes (tests edit them).
     pub sandbox_changes: Option<sandbox_servicenow::ChangeBook>,
 }
@@ -199,7 +233,7 @@ impl Running {
             let _ = scheduler.shutdown().await;
         }
         self.server.stop(true).await;
-        if let Some((stop, task)) = self.mailer_task.take() {
+        for (stop, task) in self.background.drain(..) {
             let _ = stop.send(());
             let _ = task.await;
         }
@@ -316,7 +350,12 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
     ));
     let worker_wake = worker.waker();
     let pages = web_from_config(&config, dev, addr, app.clone(), worker_wake.clone()).await?;
-    let mailer_task = match notifier {
+    let mut background = Vec::new();
+    let mut spawn = |run: Box<dyn FnOnce(oneshot::Receiver<()>) -> tokio::task::JoinHandle<()>>| {
+        let (stop, stop_rx) = oneshot::channel::<()>();
+        background.push((stop, run(stop_rx)));
+    };
+    match notifier {
         Some(notifier) => {
             let mailer = Arc::new(jit_app::Mailer::new(
                 app.store.clone(),
@@ -325,19 +364,32 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
                 owner.clone(),
                 jit_app::MailerConfig::default(),
             ));
-            let (stop, stop_rx) = oneshot::channel::<()>();
-            let task = tokio::spawn(mailer.run(async {
-                let _ = stop_rx.await;
+            spawn(Box::new(move |stop| {
+                tokio::spawn(mailer.run(async {
+                    let _ = stop.await;
+                }))
             }));
-            Some((stop, task))
         }
         None => {
             tracing::warn!(
                 "notify.smtp_host is not set: SOC email is queued in the outbox but not sent"
             );
-            None
         }
-    };
+    }
+    for sink in sinks_from_config(&config)? {
+        let feed = Arc::new(jit_app::Feed::new(
+            app.store.clone(),
+            Arc::new(sink),
+            app.clock.clone(),
+            owner.clone(),
+            jit_app::FeedConfig::default(),
+        ));
+        spawn(Box::new(move |stop| {
+            tokio::spawn(feed.run(async {
+                let _ = stop.await;
+            }))
+        }));
+    }
     let (worker_stop, stop_rx) = oneshot::channel::<()>();
     let worker_task = tokio::spawn(worker.run(async {
         let _ = stop_rx.await;
@@ -405,7 +457,35 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
     } else {
         Vec::new()
     };
-    let scheduler = start_schedules(app.clone(), ticket_poll, &sweeps, reconcile, owner).await?;
+    let mut soc = Vec::new();
+    if !config.notify.digest_cron.is_empty() {
+        soc.push((
+            SocJob::Digest,
+            "notify.digest_cron",
+            config.notify.digest_cron.as_str(),
+        ));
+    }
+    // Only Genesys Cloud says when a user last logged in.
+    let logins_readable = !dev && config.scim.profile == ScimProfile::Genesys;
+    if logins_readable
+        && !config.notify.break_glass_cron.is_empty()
+        && app.policy.break_glass_users().next().is_some()
+    {
+        soc.push((
+            SocJob::BreakGlassLogins,
+            "notify.break_glass_cron",
+            config.notify.break_glass_cron.as_str(),
+        ));
+    }
+    let scheduler = start_schedules(
+        app.clone(),
+        ticket_poll,
+        &sweeps,
+        &soc,
+        reconcile,
+        owner.clone(),
+    )
+    .await?;
     tracing::info!(%addr, "jit-broker listening");
     Ok(Running {
         addr,
@@ -416,7 +496,7 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
         worker_stop,
         worker_task,
         scheduler,
-        mailer_task,
+        background,
         sandbox_changes,
     })
 }
@@ -506,15 +586,23 @@ async fn web_from_config(
 /// reconciler sweep. Both are idempotent, so a missed or doubled tick (or
 /// several replicas firing) does no harm; per-grant timing never depends on
 /// them (expiry comes from the durable jobs table).
+/// The SOC's periodic work.
+#[derive(Debug, Clone, Copy)]
+enum SocJob {
+    Digest,
+    BreakGlassLogins,
+}
+
 async fn start_schedules(
     app: Arc<App>,
     ticket_poll: Option<&str>,
     sweeps: &[(SweepKind, &str, &str)],
+    soc: &[(SocJob, &str, &str)],
     config: jit_app::ReconcileConfig,
     owner: String,
 ) -> anyhow::Result<Option<tokio_cron_scheduler::JobScheduler>> {
     use tokio_cron_scheduler::{Job, JobScheduler};
-    if ticket_poll.is_none() && sweeps.is_empty() {
+    if ticket_poll.is_none() && sweeps.is_empty() && soc.is_empty() {
         return Ok(None);
     }
     let scheduler = JobScheduler::new().await?;
@@ -546,6 +634,33 @@ async fn start_schedules(
                     Err(e) => {
                         tracing::error!(kind = kind.as_str(), error = %e, "reconcile sweep failed")
                     }
+                }
+            })
+        })
+        .with_context(|| {
+            format!("`{setting}` `{cron}` is not a cron schedule (sec min hour day month weekday)")
+        })?;
+        scheduler.add(job).await?;
+    }
+    for &(what, setting, cron) in soc {
+        let (app, owner) = (app.clone(), owner.clone());
+        let job = Job::new_async(cron, move |_, _| {
+            let (app, owner) = (app.clone(), owner.clone());
+            Box::pin(async move {
+                match what {
+                    SocJob::Digest => {
+                        if let Err(e) = app.soc_digest().await {
+                            tracing::error!(error = %e, "the SOC digest failed");
+                        }
+                    }
+                    SocJob::BreakGlassLogins => match app.check_break_glass_logins(&owner).await {
+                        Ok(check) if check.unsupported => tracing::warn!(
+                            "the directory cannot tell when a break-glass account last logged in"
+                        ),
+                        Ok(_) => {}
+                        Err(jit_app::AppError::Busy(why)) => tracing::debug!(%why, "skipped"),
+                        Err(e) => tracing::error!(error = %e, "checking break-glass logins failed"),
+                    },
                 }
             })
         })

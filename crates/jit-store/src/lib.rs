@@ -12,6 +12,7 @@ mod deliveries;
 mod grants;
 mod jobs;
 mod outbox;
+mod soc;
 mod sweeps;
 
 use std::str::FromStr;

@@ -870,6 +870,7 @@ struct SocPage {
     nav: Nav,
     active: Vec<GrantView>,
     overdue: Vec<GrantView>,
+    incidents: Vec<jit_app::Incident>,
     runs: Vec<ReconcileRun>,
 }
 
@@ -909,6 +910,7 @@ async fn soc_page(web: web::Data<Web>, who: SignedIn) -> Result<HttpResponse, We
             nav: Nav::new(&who, "soc"),
             active: active.iter().map(|g| GrantView::of(g, &web, now)).collect(),
             overdue,
+            incidents: web.app.open_incidents().await?,
             runs: web.app.reconcile_runs(10).await?,
         },
     )

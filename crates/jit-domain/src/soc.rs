@@ -1,0 +1,165 @@
+//! What the SOC hears, and how loudly: the severity of each audit event it is
+//! told about, and which findings are incidents (told once when they open and
+//! once when they resolve) rather than events (told each time).
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::reconcile::{FindingAction, FindingKind, SweepKind};
+
+/// P1 wakes someone up; P3 is for the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Severity {
+    /// A break-glass account was used; a revocation is overdue or failed.
+    P1,
+    /// A role was stripped; another writer keeps re-adding one; an emergency
+    /// grant before approval.
+    P2,
+    /// Information: grants starting and ending, incidents of expected
+    /// states, the daily digest.
+    P3,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::P1 => "P1",
+            Self::P2 => "P2",
+            Self::P3 => "P3",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "P1" => Some(Self::P1),
+            "P2" => Some(Self::P2),
+            "P3" => Some(Self::P3),
+            _ => None,
+        }
+    }
+}
+
+/// The severity of an audit event of `kind` with `data`.
+pub fn severity(kind: &str, data: &Value) -> Severity {
+    match kind {
+        "break_glass_login" | "revocation_overdue" | "converge_failed" => Severity::P1,
+        "conflicting_writer_detected" => Severity::P2,
+        "grant_requested" if data["decision"]["emergency"].as_bool() == Some(true) => Severity::P2,
+        // A sweep that stripped a role, or failed to, is a new event each time.
+        "reconcile_run"
+            if data["actions"].as_u64().unwrap_or(0) > 0
+                || data["errors"].as_u64().unwrap_or(0) > 0 =>
+        {
+            Severity::P2
+        }
+        _ => Severity::P3,
+    }
+}
+
+/// Whether a finding is an incident: a state that persists from sweep to
+/// sweep (reported and left in place, or a writer that keeps coming back),
+/// told when it opens and when it resolves. A strip is an event instead,
+/// told each time.
+pub fn is_incident(kind: FindingKind, action: FindingAction) -> bool {
+    action == FindingAction::Report || kind == FindingKind::ConflictingWriter
+}
+
+/// The kinds of incident a sweep of `kind` looks for, and so may resolve
+/// when it no longer sees them: OAuth clients are read by the deep sweep only.
+pub fn looked_for_by(kind: SweepKind) -> &'static [FindingKind] {
+    match kind {
+        SweepKind::Holders => &[
+            FindingKind::BreakGlassHeld,
+            FindingKind::StandingPrivilege,
+            FindingKind::RoleAccumulation,
+            FindingKind::ConflictingWriter,
+        ],
+        SweepKind::Deep => &[
+            FindingKind::BreakGlassHeld,
+            FindingKind::StandingPrivilege,
+            FindingKind::RoleAccumulation,
+            FindingKind::ConflictingWriter,
+            FindingKind::OauthClientPrivileged,
+        ],
+    }
+}
+
+/// Whether an open incident is over after a completed sweep that looks for
+/// it. Most are over as soon as such a sweep did not see them. A conflicting
+/// writer is a pattern: its pair is stripped each time, so it is over only
+/// once it stayed away for the whole `conflict_window`.
+pub fn incident_over(
+    kind: FindingKind,
+    seen_by_this_sweep: bool,
+    last_seen: DateTime<Utc>,
+    now: DateTime<Utc>,
+    conflict_window: TimeDelta,
+) -> bool {
+    match kind {
+        FindingKind::ConflictingWriter => last_seen < now - conflict_window,
+        _ => !seen_by_this_sweep,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn severities() {
+        let none = json!({});
+        assert_eq!(severity("break_glass_login", &none), Severity::P1);
+        assert_eq!(severity("revocation_overdue", &none), Severity::P1);
+        assert_eq!(severity("converge_failed", &none), Severity::P1);
+        assert_eq!(severity("conflicting_writer_detected", &none), Severity::P2);
+        let emergency = json!({"decision": {"emergency": true}});
+        assert_eq!(severity("grant_requested", &emergency), Severity::P2);
+        assert_eq!(severity("grant_requested", &none), Severity::P3);
+        assert_eq!(
+            severity("reconcile_run", &json!({"actions": 1, "errors": 0})),
+            Severity::P2
+        );
+        assert_eq!(
+            severity("reconcile_run", &json!({"actions": 0, "errors": 0})),
+            Severity::P3
+        );
+        assert_eq!(severity("incident_opened", &none), Severity::P3);
+        assert_eq!(severity("grant_ended", &none), Severity::P3);
+        assert!(Severity::P1 < Severity::P3);
+        for s in [Severity::P1, Severity::P2, Severity::P3] {
+            assert_eq!(Severity::parse(s.as_str()), Some(s));
+        }
+    }
+
+    #[test]
+    fn strips_are_events_and_kept_states_are_incidents() {
+        use FindingAction::*;
+        use FindingKind::*;
+        assert!(is_incident(BreakGlassHeld, Report));
+        assert!(is_incident(OauthClientPrivileged, Report));
+        assert!(is_incident(StandingPrivilege, Report), "a report-only role");
+        assert!(is_incident(ConflictingWriter, Strip));
+        let later = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        assert!(is_incident(ConflictingWriter, StripAfter(later)));
+        assert!(!is_incident(StandingPrivilege, Strip));
+        assert!(!is_incident(RoleAccumulation, Strip));
+    }
+
+    #[test]
+    fn an_incident_is_over_when_a_sweep_looking_for_it_misses_it() {
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let window = TimeDelta::hours(1);
+        let now = t0 + TimeDelta::minutes(10);
+        use FindingKind::*;
+        assert!(incident_over(BreakGlassHeld, false, t0, now, window));
+        assert!(!incident_over(BreakGlassHeld, true, now, now, window));
+        // A conflicting writer stays open for its window after the last sighting.
+        assert!(!incident_over(ConflictingWriter, false, t0, now, window));
+        let later = t0 + window + TimeDelta::seconds(1);
+        assert!(incident_over(ConflictingWriter, false, t0, later, window));
+        assert!(!looked_for_by(SweepKind::Holders).contains(&OauthClientPrivileged));
+        assert!(looked_for_by(SweepKind::Deep).contains(&OauthClientPrivileged));
+    }
+}
