@@ -169,6 +169,15 @@ async fn one_sweep_strips_what_is_held_without_cause_and_keeps_break_glass(
     assert_eq!(tenant.roles_of("alice@example.com").await, ["Employee"]);
 }
 
+/// One sweep of `kind` by "sweeper", to its end.
+async fn sweep(stack: &Stack, kind: SweepKind) -> jit_app::ReconcileRun {
+    stack
+        .app
+        .reconcile(kind, "test", false, "sweeper", &config())
+        .await
+        .unwrap()
+}
+
 async fn finding_kinds(stack: &Stack, run: &str) -> Vec<(String, String, String)> {
     let (_, findings) = stack.app.reconcile_run(run).await.unwrap();
     let mut got: Vec<_> = findings
@@ -205,13 +214,6 @@ async fn a_role_put_back_by_hand_is_stripped_every_time_and_the_pattern_raised_o
         ["Employee"],
         "expiry removed it"
     );
-    let sweep = || async {
-        stack
-            .app
-            .reconcile(SweepKind::Deep, "test", false, "sweeper", &config())
-            .await
-            .unwrap()
-    };
     let dave_findings = |run: String| {
         let stack = &stack;
         async move { finding_kinds(stack, &run).await }
@@ -230,7 +232,7 @@ async fn a_role_put_back_by_hand_is_stripped_every_time_and_the_pattern_raised_o
     // Past the grace, put back by hand: the next sweep strips it.
     stack.advance(5 * 60);
     tenant.add_role(dave, ADMIN).await;
-    let run = sweep().await;
+    let run = sweep(&stack, SweepKind::Deep).await;
     assert_eq!(
         dave_findings(run.id).await,
         one("standing_privilege", "removed")
@@ -242,7 +244,7 @@ async fn a_role_put_back_by_hand_is_stripped_every_time_and_the_pattern_raised_o
     // strip of the pattern waits a minute after the last one.
     stack.advance(30);
     tenant.add_role(dave, ADMIN).await;
-    let run = sweep().await;
+    let run = sweep(&stack, SweepKind::Deep).await;
     assert_eq!(
         dave_findings(run.id).await,
         one("conflicting_writer", "deferred")
@@ -250,7 +252,7 @@ async fn a_role_put_back_by_hand_is_stripped_every_time_and_the_pattern_raised_o
     assert_eq!(tenant.roles_of(dave).await, ["Employee", ADMIN]);
     assert_eq!(conflict_alerts().await, 1, "raised when first seen");
     stack.advance(31);
-    let run = sweep().await;
+    let run = sweep(&stack, SweepKind::Deep).await;
     assert_eq!(
         dave_findings(run.id).await,
         one("conflicting_writer", "removed")
@@ -261,13 +263,13 @@ async fn a_role_put_back_by_hand_is_stripped_every_time_and_the_pattern_raised_o
     // and no second alert for the same pattern.
     stack.advance(60);
     tenant.add_role(dave, ADMIN).await;
-    let run = sweep().await;
+    let run = sweep(&stack, SweepKind::Deep).await;
     assert_eq!(
         dave_findings(run.id).await,
         one("conflicting_writer", "deferred")
     );
     stack.advance(61);
-    let run = sweep().await;
+    let run = sweep(&stack, SweepKind::Deep).await;
     assert_eq!(
         dave_findings(run.id).await,
         one("conflicting_writer", "removed")
@@ -394,11 +396,7 @@ async fn a_grant_activated_during_a_sweep_keeps_its_role(#[case] backend: Backen
         let worker = Worker::new(app, "activator".into(), WorkerConfig::default());
         assert_eq!(worker.run_due().await.unwrap(), 1, "the activation ran");
     }));
-    let run = stack
-        .app
-        .reconcile(SweepKind::Deep, "test", false, "sweeper", &config())
-        .await
-        .unwrap();
+    let run = sweep(&stack, SweepKind::Deep).await;
     assert_eq!((run.findings, run.actions), (0, 0), "{run:?}");
     assert!(
         tenant
@@ -466,11 +464,7 @@ async fn a_holders_sweep_asks_who_holds_each_role_and_strips_them(#[case] backen
             .await;
     }
     let sent = proxy.counts.requests();
-    let run = stack
-        .app
-        .reconcile(SweepKind::Holders, "test", false, "sweeper", &config())
-        .await
-        .unwrap();
+    let run = sweep(&stack, SweepKind::Holders).await;
     assert_eq!(
         (run.kind, run.status.as_str()),
         (SweepKind::Holders, "completed")
@@ -490,11 +484,7 @@ async fn a_holders_sweep_asks_who_holds_each_role_and_strips_them(#[case] backen
 
     // The next one costs one request per role, and strips nothing new.
     let sent = proxy.counts.requests();
-    let again = stack
-        .app
-        .reconcile(SweepKind::Holders, "test", false, "sweeper", &config())
-        .await
-        .unwrap();
+    let again = sweep(&stack, SweepKind::Holders).await;
     assert_eq!(
         (again.findings, again.actions),
         (1, 0),
@@ -534,11 +524,7 @@ async fn the_genesys_holders_sweep_pages_role_users_and_follows_a_changed_role_i
     proxy.cap_page_size(2);
     let stack = Stack::new(backend, Arc::new(proxy.client(true))).await;
     let sent = proxy.counts.requests();
-    let run = stack
-        .app
-        .reconcile(SweepKind::Holders, "test", false, "sweeper", &config())
-        .await
-        .unwrap();
+    let run = sweep(&stack, SweepKind::Holders).await;
     assert_eq!(
         (run.status.as_str(), run.users_scanned),
         ("completed", 5),
@@ -560,11 +546,7 @@ async fn the_genesys_holders_sweep_pages_role_users_and_follows_a_changed_role_i
     proxy.change_role_id(ADMIN);
     tenant.add_role(&holders[0], ADMIN).await;
     let sent = proxy.counts.requests();
-    let run = stack
-        .app
-        .reconcile(SweepKind::Holders, "test", false, "sweeper", &config())
-        .await
-        .unwrap();
+    let run = sweep(&stack, SweepKind::Holders).await;
     assert_eq!(
         (run.status.as_str(), run.actions),
         ("completed", 1),
@@ -579,11 +561,7 @@ async fn the_genesys_holders_sweep_pages_role_users_and_follows_a_changed_role_i
 async fn a_deep_sweep_finds_a_holder_the_holders_answer_left_out() {
     let (stack, tenant, proxy) = seeded_behind_proxy(Backend::Sqlite, true).await;
     proxy.omit_holder("alice@example.com");
-    let holders = stack
-        .app
-        .reconcile(SweepKind::Holders, "test", false, "sweeper", &config())
-        .await
-        .unwrap();
+    let holders = sweep(&stack, SweepKind::Holders).await;
     assert_eq!((holders.users_scanned, holders.actions), (2, 1), "bob only");
     assert!(
         tenant
@@ -591,11 +569,7 @@ async fn a_deep_sweep_finds_a_holder_the_holders_answer_left_out() {
             .await
             .contains(&ADMIN.to_owned())
     );
-    let deep = stack
-        .app
-        .reconcile(SweepKind::Deep, "test", false, "sweeper", &config())
-        .await
-        .unwrap();
+    let deep = sweep(&stack, SweepKind::Deep).await;
     assert_eq!((deep.kind, deep.actions), (SweepKind::Deep, 1));
     assert_eq!(
         finding_kinds(&stack, &deep.id).await,

@@ -226,34 +226,25 @@ impl Tenant {
 
     /// Adds a role behind the broker's back, as an admin or another system would.
     pub async fn add_role(&self, user_name: &str, role: &str) {
-        let user = self.user(user_name).await;
-        let id = user["id"].as_str().expect("user id");
-        let patch = json!({
-            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-            "Operations": [{"op": "add", "path": "roles", "value": [{"value": role}]}],
-        });
-        let r = self
-            .http
-            .patch(format!("{}/Users/{id}", self.base_url))
-            .bearer_auth(SCIM_TOKEN)
-            .json(&patch)
-            .send()
-            .await
-            .expect("PATCH /Users");
-        assert!(
-            r.status().is_success(),
-            "adding {role} to {user_name}: {}",
-            r.status()
-        );
+        let add = json!({"op": "add", "path": "roles", "value": [{"value": role}]});
+        self.patch_roles(user_name, add, &format!("adding {role}"))
+            .await;
     }
 
     /// Takes a role away behind the broker's back.
     pub async fn remove_role(&self, user_name: &str, role: &str) {
+        let path = format!("roles[value eq {}]", json!(role));
+        let remove = json!({"op": "remove", "path": path});
+        self.patch_roles(user_name, remove, &format!("removing {role}"))
+            .await;
+    }
+
+    async fn patch_roles(&self, user_name: &str, operation: Value, what: &str) {
         let user = self.user(user_name).await;
         let id = user["id"].as_str().expect("user id");
         let patch = json!({
             "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-            "Operations": [{"op": "remove", "path": format!("roles[value eq {}]", json!(role))}],
+            "Operations": [operation],
         });
         let r = self
             .http
@@ -265,7 +256,7 @@ impl Tenant {
             .expect("PATCH /Users");
         assert!(
             r.status().is_success(),
-            "removing {role} from {user_name}: {}",
+            "{what} for {user_name}: {}",
             r.status()
         );
     }
