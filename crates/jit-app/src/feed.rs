@@ -15,6 +15,7 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use jit_domain::retry::next_delay;
 
+use crate::evidence::AUDIT_CHECKPOINT;
 use crate::ports::{Clock, EventSink, NotifyError, Store, StoreError, notifies};
 
 #[derive(Debug, Clone)]
@@ -41,6 +42,12 @@ impl Default for FeedConfig {
             lease: Duration::from_secs(60),
         }
     }
+}
+
+/// What the SIEM gets: every SOC event, and the audit chain's signed
+/// checkpoints (a copy off the broker's own database).
+pub fn feeds(kind: &str, data: &serde_json::Value) -> bool {
+    notifies(kind, data) || kind == AUDIT_CHECKPOINT
 }
 
 pub struct Feed {
@@ -98,7 +105,7 @@ impl Feed {
             let Some(last) = events.last().map(|e| e.seq) else {
                 return Ok(delivered);
             };
-            let Some(event) = events.iter().find(|e| notifies(&e.kind, &e.data)) else {
+            let Some(event) = events.iter().find(|e| feeds(&e.kind, &e.data)) else {
                 // Nothing here for the SOC: move past the whole batch.
                 self.store
                     .advance_feed(&name, last, self.clock.now())

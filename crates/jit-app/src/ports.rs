@@ -340,7 +340,7 @@ pub struct NewAudit {
     pub data: Value,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct AuditEvent {
     pub seq: i64,
     pub at: DateTime<Utc>,
@@ -588,6 +588,34 @@ pub trait AuditStore: Send + Sync {
     /// Events in order, after `after_seq`.
     async fn audit_events(&self, after_seq: i64, limit: u32)
     -> Result<Vec<AuditEvent>, StoreError>;
+    /// The newest event.
+    async fn audit_head(&self) -> Result<Option<AuditEvent>, StoreError>;
+    /// Stores a signed checkpoint with its audit event, in one transaction.
+    async fn insert_checkpoint(
+        &self,
+        checkpoint: &AuditCheckpoint,
+        audit: NewAudit,
+    ) -> Result<(), StoreError>;
+    /// Every checkpoint, oldest first.
+    async fn checkpoints(&self) -> Result<Vec<AuditCheckpoint>, StoreError>;
+}
+
+/// A signed statement that the audit chain's head was `seq` with `hash`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct AuditCheckpoint {
+    pub seq: i64,
+    pub hash: String,
+    pub at: DateTime<Utc>,
+    /// The signer's ed25519 public key, hex.
+    pub key_id: String,
+    /// Hex ed25519 signature (see `jit_store::checkpoint_message`).
+    pub signature: String,
+}
+
+/// Signs the audit chain's head (the key stays with the implementation).
+pub trait CheckpointSigner: Send + Sync {
+    /// `(key_id, signature)` over the head `seq` with `hash`.
+    fn sign_head(&self, seq: i64, hash: &str) -> (String, String);
 }
 
 // ---------------------------------------------------------------------- soc

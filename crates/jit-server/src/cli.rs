@@ -1,7 +1,7 @@
 //! The `jit-broker` command line. `main.rs` only calls [`main`], so tests run
 //! exactly this code as a real process.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -151,8 +151,201 @@ enum GrantsCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Walk the hash chain and name the first broken link.
-    Verify,
+    /// Walk the hash chain and its signed checkpoints (or an exported file)
+    /// and name the first thing wrong.
+    Verify {
+        /// Verify this export (JSON lines from `audit export`) on its own,
+        /// without the database.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// The checkpoint signer's public key (hex) to trust; default
+        /// `audit.public_key`, else the configured checkpoint key's own.
+        #[arg(long)]
+        public_key: Option<String>,
+    },
+    /// Events as JSON lines (seq, prev_hash, hash, ...), then the checkpoints
+    /// that cover them as `{"checkpoint": ...}` lines.
+    Export {
+        /// RFC 3339 time: events at or after it.
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// RFC 3339 time: events before it.
+        #[arg(long)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        #[arg(long)]
+        grant: Option<jit_domain::GrantId>,
+        /// Events naming this user.
+        #[arg(long)]
+        user: Option<String>,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Make an ed25519 checkpoint key: the secret goes to `--out` (mode
+    /// 0600), the public key to standard output.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign the chain's head now (as the broker does on `audit.checkpoint_cron`).
+    Checkpoint,
+}
+
+/// The public key `verify` trusts: the flag, the config, or the checkpoint
+/// key's own.
+fn trusted_key(config: &Config, flag: Option<String>) -> anyhow::Result<Option<String>> {
+    if let Some(key) = flag.or_else(|| config.audit.public_key.clone()) {
+        return Ok(Some(key));
+    }
+    Ok(config.audit.checkpoint_key()?.map(|k| k.public_hex()))
+}
+
+async fn audit(config: &Config, command: AuditCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        AuditCommand::Verify {
+            file: None,
+            public_key,
+        } => {
+            let trusted = trusted_key(config, public_key)?;
+            let store = open_store(config, false).await?;
+            match jit_store::verify_audit(store.as_ref(), trusted.as_deref()).await? {
+                Ok(r) => println!(
+                    "audit chain verified: {} events, {} checkpoints ({})",
+                    r.events,
+                    r.checkpoints,
+                    if r.trusted_key {
+                        "signatures checked against the trusted key"
+                    } else {
+                        "no trusted key given: signatures checked against the keys they name"
+                    }
+                ),
+                Err(broken) => {
+                    eprintln!("{broken}");
+                    return Ok(ExitCode::from(2));
+                }
+            }
+        }
+        AuditCommand::Verify {
+            file: Some(path),
+            public_key,
+        } => {
+            let trusted = trusted_key(config, public_key)?;
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let (mut events, mut checkpoints) = (Vec::new(), Vec::new());
+            for (n, line) in text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+            {
+                let value: serde_json::Value = serde_json::from_str(line)
+                    .with_context(|| format!("{} line {}", path.display(), n + 1))?;
+                match value.get("checkpoint") {
+                    Some(cp) => {
+                        checkpoints.push(serde_json::from_value(cp.clone()).with_context(|| {
+                            format!("{} line {}: a checkpoint", path.display(), n + 1)
+                        })?)
+                    }
+                    None => {
+                        events.push(serde_json::from_value(value).with_context(|| {
+                            format!("{} line {}: an event", path.display(), n + 1)
+                        })?)
+                    }
+                }
+            }
+            match jit_store::verify_slice(&events, &checkpoints, trusted.as_deref()) {
+                Ok(r) => println!(
+                    "export verified: {} events ({} gaps where the export was filtered), {} checkpoints ({} matched an event in the file)",
+                    r.events, r.gaps, r.checkpoints, r.checkpoints_matched
+                ),
+                Err(broken) => {
+                    eprintln!("{broken}");
+                    return Ok(ExitCode::from(2));
+                }
+            }
+        }
+        AuditCommand::Export {
+            since,
+            until,
+            grant,
+            user,
+            out,
+        } => {
+            let store = open_store(config, false).await?;
+            let app = crate::bare_app(config, store)?;
+            let filter = jit_app::AuditFilter {
+                since,
+                until,
+                grant,
+                user,
+            };
+            let mut sink: Box<dyn std::io::Write> = match &out {
+                Some(path) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(path)
+                        .with_context(|| format!("creating {}", path.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            };
+            let (mut cursor, mut written, mut last_seq) = (0, 0u64, 0);
+            loop {
+                let page = app.audit_page(&filter, cursor, 1000).await?;
+                for e in &page.events {
+                    writeln!(sink, "{}", serde_json::to_string(e)?)?;
+                    last_seq = e.seq;
+                    written += 1;
+                }
+                match page.next_cursor {
+                    Some(next) => cursor = next,
+                    None => break,
+                }
+            }
+            for cp in app.audit_checkpoints().await? {
+                if cp.seq <= last_seq {
+                    writeln!(sink, "{}", serde_json::json!({"checkpoint": cp}))?;
+                }
+            }
+            sink.flush()?;
+            eprintln!("{written} events exported");
+        }
+        AuditCommand::Keygen { out } => {
+            let key = jit_store::CheckpointKey::generate();
+            write_secret_file(&out, &key.secret_hex())?;
+            println!("{}", key.public_hex());
+            eprintln!(
+                "secret key written to {}; set audit.checkpoint_key_file to it, and give auditors the public key above",
+                out.display()
+            );
+        }
+        AuditCommand::Checkpoint => {
+            let Some(key) = config.audit.checkpoint_key()? else {
+                anyhow::bail!("audit.checkpoint_key_file is not set");
+            };
+            let store = open_store(config, true).await?;
+            let app = crate::bare_app(config, store)?;
+            match app.checkpoint_audit(&key).await? {
+                Some(cp) => println!("checkpoint: seq {} hash {}", cp.seq, cp.hash),
+                None => println!("nothing new since the last checkpoint"),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Creates `path` readable by its owner only, and writes `content`.
+fn write_secret_file(path: &std::path::Path, content: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
+    writeln!(file, "{content}")?;
+    Ok(())
 }
 
 fn init_tracing(config: &Config) {
@@ -275,18 +468,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Audit {
-            command: AuditCommand::Verify,
-        } => {
-            let store = open_store(&config, false).await?;
-            match jit_store::verify_audit(store.as_ref()).await? {
-                Ok(n) => println!("audit chain verified: {n} events"),
-                Err(broken) => {
-                    eprintln!("{broken}");
-                    return Ok(ExitCode::from(2));
-                }
-            }
-        }
+        Command::Audit { command } => return audit(&config, command).await,
         Command::Policy {
             command: PolicyCommand::Check(check),
         } => return policy_check(&config, check),

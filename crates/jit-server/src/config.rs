@@ -23,6 +23,7 @@ pub struct Config {
     pub reconciler: ReconcilerSettings,
     pub notify: NotifySettings,
     pub worker: WorkerSettings,
+    pub audit: AuditSettings,
     /// API callers: a name (audited as the actor) and the SHA-256 of its key.
     pub api_keys: Vec<ApiKeyConfig>,
     pub log: LogSettings,
@@ -42,6 +43,7 @@ impl Default for Config {
             reconciler: ReconcilerSettings::default(),
             notify: NotifySettings::default(),
             worker: WorkerSettings::default(),
+            audit: AuditSettings::default(),
             api_keys: Vec::new(),
             log: LogSettings::default(),
             max_body_bytes: 16 * 1024,
@@ -302,6 +304,50 @@ pub struct NotifySettings {
     pub digest_cron: String,
     /// SIEM endpoints fed every SOC event as signed JSON.
     pub webhooks: Vec<WebhookSettings>,
+}
+
+/// Signed checkpoints of the audit chain.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditSettings {
+    /// The ed25519 secret key (hex, one line; `jit-broker audit keygen`
+    /// writes one). Without it, no checkpoints are made.
+    pub checkpoint_key_file: Option<PathBuf>,
+    /// How often the chain's head is signed: sec min hour day month weekday.
+    pub checkpoint_cron: String,
+    /// The public key `jit-broker audit verify` trusts (hex); defaults to
+    /// the checkpoint key's own.
+    pub public_key: Option<String>,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            checkpoint_key_file: None,
+            checkpoint_cron: "0 */10 * * * *".into(),
+            public_key: None,
+        }
+    }
+}
+
+impl AuditSettings {
+    /// The checkpoint key, read from its file.
+    pub fn checkpoint_key(&self) -> Result<Option<jit_store::CheckpointKey>, ConfigError> {
+        let Some(path) = &self.checkpoint_key_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
+            key: "audit.checkpoint_key_file",
+            path: path.clone(),
+            source,
+        })?;
+        jit_store::CheckpointKey::parse(&text)
+            .map(Some)
+            .map_err(|e| ConfigError::Invalid {
+                key: "audit.checkpoint_key_file",
+                message: e.to_string(),
+            })
+    }
 }
 
 /// One SIEM endpoint: `[[notify.webhooks]]`.

@@ -303,7 +303,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/approvals", web::get().to(my_approvals))
             .route("/reconcile", web::post().to(start_reconcile))
             .route("/reconcile/runs", web::get().to(list_runs))
-            .route("/reconcile/runs/{id}", web::get().to(get_run)),
+            .route("/reconcile/runs/{id}", web::get().to(get_run))
+            .route("/audit", web::get().to(audit_events)),
     )
     .route("/webhooks/servicenow", web::post().to(servicenow_webhook))
     .route("/healthz", web::get().to(healthz));
@@ -740,6 +741,54 @@ async fn start_reconcile(
             format!("/api/v1/reconcile/runs/{}", run.id),
         ))
         .json(json!({"run": run})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    /// RFC 3339: events at or after it.
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    /// RFC 3339: events before it.
+    until: Option<chrono::DateTime<chrono::Utc>>,
+    grant: Option<String>,
+    user: Option<String>,
+    /// The `next_cursor` of the page before (a `seq`).
+    cursor: Option<i64>,
+    limit: Option<u32>,
+}
+
+/// `GET /api/v1/audit?since=&until=&grant=&user=&cursor=&limit=`: the audit
+/// log page by page, as `jit-broker audit export` writes it (admin keys).
+async fn audit_events(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    caller.admin()?;
+    let q: AuditQuery = query(&req)?;
+    let grant = q.grant.as_deref().map(parse_id).transpose()?;
+    if q.cursor.is_some_and(|c| c < 0) {
+        return Err(ApiError::Invalid(vec![FieldError::new(
+            "cursor",
+            "range",
+            "must be a next_cursor from an earlier page (0 or more)",
+        )]));
+    }
+    let filter = jit_app::AuditFilter {
+        since: q.since,
+        until: q.until,
+        grant,
+        user: q.user,
+    };
+    let page = state
+        .app
+        .audit_page(
+            &filter,
+            q.cursor.unwrap_or(0),
+            q.limit.unwrap_or(100).clamp(1, MAX_PAGE),
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({"items": page.events, "next_cursor": page.next_cursor})))
 }
 
 #[derive(Deserialize)]

@@ -173,6 +173,54 @@ pub fn notifier_from_config(config: &Config) -> anyhow::Result<Option<jit_notify
     )?))
 }
 
+/// The directory of commands that never reach it (audit export,
+/// checkpoints): any call is a permanent error.
+struct NoDirectory;
+
+#[async_trait::async_trait]
+impl Directory for NoDirectory {
+    async fn list_users(
+        &self,
+        _start_index: u64,
+        _count: u32,
+    ) -> Result<jit_app::DirectoryPage, jit_app::DirectoryError> {
+        Err(no_directory())
+    }
+    async fn find_user(
+        &self,
+        _user: &jit_domain::UserName,
+    ) -> Result<jit_app::DirectoryUser, jit_app::DirectoryError> {
+        Err(no_directory())
+    }
+    async fn get_user(&self, _id: &str) -> Result<jit_app::DirectoryUser, jit_app::DirectoryError> {
+        Err(no_directory())
+    }
+    async fn change_role(
+        &self,
+        _user: &jit_app::DirectoryUser,
+        _role: &jit_domain::RoleName,
+        _change: jit_domain::RoleChange,
+    ) -> Result<Option<jit_app::DirectoryUser>, jit_app::DirectoryError> {
+        Err(no_directory())
+    }
+}
+
+fn no_directory() -> jit_app::DirectoryError {
+    jit_app::DirectoryError::Permanent("this command does not reach the directory".into())
+}
+
+/// The use cases over the store alone, for commands that read or sign the
+/// audit log and never reach the directory or ServiceNow.
+pub fn bare_app(config: &Config, store: Arc<dyn jit_app::Store>) -> anyhow::Result<App> {
+    Ok(App::new(
+        store,
+        Arc::new(NoDirectory),
+        Arc::new(jit_itsm::NoTicketSystem),
+        Arc::new(jit_app::SystemClock),
+        Arc::new(load_policy(&config.policy)?),
+    ))
+}
+
 /// The SIEM endpoints the config describes (`[[notify.webhooks]]`).
 pub fn sinks_from_config(config: &Config) -> anyhow::Result<Vec<jit_notify::webhook::WebhookSink>> {
     let mut names = std::collections::BTreeSet::new();
@@ -477,11 +525,18 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
             config.notify.break_glass_cron.as_str(),
         ));
     }
+    if let Some(key) = config.audit.checkpoint_key()? {
+        soc.push((
+            SocJob::Checkpoint(Arc::new(key)),
+            "audit.checkpoint_cron",
+            config.audit.checkpoint_cron.as_str(),
+        ));
+    }
     let scheduler = start_schedules(
         app.clone(),
         ticket_poll,
         &sweeps,
-        &soc,
+        soc,
         reconcile,
         owner.clone(),
     )
@@ -586,18 +641,19 @@ async fn web_from_config(
 /// reconciler sweep. Both are idempotent, so a missed or doubled tick (or
 /// several replicas firing) does no harm; per-grant timing never depends on
 /// them (expiry comes from the durable jobs table).
-/// The SOC's periodic work.
-#[derive(Debug, Clone, Copy)]
+/// The SOC's and the auditor's periodic work.
+#[derive(Clone)]
 enum SocJob {
     Digest,
     BreakGlassLogins,
+    Checkpoint(Arc<jit_store::CheckpointKey>),
 }
 
 async fn start_schedules(
     app: Arc<App>,
     ticket_poll: Option<&str>,
     sweeps: &[(SweepKind, &str, &str)],
-    soc: &[(SocJob, &str, &str)],
+    soc: Vec<(SocJob, &str, &str)>,
     config: jit_app::ReconcileConfig,
     owner: String,
 ) -> anyhow::Result<Option<tokio_cron_scheduler::JobScheduler>> {
@@ -642,12 +698,17 @@ async fn start_schedules(
         })?;
         scheduler.add(job).await?;
     }
-    for &(what, setting, cron) in soc {
+    for (what, setting, cron) in soc {
         let (app, owner) = (app.clone(), owner.clone());
         let job = Job::new_async(cron, move |_, _| {
-            let (app, owner) = (app.clone(), owner.clone());
+            let (app, owner, what) = (app.clone(), owner.clone(), what.clone());
             Box::pin(async move {
                 match what {
+                    SocJob::Checkpoint(key) => match app.checkpoint_audit(key.as_ref()).await {
+                        Ok(Some(cp)) => tracing::info!(seq = cp.seq, "audit checkpoint signed"),
+                        Ok(None) => {}
+                        Err(e) => tracing::error!(error = %e, "signing an audit checkpoint failed"),
+                    },
                     SocJob::Digest => {
                         if let Err(e) = app.soc_digest().await {
                             tracing::error!(error = %e, "the SOC digest failed");

@@ -137,9 +137,125 @@ impl ChainVerifier {
     }
 }
 
+/// What a checkpoint signs: the chain's head.
+pub fn checkpoint_message(seq: i64, hash: &str) -> String {
+    format!("jit-broker audit checkpoint\n{seq}\n{hash}\n")
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("checkpoint key: {0}")]
+pub struct KeyError(String);
+
+/// The ed25519 key that signs checkpoints. Its file holds the 32 secret
+/// bytes as hex on one line (`jit-broker audit keygen` writes one).
+pub struct CheckpointKey(ed25519_dalek::SigningKey);
+
+impl CheckpointKey {
+    pub fn generate() -> Self {
+        Self(ed25519_dalek::SigningKey::from_bytes(&rand::random()))
+    }
+
+    pub fn parse(text: &str) -> Result<Self, KeyError> {
+        let bytes: [u8; 32] = hex::decode(text.trim())
+            .map_err(|e| KeyError(format!("not hex: {e}")))?
+            .try_into()
+            .map_err(|_| KeyError("an ed25519 secret key is 32 bytes (64 hex digits)".into()))?;
+        Ok(Self(ed25519_dalek::SigningKey::from_bytes(&bytes)))
+    }
+
+    /// The file's content.
+    pub fn secret_hex(&self) -> String {
+        hex::encode(self.0.to_bytes())
+    }
+
+    /// What `jit-broker audit verify --public-key` wants.
+    pub fn public_hex(&self) -> String {
+        hex::encode(self.0.verifying_key().to_bytes())
+    }
+}
+
+impl jit_app::CheckpointSigner for CheckpointKey {
+    fn sign_head(&self, seq: i64, hash: &str) -> (String, String) {
+        use ed25519_dalek::Signer;
+        let signature = self.0.sign(checkpoint_message(seq, hash).as_bytes());
+        (self.public_hex(), hex::encode(signature.to_bytes()))
+    }
+}
+
+/// Whether `cp` is signed by the key it names, and (when given) that key is
+/// the trusted one.
+pub fn checkpoint_valid(cp: &jit_app::AuditCheckpoint, trusted: Option<&str>) -> bool {
+    use ed25519_dalek::Verifier;
+    if trusted.is_some_and(|t| !t.trim().eq_ignore_ascii_case(&cp.key_id)) {
+        return false;
+    }
+    let Some(key) = hex::decode(&cp.key_id)
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .and_then(|b| ed25519_dalek::VerifyingKey::from_bytes(&b).ok())
+    else {
+        return false;
+    };
+    let Some(signature) = hex::decode(&cp.signature)
+        .ok()
+        .and_then(|b| <[u8; 64]>::try_from(b).ok())
+        .map(|b| ed25519_dalek::Signature::from_bytes(&b))
+    else {
+        return false;
+    };
+    key.verify(checkpoint_message(cp.seq, &cp.hash).as_bytes(), &signature)
+        .is_ok()
+}
+
+/// Whether one event's hash follows from its own content and `prev_hash`.
+pub fn event_intact(e: &AuditEvent) -> bool {
+    let data = canonical_json(&e.data);
+    event_hash(
+        &e.prev_hash,
+        &Hashed {
+            seq: e.seq,
+            at: e.at,
+            actor: &e.actor,
+            kind: &e.kind,
+            grant: e.grant.map(|g| g.to_string()),
+            ticket: e.ticket.as_deref(),
+            data: &data,
+        },
+    ) == e.hash
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_checkpoint_verifies_only_with_its_own_key_and_content() {
+        use jit_app::CheckpointSigner;
+        let key = CheckpointKey::generate();
+        let again = CheckpointKey::parse(&key.secret_hex()).unwrap();
+        assert_eq!(key.public_hex(), again.public_hex());
+        let (key_id, signature) = key.sign_head(7, "abc");
+        let cp = jit_app::AuditCheckpoint {
+            seq: 7,
+            hash: "abc".into(),
+            at: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            key_id,
+            signature,
+        };
+        assert!(checkpoint_valid(&cp, None));
+        assert!(checkpoint_valid(&cp, Some(&key.public_hex())));
+        let other = CheckpointKey::generate();
+        assert!(
+            !checkpoint_valid(&cp, Some(&other.public_hex())),
+            "not the trusted key"
+        );
+        let moved = jit_app::AuditCheckpoint {
+            seq: 8,
+            ..cp.clone()
+        };
+        assert!(!checkpoint_valid(&moved, None), "the signed head moved");
+        assert!(CheckpointKey::parse("abcd").is_err());
+    }
 
     #[test]
     fn canonical_json_sorts_keys_at_every_depth() {

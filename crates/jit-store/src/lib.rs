@@ -25,8 +25,10 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
-pub use audit::verify_audit;
-pub use chain::{BrokenLink, ChainVerifier};
+pub use audit::{AuditReport, SliceReport, verify_audit, verify_slice};
+pub use chain::{
+    BrokenLink, ChainVerifier, CheckpointKey, KeyError, checkpoint_message, checkpoint_valid,
+};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
