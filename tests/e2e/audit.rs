@@ -267,7 +267,12 @@ async fn the_api_pages_the_audit_log_for_admin_keys() {
     assert_eq!(status, 201, "{body}");
     // Activated: the log now holds more than one event naming the user.
     tenant
-        .wait_for_role(ENG, "Master Admin", true, std::time::Duration::from_secs(10))
+        .wait_for_role(
+            ENG,
+            "Master Admin",
+            true,
+            std::time::Duration::from_secs(10),
+        )
         .await;
     let get = |path: String, key: &'static str| {
         let http = app.http.clone();

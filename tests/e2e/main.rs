@@ -8,6 +8,7 @@ mod crash;
 mod faults;
 mod lifecycle;
 mod notify;
+mod ops;
 mod reconcile;
 mod soc;
 mod store;

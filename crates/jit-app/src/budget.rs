@@ -207,6 +207,7 @@ impl Budget {
                     _ if yield_for > Duration::ZERO => yield_for,
                     _ if s.tokens >= needed => {
                         s.tokens -= 1.0;
+                        metrics::gauge!("jit_directory_budget_tokens").set(s.tokens);
                         s.taken_at[lane as usize] = Some(now);
                         drop(s);
                         drop(queued); // the next in line looks now

@@ -112,7 +112,15 @@ impl Feed {
                     .await?;
                 continue;
             };
-            match self.sink.send(event, self.clock.now()).await {
+            let result = self.sink.send(event, self.clock.now()).await;
+            let outcome = match &result {
+                Ok(()) => "delivered",
+                Err(NotifyError::Transient(_)) => "deferred",
+                Err(NotifyError::Permanent(_)) => "refused",
+            };
+            metrics::counter!("jit_siem_deliveries_total", "endpoint" => name.clone(), "result" => outcome)
+                .increment(1);
+            match result {
                 Ok(()) => {
                     delivered += 1;
                     self.store

@@ -26,4 +26,4 @@ pub use ports::*;
 pub use reconcile::ReconcileConfig;
 pub use soc::LoginCheck;
 pub use tickets::{ChangeOutcome, PollReport, SERVICENOW_ACTOR, WebhookAnswer};
-pub use worker::{Worker, WorkerConfig};
+pub use worker::{Worker, WorkerConfig, WorkerPulse};

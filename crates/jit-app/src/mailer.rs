@@ -90,6 +90,12 @@ impl Mailer {
         let notice = self.notice(&item).await?;
         let result = self.notifier.deliver(&notice).await;
         let now = self.clock.now();
+        let outcome = match &result {
+            Ok(()) => "sent",
+            Err(NotifyError::Transient(_)) => "deferred",
+            Err(NotifyError::Permanent(_)) => "failed",
+        };
+        metrics::counter!("jit_emails_total", "result" => outcome).increment(1);
         match result {
             Ok(()) => {
                 tracing::info!(seq = item.event.seq, kind = %item.event.kind, "SOC email sent");

@@ -387,6 +387,7 @@ pub trait Store:
     + IncidentStore
     + BreakGlassStore
     + FeedStore
+    + HealthStore
 {
 }
 
@@ -400,6 +401,7 @@ impl<T> Store for T where
         + IncidentStore
         + BreakGlassStore
         + FeedStore
+        + HealthStore
         + ?Sized
 {
 }
@@ -715,4 +717,26 @@ pub trait FeedStore: Send + Sync {
         next_at: DateTime<Utc>,
         error: &str,
     ) -> Result<(), StoreError>;
+}
+
+// ------------------------------------------------------------------ health
+
+/// Counts read at scrape time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreGauges {
+    pub grants_by_state: Vec<(String, u64)>,
+    /// Grants that ended before the revocation SLO with their role never
+    /// verified gone.
+    pub overdue_revocations: u64,
+    pub outbox_pending: u64,
+    pub outbox_oldest: Option<DateTime<Utc>>,
+}
+
+/// What readiness and metrics read.
+#[async_trait]
+pub trait HealthStore: Send + Sync {
+    /// The newest migration applied; `None` before any.
+    async fn schema_version(&self) -> Result<Option<i64>, StoreError>;
+    /// The gauges; grants ended before `overdue_before` count as overdue.
+    async fn gauges(&self, overdue_before: DateTime<Utc>) -> Result<StoreGauges, StoreError>;
 }

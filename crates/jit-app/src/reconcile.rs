@@ -155,6 +155,11 @@ impl App {
         self.store
             .release_lease(&lease_name(run.kind), owner)
             .await?;
+        let kind = run.kind.as_str();
+        metrics::counter!("jit_reconcile_runs_total", "kind" => kind, "status" => run.status.clone())
+            .increment(1);
+        metrics::counter!("jit_reconcile_users_scanned_total", "kind" => kind)
+            .increment(run.users_scanned);
         tracing::info!(
             run = %run.id, kind = run.kind.as_str(), status = %run.status, users = run.users_scanned,
             findings = run.findings, removed = run.actions, errors = run.errors, "reconcile sweep"
@@ -444,6 +449,8 @@ impl App {
     ) -> Result<(), AppError> {
         let (kind, detail) = (judgement.kind, &judgement.detail);
         run.findings += 1;
+        metrics::counter!("jit_reconcile_findings_total", "kind" => kind.as_str(), "action" => action.to_owned())
+            .increment(1);
         let finding = FindingRecord {
             run_id: run.id.clone(),
             at: self.now(),

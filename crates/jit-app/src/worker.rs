@@ -73,17 +73,65 @@ pub struct Worker {
     wake: Arc<Notify>,
     /// Set when a job found the directory unreachable; cleared by a probe.
     target_down: Arc<AtomicBool>,
+    pulse: WorkerPulse,
+}
+
+/// How a running worker is doing, for readiness: when its loop last went
+/// round, and whether it finds the directory down.
+#[derive(Clone)]
+pub struct WorkerPulse {
+    since: std::time::Instant,
+    /// Milliseconds after `since` of the loop's last round (0: not started).
+    beat: Arc<std::sync::atomic::AtomicU64>,
+    target_down: Arc<AtomicBool>,
+    max_idle: Duration,
+}
+
+impl WorkerPulse {
+    fn beat(&self) {
+        let ms = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.beat.store(ms.max(1), Ordering::SeqCst);
+    }
+
+    /// The loop went round within three of its longest sleeps.
+    pub fn alive(&self) -> bool {
+        let beat = self.beat.load(Ordering::SeqCst);
+        beat > 0
+            && self
+                .since
+                .elapsed()
+                .saturating_sub(Duration::from_millis(beat))
+                < self.max_idle.saturating_mul(3).max(Duration::from_secs(15))
+    }
+
+    /// The last job found the directory unreachable (a probe clears it).
+    pub fn target_down(&self) -> bool {
+        self.target_down.load(Ordering::SeqCst)
+    }
 }
 
 impl Worker {
     pub fn new(app: Arc<App>, owner: String, config: WorkerConfig) -> Self {
+        let target_down = Arc::new(AtomicBool::new(false));
+        let pulse = WorkerPulse {
+            since: std::time::Instant::now(),
+            beat: Arc::default(),
+            target_down: target_down.clone(),
+            max_idle: config.max_idle,
+        };
         Self {
             app,
             owner,
             config,
             wake: Arc::new(Notify::new()),
-            target_down: Arc::new(AtomicBool::new(false)),
+            target_down,
+            pulse,
         }
+    }
+
+    /// Readiness reads this while the worker runs.
+    pub fn pulse(&self) -> WorkerPulse {
+        self.pulse.clone()
     }
 
     /// Notify this after writing a job that is due now, so it runs at once.
@@ -130,6 +178,7 @@ impl Worker {
         tokio::pin!(shutdown);
         tracing::info!(owner = %self.owner, concurrency = self.config.concurrency, "worker started");
         loop {
+            self.pulse.beat();
             while tasks.try_join_next().is_some() {}
             if self.target_down.load(Ordering::SeqCst) && !self.probe().await {
                 // Still down: nothing would get through; ask again shortly.
@@ -235,12 +284,20 @@ async fn process(app: &App, owner: &str, config: &WorkerConfig, down: &AtomicBoo
     let now = app.now();
     let written = match outcome {
         Ok(Ok(report)) => {
-            if report.change.is_some() {
+            if let Some(change) = report.change {
                 tracing::info!(job = job.id, user = %job.user, role = %job.role, change = ?report.change, "converged");
+                // Due → verified: what an engineer (or an auditor) waits for.
+                let latency = (now - job.due_at).to_std().unwrap_or_default();
+                let name = match change {
+                    jit_domain::RoleChange::Add => "jit_activation_latency_seconds",
+                    jit_domain::RoleChange::Remove => "jit_revocation_latency_seconds",
+                };
+                metrics::histogram!(name).record(latency.as_secs_f64());
             }
             app.store.complete_job(job.id, owner, now).await
         }
         Ok(Err(e)) if e.is_permanent() => {
+            metrics::counter!("jit_jobs_failed_total").increment(1);
             tracing::error!(job = job.id, user = %job.user, role = %job.role, error = %e, "job failed permanently");
             app.store.fail_job(job.id, owner, now, &e.to_string()).await
         }
@@ -269,6 +326,7 @@ async fn retry(
     error: &str,
     retry_after: Option<Duration>,
 ) -> Result<(), StoreError> {
+    metrics::counter!("jit_job_retries_total").increment(1);
     let delay = next_delay(
         job.attempts,
         config.retry_base,

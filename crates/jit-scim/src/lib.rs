@@ -416,14 +416,21 @@ impl ScimClient {
                 .request(method.clone(), url.clone())
                 .bearer_auth(token.expose_secret())
                 .header(header::ACCEPT, "application/scim+json, application/json");
-            let response = build(request)
-                .send()
-                .await
-                .map_err(|source| ScimError::Transport {
+            let response = build(request).send().await.map_err(|source| {
+                metrics::counter!("jit_directory_requests_total", "method" => method.to_string(), "status" => "error")
+                    .increment(1);
+                ScimError::Transport {
                     method: method.clone(),
                     path: url.path().to_owned(),
                     source: source.without_url(),
-                })?;
+                }
+            })?;
+            metrics::counter!(
+                "jit_directory_requests_total",
+                "method" => method.to_string(),
+                "status" => response.status().as_u16().to_string()
+            )
+            .increment(1);
             if response.status() == StatusCode::UNAUTHORIZED && oauth && !refreshed {
                 refreshed = true;
                 continue;

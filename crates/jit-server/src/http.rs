@@ -41,6 +41,11 @@ pub struct ApiState {
     /// Verifies ID tokens from the web form's OpenID provider, so that a CLI
     /// or bot can act as the engineer (`None`: API keys only).
     pub bearer: Option<Arc<jit_web::Oidc>>,
+    /// The worker's pulse, for readiness.
+    pub pulse: jit_app::WorkerPulse,
+    /// Renders `/metrics`.
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    pub ticket_system_configured: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -307,11 +312,73 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/audit", web::get().to(audit_events)),
     )
     .route("/webhooks/servicenow", web::post().to(servicenow_webhook))
-    .route("/healthz", web::get().to(healthz));
+    .route("/healthz", web::get().to(healthz))
+    .route("/readyz", web::get().to(readyz))
+    .route("/metrics", web::get().to(metrics_page));
 }
 
+/// Liveness: the process answers.
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// Readiness: the database answers and is migrated, and the worker's loop
+/// is going round. How the directory and ServiceNow are doing is reported
+/// without gating it (the broker queues work for them either way).
+async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
+    let expected = jit_store::migration_versions().0.last().copied();
+    let (database, schema_ok, applied) = match state.app.store.schema_version().await {
+        Ok(applied) => ("ok".to_owned(), applied >= expected, applied),
+        Err(e) => (format!("unreachable: {e}"), false, None),
+    };
+    let worker = state.pulse.alive();
+    let ready = database == "ok" && schema_ok && worker;
+    let body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "checks": {
+            "database": database,
+            "schema": {"applied": applied, "expected": expected, "ok": schema_ok},
+            "worker": if worker { "running" } else { "stalled or not started" },
+        },
+        "info": {
+            "directory": if state.pulse.target_down() {
+                "unreachable: the last job could not reach it; a probe asks every 500 ms"
+            } else {
+                "reachable as far as the last job knows"
+            },
+            "servicenow": if state.ticket_system_configured { "configured" } else { "not configured" },
+        },
+    });
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+/// `/metrics` in Prometheus text format: the counters and histograms the
+/// broker keeps, and gauges read from the store now.
+async fn metrics_page(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+    let now = state.app.now();
+    let gauges = state
+        .app
+        .store
+        .gauges(now - state.app.revocation_slo)
+        .await
+        .map_err(AppError::from)?;
+    for (grant_state, n) in &gauges.grants_by_state {
+        metrics::gauge!("jit_grants", "state" => grant_state.clone()).set(*n as f64);
+    }
+    metrics::gauge!("jit_revocations_overdue").set(gauges.overdue_revocations as f64);
+    metrics::gauge!("jit_outbox_pending").set(gauges.outbox_pending as f64);
+    let oldest = gauges
+        .outbox_oldest
+        .map_or(0.0, |t| (now - t).num_milliseconds() as f64 / 1000.0);
+    metrics::gauge!("jit_outbox_oldest_age_seconds").set(oldest.max(0.0));
+    state.metrics.run_upkeep();
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render()))
 }
 
 fn parse_id(raw: &str) -> Result<GrantId, ApiError> {
@@ -648,6 +715,21 @@ where
 /// nothing is written for a refused delivery; a replayed delivery id gets the
 /// first answer again (with `X-JIT-Replayed: true`) and changes nothing.
 async fn servicenow_webhook(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let answer = handle_servicenow_webhook(state, req, payload).await;
+    let result = match &answer {
+        Ok(r) if r.headers().contains_key("x-jit-replayed") => "replayed".to_owned(),
+        Ok(r) => r.status().as_u16().to_string(),
+        Err(e) => e.status_code().as_u16().to_string(),
+    };
+    metrics::counter!("jit_servicenow_webhook_deliveries_total", "result" => result).increment(1);
+    answer
+}
+
+async fn handle_servicenow_webhook(
     state: web::Data<ApiState>,
     req: HttpRequest,
     payload: web::Payload,

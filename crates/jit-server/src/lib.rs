@@ -221,6 +221,28 @@ pub fn bare_app(config: &Config, store: Arc<dyn jit_app::Store>) -> anyhow::Resu
     ))
 }
 
+/// The process's metrics recorder, installed once (several brokers in one
+/// test process share it).
+fn prometheus() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
+    static HANDLE: std::sync::Mutex<Option<metrics_exporter_prometheus::PrometheusHandle>> =
+        std::sync::Mutex::new(None);
+    let mut handle = HANDLE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(h) = handle.as_ref() {
+        return Ok(h.clone());
+    }
+    // Seconds: from a fast converge to a removal that waited out an outage.
+    let buckets = [
+        0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+    ];
+    let installed = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&buckets)?
+        .install_recorder()?;
+    *handle = Some(installed.clone());
+    Ok(installed)
+}
+
 /// The SIEM endpoints the config describes (`[[notify.webhooks]]`).
 pub fn sinks_from_config(config: &Config) -> anyhow::Result<Vec<jit_notify::webhook::WebhookSink>> {
     let mut names = std::collections::BTreeSet::new();
@@ -397,6 +419,7 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
             .within_budget(config.scim.pace_per_minute()),
     ));
     let worker_wake = worker.waker();
+    let pulse = worker.pulse();
     let pages = web_from_config(&config, dev, addr, app.clone(), worker_wake.clone()).await?;
     let mut background = Vec::new();
     let mut spawn = |run: Box<dyn FnOnce(oneshot::Receiver<()>) -> tokio::task::JoinHandle<()>>| {
@@ -456,6 +479,9 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
         webhook,
         reconcile: reconcile.clone(),
         owner: owner.clone(),
+        pulse,
+        metrics: prometheus()?,
+        ticket_system_configured,
     });
     let sandbox = dev.then(|| web::Data::new(sandbox::SandboxDirectory::seeded()));
     let sandbox_book = sandbox_changes.clone().map(web::Data::new);

@@ -10,6 +10,7 @@ mod audit;
 mod chain;
 mod deliveries;
 mod grants;
+mod health;
 mod jobs;
 mod outbox;
 mod soc;
