@@ -8,6 +8,7 @@ mod crash;
 mod faults;
 mod lifecycle;
 mod notify;
+mod openapi;
 mod ops;
 mod reconcile;
 mod soc;

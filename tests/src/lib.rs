@@ -109,11 +109,17 @@ pub fn scim_peer() -> &'static ScimPeer {
     })
 }
 
-fn start_scim_peer() -> anyhow::Result<ScimPeer> {
-    let exe = std::env::var_os("JIT_PEERS_VENV")
+/// A program of the Python test peers' venv (`scripts/test` installs it).
+pub fn peer_program(name: &str) -> PathBuf {
+    std::env::var_os("JIT_PEERS_VENV")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join(".venv-peers"))
-        .join("bin/scim2-server");
+        .join("bin")
+        .join(name)
+}
+
+fn start_scim_peer() -> anyhow::Result<ScimPeer> {
+    let exe = peer_program("scim2-server");
     if !exe.exists() {
         bail!(
             "{} is missing: `scripts/test` installs the test peers",
@@ -518,10 +524,7 @@ impl SmtpPeer {
 
     /// Starts the server again on the same port (after `stop`).
     pub fn resume(&mut self) {
-        let python = std::env::var_os("JIT_PEERS_VENV")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| workspace_root().join(".venv-peers"))
-            .join("bin/python");
+        let python = peer_program("python");
         let mut command = Command::new(&python);
         match (&self.tls, &self.auth) {
             (Some((cert, key)), Some((user, password))) => {

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod openapi;
 pub mod sandbox;
 pub mod sandbox_servicenow;
 
