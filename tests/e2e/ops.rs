@@ -120,12 +120,35 @@ async fn metrics_parse_and_readiness_reports_its_checks() {
     assert_eq!(ready["checks"]["database"], "ok");
     assert_eq!(ready["checks"]["schema"]["ok"], true);
     assert_eq!(ready["checks"]["worker"], "running");
-    assert_eq!(ready["info"]["servicenow"], "configured");
+    assert_eq!(ready["info"]["servicenow"], "reachable");
     assert!(
         ready["info"]["directory"]
             .as_str()
             .unwrap()
             .starts_with("reachable")
     );
+    app.running.stop().await;
+}
+
+/// ServiceNow down: reported, not gating (grants wait on it, sweeps and
+/// expiries do not).
+#[tokio::test]
+async fn readiness_reports_servicenow_down_without_gating_on_it() {
+    let tenant = Tenant::new();
+    let app = jit_e2e::app::spawn_app_with(Backend::Sqlite, Some(&tenant.base_url), |c| {
+        c.servicenow.instance_url = Some(format!("http://127.0.0.1:{}", jit_e2e::free_port()));
+    })
+    .await;
+    let r = app
+        .http
+        .get(format!("{}/readyz", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let ready: Value = r.json().await.unwrap();
+    assert_eq!(ready["status"], "ready", "{ready}");
+    let servicenow = ready["info"]["servicenow"].as_str().unwrap();
+    assert!(servicenow.starts_with("unreachable"), "{servicenow}");
     app.running.stop().await;
 }

@@ -50,6 +50,42 @@ pub struct ApiState {
     /// Renders `/metrics`.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub ticket_system_configured: bool,
+    /// ServiceNow's last answer to readiness, reused for a while so that a
+    /// load balancer's probes do not become ServiceNow's load.
+    pub servicenow_seen: tokio::sync::Mutex<Option<(std::time::Instant, String)>>,
+}
+
+/// How long readiness reuses ServiceNow's last answer.
+const SERVICENOW_PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl ApiState {
+    /// Whether ServiceNow answers a Table API read (one lookup of a change
+    /// that does not exist, at most every 30 s, 3 s at most).
+    async fn servicenow_state(&self) -> String {
+        if !self.ticket_system_configured {
+            return "not configured".into();
+        }
+        let mut seen = self.servicenow_seen.lock().await;
+        if let Some((at, state)) = seen.as_ref()
+            && at.elapsed() < SERVICENOW_PROBE_EVERY
+        {
+            return state.clone();
+        }
+        let probe = TicketId::parse("CHG0000000")
+            .map(|id| async move { self.app.tickets.change(&id).await });
+        let state = match probe {
+            Ok(lookup) => {
+                match tokio::time::timeout(std::time::Duration::from_secs(3), lookup).await {
+                    Ok(Ok(_)) => "reachable".to_owned(),
+                    Ok(Err(e)) => format!("unreachable: {e}"),
+                    Err(_) => "unreachable: no answer within 3 s".to_owned(),
+                }
+            }
+            Err(e) => format!("unknown: {}", e.message),
+        };
+        *seen = Some((std::time::Instant::now(), state.clone()));
+        state
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -408,7 +444,7 @@ pub(crate) async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
             } else {
                 "reachable as far as the last job knows"
             },
-            "servicenow": if state.ticket_system_configured { "configured" } else { "not configured" },
+            "servicenow": state.servicenow_state().await,
         },
     });
     if ready {

@@ -483,6 +483,7 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
         pulse,
         metrics: prometheus()?,
         ticket_system_configured,
+        servicenow_seen: tokio::sync::Mutex::new(None),
     });
     let sandbox = dev.then(|| web::Data::new(sandbox::SandboxDirectory::seeded()));
     let sandbox_book = sandbox_changes.clone().map(web::Data::new);
