@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use jit_e2e::app::spawn_app;
 use jit_e2e::{Backend, Tenant};
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// One sample of the text format: name, labels, value.
 type Sample = (String, BTreeMap<String, String>, f64);
@@ -108,14 +108,8 @@ async fn metrics_parse_and_readiness_reports_its_checks() {
     assert!(value(&samples, "jit_outbox_pending", None).is_some());
     assert!(value(&samples, "jit_outbox_oldest_age_seconds", None).is_some());
 
-    let r = app
-        .http
-        .get(format!("{}/readyz", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let ready: Value = r.json().await.unwrap();
+    let (status, ready) = app.get("/readyz").await;
+    assert_eq!(status, 200, "{ready}");
     assert_eq!(ready["status"], "ready", "{ready}");
     assert_eq!(ready["checks"]["database"], "ok");
     assert_eq!(ready["checks"]["schema"]["ok"], true);
@@ -139,14 +133,8 @@ async fn readiness_reports_servicenow_down_without_gating_on_it() {
         c.servicenow.instance_url = Some(format!("http://127.0.0.1:{}", jit_e2e::free_port()));
     })
     .await;
-    let r = app
-        .http
-        .get(format!("{}/readyz", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let ready: Value = r.json().await.unwrap();
+    let (status, ready) = app.get("/readyz").await;
+    assert_eq!(status, 200, "{ready}");
     assert_eq!(ready["status"], "ready", "{ready}");
     let servicenow = ready["info"]["servicenow"].as_str().unwrap();
     assert!(servicenow.starts_with("unreachable"), "{servicenow}");

@@ -112,20 +112,7 @@ impl ChainVerifier {
                 "prev_hash does not match the previous event's hash".into(),
             ));
         }
-        let data = canonical_json(&e.data);
-        let recomputed = event_hash(
-            &e.prev_hash,
-            &Hashed {
-                seq: e.seq,
-                at: e.at,
-                actor: &e.actor,
-                kind: &e.kind,
-                grant: e.grant.map(|g| g.to_string()),
-                ticket: e.ticket.as_deref(),
-                data: &data,
-            },
-        );
-        if recomputed != e.hash {
+        if !event_intact(e) {
             return Err(broken(
                 "the event's content does not match its hash (altered)".into(),
             ));
