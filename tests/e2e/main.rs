@@ -5,6 +5,7 @@
 mod api;
 mod audit;
 mod crash;
+mod deploy;
 mod faults;
 mod lifecycle;
 mod notify;
