@@ -146,3 +146,32 @@ async fn a_kill_9_after_activation_still_ends_in_removal_at_expiry() {
         "no secret reaches the log"
     );
 }
+
+/// SQLite has one writer: a second `serve` on the same file is refused
+/// before it writes anything, naming the process that serves it.
+#[tokio::test]
+async fn a_second_serve_on_one_sqlite_file_is_refused_naming_the_first() {
+    let tenant = Tenant::new();
+    let app = jit_e2e::app::spawn_app(jit_e2e::Backend::Sqlite, Some(&tenant.base_url)).await;
+    let out = Command::new(env!("CARGO_BIN_EXE_jit-broker-under-test"))
+        .current_dir(jit_e2e::workspace_root())
+        .env("JIT_DATABASE__URL", &app.database_url)
+        .env("JIT_POLICY", test_policy_path())
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "another jit-broker (pid {}) is serving",
+            std::process::id()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("PostgreSQL"), "{err}");
+    // Once the first stops, the file is free again.
+    app.running.stop().await;
+    let lock = jit_store::lock_for_serving(&app.database_url).unwrap();
+    assert!(lock.is_some());
+}

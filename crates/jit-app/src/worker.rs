@@ -29,6 +29,9 @@ pub struct WorkerConfig {
     /// back (then every waiting job runs at once instead of waiting out its
     /// own back-off).
     pub probe_interval: Duration,
+    /// On shutdown, how long jobs in flight may take to finish; their
+    /// leases cover any cut short.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -40,6 +43,7 @@ impl Default for WorkerConfig {
             retry_cap: Duration::from_secs(60),
             max_idle: Duration::from_secs(5),
             probe_interval: Duration::from_millis(500),
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
@@ -231,7 +235,7 @@ impl Worker {
                 _ = &mut shutdown => break,
             }
         }
-        let grace = tokio::time::sleep(Duration::from_secs(5));
+        let grace = tokio::time::sleep(self.config.shutdown_grace);
         tokio::pin!(grace);
         loop {
             tokio::select! {

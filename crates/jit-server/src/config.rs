@@ -486,6 +486,8 @@ pub struct WorkerSettings {
     pub retry_base_ms: u64,
     pub retry_cap_secs: u64,
     pub max_idle_secs: u64,
+    /// On SIGTERM, how long jobs in flight may take to finish.
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for WorkerSettings {
@@ -497,6 +499,7 @@ impl Default for WorkerSettings {
             retry_base_ms: d.retry_base.as_millis() as u64,
             retry_cap_secs: d.retry_cap.as_secs(),
             max_idle_secs: d.max_idle.as_secs(),
+            shutdown_grace_secs: d.shutdown_grace.as_secs(),
         }
     }
 }
@@ -509,6 +512,7 @@ impl WorkerSettings {
             retry_base: Duration::from_millis(self.retry_base_ms.max(10)),
             retry_cap: Duration::from_secs(self.retry_cap_secs.max(1)),
             max_idle: Duration::from_secs(self.max_idle_secs.max(1)),
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             ..jit_app::WorkerConfig::default()
         }
     }

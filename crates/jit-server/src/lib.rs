@@ -287,6 +287,8 @@ pub struct Running {
     worker_stop: oneshot::Sender<()>,
     worker_task: tokio::task::JoinHandle<()>,
     scheduler: Option<tokio_cron_scheduler::JobScheduler>,
+    /// Held while serving a SQLite file.
+    _serve_lock: Option<jit_store::ServeLock>,
     /// The mailer and the SIEM feeds: stopped with the broker.
     background: Vec<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
     /// `serve --dev`: the sandbox ServiceNow's changes (tests edit them).
@@ -318,6 +320,8 @@ impl Running {
 /// API key is configured, [`DEV_API_KEY`].
 pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::Result<Running> {
     let policy = Arc::new(load_policy(&config.policy)?);
+    // Before opening: a second `serve` on one SQLite file must not write.
+    let serve_lock = jit_store::lock_for_serving(config.database.url.expose_secret())?;
     let store = jit_store::open(
         config.database.url.expose_secret(),
         true,
@@ -579,6 +583,7 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
         worker_stop,
         worker_task,
         scheduler,
+        _serve_lock: serve_lock,
         background,
         sandbox_changes,
     })

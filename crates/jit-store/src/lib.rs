@@ -13,6 +13,7 @@ mod grants;
 mod health;
 mod jobs;
 mod outbox;
+mod serve_lock;
 mod soc;
 mod sweeps;
 
@@ -30,6 +31,7 @@ pub use audit::{AuditReport, SliceReport, verify_audit, verify_slice};
 pub use chain::{
     BrokenLink, ChainVerifier, CheckpointKey, KeyError, checkpoint_message, checkpoint_valid,
 };
+pub use serve_lock::{ServeLock, lock_for_serving};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
