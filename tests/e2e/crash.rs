@@ -175,3 +175,42 @@ async fn a_second_serve_on_one_sqlite_file_is_refused_naming_the_first() {
     let lock = jit_store::lock_for_serving(&app.database_url).unwrap();
     assert!(lock.is_some());
 }
+
+/// Two replicas on one PostgreSQL never spend two budgets: each counts the
+/// live replicas through the database and paces at its share, and the one
+/// left takes the whole pace back when the other stops.
+#[tokio::test]
+async fn replicas_on_one_postgresql_split_the_directory_budget() {
+    use jit_e2e::app::spawn_app_with;
+    let tenant = Tenant::new();
+    let limit = |c: &mut jit_server::config::Config| c.scim.requests_per_minute = Some(600);
+    let first = spawn_app_with(jit_e2e::Backend::Postgres, Some(&tenant.base_url), limit).await;
+    // 600 a minute, less 5 % headroom: 570 alone.
+    wait_for_pace(&[&first], 570).await;
+    let url = first.database_url.clone();
+    let second = spawn_app_with(jit_e2e::Backend::Postgres, Some(&tenant.base_url), |c| {
+        limit(c);
+        c.database.url = secrecy::SecretString::from(url);
+    })
+    .await;
+    wait_for_pace(&[&first, &second], 285).await;
+    second.running.stop().await;
+    wait_for_pace(&[&first], 570).await;
+    first.running.stop().await;
+}
+
+/// Waits until each broker paces its directory budget at `want` a minute.
+async fn wait_for_pace(apps: &[&jit_e2e::app::TestApp], want: u32) {
+    let pace = |app: &jit_e2e::app::TestApp| {
+        app.running
+            .shared_budget
+            .as_ref()
+            .expect("a budget shared among live replicas")
+            .pace_per_minute()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while apps.iter().any(|a| pace(a) != Some(want)) {
+        assert!(Instant::now() < deadline, "never {want}/min each");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

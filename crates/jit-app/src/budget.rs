@@ -85,7 +85,6 @@ pub struct Budget {
 }
 
 struct Limit {
-    per_second: f64,
     burst: f64,
     state: Mutex<State>,
     /// Told whenever the head of the queue may have changed.
@@ -96,6 +95,8 @@ struct Limit {
 type Key = (Turn, u64);
 
 struct State {
+    /// The pace; replicas sharing one client change it as they come and go.
+    per_second: f64,
     tokens: f64,
     refilled_at: Instant,
     /// A 429 said to wait: nobody asks before this.
@@ -148,9 +149,9 @@ impl Budget {
         let burst = f64::from(burst.max(1));
         Self {
             limit: Some(Limit {
-                per_second: f64::from(per_minute.max(1)) / 60.0,
                 burst,
                 state: Mutex::new(State {
+                    per_second: f64::from(per_minute.max(1)) / 60.0,
                     tokens: burst,
                     refilled_at: Instant::now(),
                     paused_until: None,
@@ -185,7 +186,7 @@ impl Budget {
                 let mut s = limit.lock();
                 let now = Instant::now();
                 let elapsed = now.saturating_duration_since(s.refilled_at).as_secs_f64();
-                s.tokens = (s.tokens + elapsed * limit.per_second).min(limit.burst);
+                s.tokens = (s.tokens + elapsed * s.per_second).min(limit.burst);
                 s.refilled_at = now;
                 // Sweeps and reports spend only the steady rate: the burst
                 // stays for revocations and activations that arrive mid-sweep.
@@ -215,7 +216,7 @@ impl Budget {
                     }
                     _ => {
                         let missing = needed - s.tokens;
-                        Duration::from_secs_f64(missing / limit.per_second)
+                        Duration::from_secs_f64(missing / s.per_second)
                     }
                 }
             };
@@ -223,6 +224,20 @@ impl Budget {
                 _ = tokio::time::sleep(wait.clamp(Duration::from_millis(1), RECHECK)) => {}
                 _ = moved => {}
             }
+        }
+    }
+
+    /// Requests a minute now; `None`: unlimited.
+    pub fn pace_per_minute(&self) -> Option<u32> {
+        let limit = self.limit.as_ref()?;
+        let per_second = limit.lock().per_second;
+        Some((per_second * 60.0).round() as u32)
+    }
+
+    /// A new pace (this replica's share changed); unlimited stays unlimited.
+    pub fn set_per_minute(&self, per_minute: u32) {
+        if let Some(limit) = &self.limit {
+            limit.lock().per_second = f64::from(per_minute.max(1)) / 60.0;
         }
     }
 

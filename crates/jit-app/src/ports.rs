@@ -516,6 +516,9 @@ pub trait SweepStore: Send + Sync {
         until: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
     async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError>;
+    /// How many leases whose name starts with `prefix` are held at `now`
+    /// (live replicas, each renewing its own).
+    async fn live_leases(&self, prefix: &str, now: DateTime<Utc>) -> Result<u32, StoreError>;
 
     async fn insert_run(&self, run: &ReconcileRun) -> Result<(), StoreError>;
     /// The run's counters and status, with its audit event.

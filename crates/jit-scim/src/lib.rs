@@ -340,6 +340,11 @@ impl ScimClient {
         self
     }
 
+    /// The budget this client spends (replicas adjust its pace).
+    pub fn budget(&self) -> std::sync::Arc<Budget> {
+        self.budget.clone()
+    }
+
     fn users_url(&self, id: Option<&str>) -> Result<Url, ScimError> {
         let mut url = self.config.base_url.clone();
         {

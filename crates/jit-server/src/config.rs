@@ -169,7 +169,8 @@ pub struct ScimSettings {
     /// with the genesys profile (its per-client limit), unlimited otherwise.
     pub requests_per_minute: Option<u32>,
     /// Broker replicas sharing that client (and so its budget): each paces
-    /// at its share, so that together they stay inside the limit.
+    /// at its share, so that together they stay inside the limit. 0 (the
+    /// default): count the live replicas through the database.
     pub replicas: u32,
 }
 
@@ -207,7 +208,7 @@ impl Default for ScimSettings {
             client_secret_file: None,
             timeout_secs: 10,
             requests_per_minute: None,
-            replicas: 1,
+            replicas: 0,
         }
     }
 }

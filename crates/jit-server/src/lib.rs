@@ -244,6 +244,55 @@ fn prometheus() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle>
     Ok(installed)
 }
 
+/// How often a replica renews its presence, and how long it counts for.
+const REPLICA_BEAT: Duration = Duration::from_secs(5);
+const REPLICA_LEASE: Duration = Duration::from_secs(15);
+
+/// Keeps this replica counted among the live ones and its budget at
+/// `pace` over their number, until `stop`; then leaves the count at once.
+async fn share_budget(
+    store: Arc<dyn jit_app::Store>,
+    clock: Arc<dyn Clock>,
+    owner: String,
+    budget: Arc<jit_app::Budget>,
+    pace: u32,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    const PREFIX: &str = "replica:";
+    let name = format!("{PREFIX}{owner}");
+    let lease =
+        chrono::TimeDelta::from_std(REPLICA_LEASE).unwrap_or(chrono::TimeDelta::seconds(15));
+    tokio::pin!(stop);
+    loop {
+        let now = clock.now();
+        let live = match store.try_lease(&name, &owner, now, now + lease).await {
+            Ok(_) => store.live_leases(PREFIX, now).await,
+            Err(e) => Err(e),
+        };
+        match live {
+            Ok(n) => {
+                let share = (pace / n.max(1)).max(1);
+                if budget.pace_per_minute() != Some(share) {
+                    tracing::info!(
+                        replicas = n,
+                        requests_per_minute = share,
+                        "directory budget shared"
+                    );
+                    budget.set_per_minute(share);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "counting live replicas failed; the pace stays"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(REPLICA_BEAT) => {}
+            _ = &mut stop => break,
+        }
+    }
+    if let Err(e) = store.release_lease(&name, &owner).await {
+        tracing::warn!(error = %e, "leaving the replica count failed; it lapses by itself");
+    }
+}
+
 /// The SIEM endpoints the config describes (`[[notify.webhooks]]`).
 pub fn sinks_from_config(config: &Config) -> anyhow::Result<Vec<jit_notify::webhook::WebhookSink>> {
     let mut names = std::collections::BTreeSet::new();
@@ -287,6 +336,8 @@ pub struct Running {
     worker_stop: oneshot::Sender<()>,
     worker_task: tokio::task::JoinHandle<()>,
     scheduler: Option<tokio_cron_scheduler::JobScheduler>,
+    /// The directory budget, when its pace is shared among live replicas.
+    pub shared_budget: Option<Arc<jit_app::Budget>>,
     /// Held while serving a SQLite file.
     _serve_lock: Option<jit_store::ServeLock>,
     /// The mailer and the SIEM feeds: stopped with the broker.
@@ -333,6 +384,7 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
 
+    let mut shared_budget = None;
     let directory: Arc<dyn Directory> = if dev {
         Arc::new(ScimClient::new(ScimConfig {
             base_url: url::Url::parse(&format!("http://{addr}{}", sandbox::BASE_PATH))?,
@@ -342,7 +394,10 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
             platform_api: None,
         })?)
     } else {
-        Arc::new(directory_from_config(&config)?)
+        let client = directory_from_config(&config)?;
+        shared_budget = (config.scim.replicas == 0 && client.budget().pace_per_minute().is_some())
+            .then(|| client.budget());
+        Arc::new(client)
     };
     let sandbox_changes = dev.then(|| sandbox_servicenow::ChangeBook::seeded(clock.now()));
     let tickets: Arc<dyn TicketSystem> = match (dev, tickets_from_config(&config, clock.clone())?) {
@@ -451,6 +506,17 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
                 "notify.smtp_host is not set: SOC email is queued in the outbox but not sent"
             );
         }
+    }
+    // Replicas sharing one OAuth client split its budget: each renews a
+    // lease of its own and paces at the pace over the live leases.
+    if let Some(budget) = shared_budget.clone() {
+        let (store, clock, me) = (app.store.clone(), app.clock.clone(), owner.clone());
+        let pace = budget.pace_per_minute().unwrap_or(1);
+        spawn(Box::new(move |stop| {
+            tokio::spawn(share_budget(store, clock, me, budget, pace, async {
+                let _ = stop.await;
+            }))
+        }));
     }
     for sink in sinks_from_config(&config)? {
         let feed = Arc::new(jit_app::Feed::new(
@@ -583,6 +649,7 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
         worker_stop,
         worker_task,
         scheduler,
+        shared_budget,
         _serve_lock: serve_lock,
         background,
         sandbox_changes,

@@ -91,6 +91,18 @@ macro_rules! sweep_store {
                 Ok(done.rows_affected() == 1)
             }
 
+            async fn live_leases(&self, prefix: &str, now: DateTime<Utc>) -> Result<u32, StoreError> {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM leases WHERE name LIKE $1 AND until_at >= $2",
+                )
+                .bind(format!("{prefix}%"))
+                .bind(ms(now))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db)?;
+                Ok(u32::try_from(n).unwrap_or(u32::MAX))
+            }
+
             async fn release_lease(&self, name: &str, owner: &str) -> Result<(), StoreError> {
                 sqlx::query("DELETE FROM leases WHERE name = $1 AND owner = $2")
                     .bind(name)
