@@ -99,7 +99,7 @@ impl App {
         let Some(head) = self.store.audit_head().await? else {
             return Ok(None);
         };
-        let last = self.store.checkpoints().await?.pop();
+        let last = self.store.last_checkpoint().await?;
         let nothing_new = last.as_ref().is_some_and(|cp| {
             head.seq == cp.seq || (head.seq == cp.seq + 1 && head.kind == AUDIT_CHECKPOINT)
         });

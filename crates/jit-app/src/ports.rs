@@ -603,6 +603,8 @@ pub trait AuditStore: Send + Sync {
     ) -> Result<(), StoreError>;
     /// Every checkpoint, oldest first.
     async fn checkpoints(&self) -> Result<Vec<AuditCheckpoint>, StoreError>;
+    /// The newest checkpoint.
+    async fn last_checkpoint(&self) -> Result<Option<AuditCheckpoint>, StoreError>;
 }
 
 /// A signed statement that the audit chain's head was `seq` with `hash`.

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use jit_domain::{FindingKind, GrantState, UserName};
+use jit_domain::{FindingKind, GrantState, UserName, login_is_news};
 use serde::Serialize;
 use serde_json::json;
 
@@ -23,11 +23,6 @@ pub const BREAK_GLASS_LOGIN: &str = "break_glass_login";
 /// The daily digest of what is open.
 pub const SOC_DIGEST: &str = "soc_digest";
 const LOGIN_LEASE: &str = "break-glass-logins";
-
-/// At an account's very first check there is nothing to compare with: a
-/// login this recent is raised all the same (it may be the one that matters),
-/// an older one only recorded.
-const FIRST_CHECK_LOOKBACK: TimeDelta = TimeDelta::hours(24);
 
 /// What one round of break-glass checks found.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
@@ -88,12 +83,7 @@ impl App {
         report.accounts += 1;
         let now = self.now();
         let previous = self.store.last_login_seen(account).await?;
-        let newer = match (previous, login) {
-            (_, None) => false,
-            (None, Some(at)) => at > now - FIRST_CHECK_LOOKBACK,
-            (Some(before), Some(at)) => before.is_none_or(|b| at > b),
-        };
-        let alert = match (newer, login) {
+        let alert = match (login_is_news(previous, login, now), login) {
             (true, Some(at)) => {
                 report.alerts += 1;
                 Some(self.login_alert(account, at, previous.flatten(), now).await)

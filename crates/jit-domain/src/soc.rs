@@ -102,10 +102,58 @@ pub fn incident_over(
     }
 }
 
+/// At an account's very first check there is nothing to compare with: a
+/// login this recent is raised all the same (it may be the one that
+/// matters), an older one only recorded.
+pub const FIRST_CHECK_LOOKBACK: TimeDelta = TimeDelta::hours(24);
+
+/// Whether a break-glass account's newest login is news (a P1): newer than
+/// the last one seen; at the first check (`previous` is `None`), recent.
+/// `Some(None)`: checked before, never logged in.
+pub fn login_is_news(
+    previous: Option<Option<DateTime<Utc>>>,
+    login: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> bool {
+    match (previous, login) {
+        (_, None) => false,
+        (None, Some(at)) => at > now - FIRST_CHECK_LOOKBACK,
+        (Some(before), Some(at)) => before.is_none_or(|b| at > b),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_break_glass_login_is_news_once() {
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let hour = TimeDelta::hours(1);
+        assert!(!login_is_news(None, None, now), "never logged in");
+        assert!(
+            login_is_news(None, Some(now - hour), now),
+            "recent, first check"
+        );
+        assert!(
+            !login_is_news(None, Some(now - TimeDelta::days(2)), now),
+            "old, first check"
+        );
+        assert!(
+            login_is_news(Some(None), Some(now - TimeDelta::days(2)), now),
+            "first ever login"
+        );
+        assert!(
+            login_is_news(Some(Some(now - hour)), Some(now), now),
+            "newer"
+        );
+        assert!(
+            !login_is_news(Some(Some(now)), Some(now), now),
+            "the same one"
+        );
+        assert!(!login_is_news(Some(Some(now)), None, now));
+    }
 
     #[test]
     fn severities() {

@@ -9,7 +9,7 @@ use crate::chain::{
     BrokenLink, ChainVerifier, GENESIS, Hashed, canonical_json, checkpoint_valid, event_hash,
     event_intact,
 };
-use crate::{PgStore, SqliteStore, corrupt, db, ms, time};
+use crate::{PgStore, SqliteStore, built, corrupt, db, ms, time};
 
 #[derive(sqlx::FromRow)]
 struct AuditRow {
@@ -179,9 +179,21 @@ macro_rules! audit_store {
             }
 
             async fn checkpoints(&self) -> Result<Vec<AuditCheckpoint>, StoreError> {
-                let rows: Vec<(i64, String, i64, String, String)> = sqlx::query_as(
-                    "SELECT seq, hash, at, key_id, signature FROM audit_checkpoints ORDER BY seq",
-                )
+                self.checkpoints_where("ORDER BY seq").await
+            }
+
+            async fn last_checkpoint(&self) -> Result<Option<AuditCheckpoint>, StoreError> {
+                Ok(self.checkpoints_where("ORDER BY seq DESC LIMIT 1").await?.pop())
+            }
+        }
+
+        impl $store {
+            /// Checkpoints in the order (and number) `tail` says; only
+            /// static text is ever passed.
+            async fn checkpoints_where(&self, tail: &'static str) -> Result<Vec<AuditCheckpoint>, StoreError> {
+                let rows: Vec<(i64, String, i64, String, String)> = sqlx::query_as(built(format!(
+                    "SELECT seq, hash, at, key_id, signature FROM audit_checkpoints {tail}"
+                )))
                 .fetch_all(&self.pool)
                 .await
                 .map_err(db)?;
