@@ -135,6 +135,74 @@ async fn jobs_are_leased_retried_and_reclaimed_after_a_crash(#[case] backend: Ba
     );
 }
 
+/// A replica stopping gracefully hands back what it holds: another claims
+/// its jobs and takes its sweep lease at once, not when the leases lapse;
+/// what others hold stays theirs.
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn a_stopping_replica_hands_back_its_jobs_and_leases(#[case] backend: Backend) {
+    let (store, _) = store(backend).await;
+    let g = sample_grant(0);
+    store
+        .insert_grant(
+            &g,
+            &[job("a@example.com", 0), job("b@example.com", 0)],
+            audit("x", 0),
+        )
+        .await
+        .unwrap();
+    let at = |s: i64| t0() + TimeDelta::seconds(s);
+    assert_eq!(
+        store
+            .claim_jobs("w1", at(0), at(30), 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        store
+            .claim_jobs("w2", at(0), at(30), 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        store
+            .try_lease("reconciler-holders", "w1", at(0), at(600))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .try_lease("replica:w2", "w2", at(0), at(15))
+            .await
+            .unwrap()
+    );
+
+    let released = store.release_owner("w1").await.unwrap();
+    assert_eq!((released.jobs, released.outbox, released.leases), (1, 0, 1));
+    let taken = store.claim_jobs("w3", at(1), at(31), 10).await.unwrap();
+    assert_eq!(taken.len(), 1, "w1's job, at once; w2's stays w2's");
+    assert!(
+        store
+            .try_lease("reconciler-holders", "w3", at(1), at(601))
+            .await
+            .unwrap(),
+        "the sweep lease is free at once"
+    );
+    assert!(
+        !store
+            .try_lease("replica:w2", "w3", at(1), at(16))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.release_owner("w1").await.unwrap(), Default::default());
+}
+
 /// Hundreds of grants made in the same millisecond (the clock does not move)
 /// list newest first, and paging by cursor neither skips nor repeats one.
 #[rstest]

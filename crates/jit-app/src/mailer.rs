@@ -11,6 +11,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::TimeDelta;
@@ -27,6 +28,8 @@ pub struct MailerConfig {
     /// Sleep between looks for due rows (events are written by whichever
     /// transaction causes them, on any replica).
     pub idle: Duration,
+    /// On stop, how long the message being sent may take; no new one starts.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for MailerConfig {
@@ -37,6 +40,7 @@ impl Default for MailerConfig {
             retry_base: Duration::from_secs(2),
             retry_cap: Duration::from_secs(300),
             idle: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(5),
         }
     }
 }
@@ -47,6 +51,8 @@ pub struct Mailer {
     clock: Arc<dyn Clock>,
     owner: String,
     config: MailerConfig,
+    /// Set on stop: the batch in hand sends no further message.
+    stopping: AtomicBool,
 }
 
 impl Mailer {
@@ -63,6 +69,7 @@ impl Mailer {
             clock,
             owner,
             config,
+            stopping: AtomicBool::new(false),
         }
     }
 
@@ -80,6 +87,9 @@ impl Mailer {
                 return Ok(attempted);
             }
             for item in items {
+                if self.stopping.load(Ordering::SeqCst) {
+                    return Ok(attempted);
+                }
                 attempted += 1;
                 self.deliver(item).await?;
             }
@@ -144,11 +154,25 @@ impl Mailer {
         })
     }
 
-    /// Runs until `stop` resolves.
+    /// Runs until `stop` resolves. The message being sent then gets
+    /// [`MailerConfig::shutdown_grace`] to finish; rows of the batch it did
+    /// not reach keep their lease until the caller releases this owner's.
     pub async fn run(self: Arc<Self>, stop: impl Future<Output = ()>) {
         tokio::pin!(stop);
         loop {
-            if let Err(e) = self.run_due().await {
+            let due = self.run_due();
+            tokio::pin!(due);
+            let result = tokio::select! {
+                result = &mut due => result,
+                _ = &mut stop => {
+                    self.stopping.store(true, Ordering::SeqCst);
+                    if tokio::time::timeout(self.config.shutdown_grace, due).await.is_err() {
+                        tracing::warn!("mailer: the batch in hand outlasted the shutdown grace");
+                    }
+                    return;
+                }
+            };
+            if let Err(e) = result {
                 tracing::error!(error = %e, "mailer: store error");
             }
             tokio::select! {

@@ -501,6 +501,19 @@ pub trait JobStore: Send + Sync {
     async fn release_retries(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
     /// When the next job becomes claimable (leases included), if any is pending.
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+    /// On shutdown, after its work stopped: gives back everything `owner`
+    /// still holds (pending jobs, outbox rows, named leases such as a
+    /// sweep's), in one transaction, so another replica takes it at once
+    /// instead of when the leases lapse.
+    async fn release_owner(&self, owner: &str) -> Result<Released, StoreError>;
+}
+
+/// What [`JobStore::release_owner`] gave back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Released {
+    pub jobs: u64,
+    pub outbox: u64,
+    pub leases: u64,
 }
 
 /// Reconciler runs, their findings, and the lease that makes sweeps exclusive.

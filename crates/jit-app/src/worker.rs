@@ -235,15 +235,24 @@ impl Worker {
                 _ = &mut shutdown => break,
             }
         }
+        // Claim nothing more; let what is in flight finish within the grace.
+        let in_flight = tasks.len();
         let grace = tokio::time::sleep(self.config.shutdown_grace);
         tokio::pin!(grace);
         loop {
             tokio::select! {
                 next = tasks.join_next() => if next.is_none() { break },
-                _ = &mut grace => { tasks.abort_all(); break }
+                _ = &mut grace => {
+                    tracing::warn!(left = tasks.len(), "jobs still running after the shutdown grace: stopped");
+                    tasks.abort_all();
+                    // Only once every task is gone may their jobs be handed
+                    // to another replica (the caller releases the leases).
+                    while tasks.join_next().await.is_some() {}
+                    break
+                }
             }
         }
-        tracing::info!(owner = %self.owner, "worker stopped");
+        tracing::info!(owner = %self.owner, in_flight, "worker stopped");
     }
 
     /// One request to the directory, first in line: is it back? If so,

@@ -332,9 +332,12 @@ pub struct Running {
     pub app: Arc<App>,
     pub worker_wake: Arc<Notify>,
     server: actix_web::dev::ServerHandle,
-    server_task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// `None` once [`Running::stopped`] saw it end.
+    server_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     worker_stop: oneshot::Sender<()>,
     worker_task: tokio::task::JoinHandle<()>,
+    /// Who this replica is in every lease it takes.
+    owner: String,
     scheduler: Option<tokio_cron_scheduler::JobScheduler>,
     /// The directory budget, when its pace is shared among live replicas.
     pub shared_budget: Option<Arc<jit_app::Budget>>,
@@ -349,21 +352,45 @@ pub struct Running {
 impl Running {
     /// Waits until the HTTP server stops by itself (it does not handle signals).
     pub async fn stopped(&mut self) {
-        let _ = (&mut self.server_task).await;
+        if let Some(task) = &mut self.server_task {
+            let _ = task.await;
+            self.server_task = None;
+        }
     }
 
+    /// Stops gracefully, as on SIGTERM: no new schedule fires, no request
+    /// or job is taken; requests, jobs and the email in flight finish within
+    /// their bounds (5 s for requests, `worker.shutdown_grace_secs` for jobs);
+    /// then everything still leased to this replica is handed back so
+    /// another one takes it at once.
     pub async fn stop(mut self) {
         if let Some(mut scheduler) = self.scheduler.take() {
             let _ = scheduler.shutdown().await;
         }
-        self.server.stop(true).await;
-        for (stop, task) in self.background.drain(..) {
-            let _ = stop.send(());
-            let _ = task.await;
-        }
-        let _ = self.server_task.await;
         let _ = self.worker_stop.send(());
-        let _ = self.worker_task.await;
+        let background = self.background.drain(..).map(|(stop, task)| {
+            let _ = stop.send(());
+            task
+        });
+        let background = futures_util::future::join_all(background);
+        let server = async {
+            self.server.stop(true).await;
+            if let Some(task) = self.server_task.take() {
+                let _ = task.await;
+            }
+        };
+        let _ = tokio::join!(server, &mut self.worker_task, background);
+        match self.app.store.release_owner(&self.owner).await {
+            Ok(released) => tracing::info!(
+                jobs = released.jobs,
+                outbox = released.outbox,
+                leases = released.leases,
+                "stopped; leases handed back"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "handing back leases failed; they lapse by themselves")
+            }
+        }
     }
 }
 
@@ -645,9 +672,10 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
         app,
         worker_wake,
         server: handle,
-        server_task,
+        server_task: Some(server_task),
         worker_stop,
         worker_task,
+        owner,
         scheduler,
         shared_budget,
         _serve_lock: serve_lock,

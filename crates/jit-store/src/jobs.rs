@@ -2,7 +2,7 @@
 //! replica is claiming), released with their outcome by the lease's owner only.
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use jit_app::{Job, JobStore, NewJob, StoreError};
+use jit_app::{Job, JobStore, NewJob, Released, StoreError};
 use jit_domain::{RoleName, UserName};
 
 use crate::{PgStore, SqliteStore, corrupt, db, ms, opt_time, time};
@@ -138,6 +138,27 @@ macro_rules! job_store {
                 .await
                 .map_err(db)?;
                 Ok(done.rows_affected())
+            }
+
+            async fn release_owner(&self, owner: &str) -> Result<Released, StoreError> {
+                let mut tx = self.pool.begin().await.map_err(db)?;
+                let mut released = Released::default();
+                for (count, sql) in [
+                    (&mut released.jobs, "UPDATE jobs SET lease_owner = NULL, lease_until = NULL \
+                      WHERE status = 'pending' AND lease_owner = $1"),
+                    (&mut released.outbox, "UPDATE outbox SET lease_owner = NULL, lease_until = NULL \
+                      WHERE status = 'pending' AND lease_owner = $1"),
+                    (&mut released.leases, "DELETE FROM leases WHERE owner = $1"),
+                ] {
+                    *count = sqlx::query(sql)
+                        .bind(owner)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db)?
+                        .rows_affected();
+                }
+                tx.commit().await.map_err(db)?;
+                Ok(released)
             }
 
             async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
