@@ -7,6 +7,7 @@ mod audit;
 mod crash;
 mod deploy;
 mod faults;
+mod ha;
 mod lifecycle;
 mod notify;
 mod openapi;

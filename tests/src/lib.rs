@@ -9,6 +9,7 @@
 //!
 //! `scripts/test` installs the peers; the harness only starts them.
 
+use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -19,6 +20,7 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
 pub mod app;
+pub mod fleet;
 pub mod proxy;
 pub mod web;
 
@@ -35,6 +37,16 @@ pub fn workspace_root() -> PathBuf {
         .parent()
         .map(PathBuf::from)
         .unwrap_or_default()
+}
+
+/// The `p`th percentile (0–100) of ascending `sorted`, by the nearest rank
+/// between its ends.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
 }
 
 pub fn free_port() -> u16 {
@@ -267,6 +279,44 @@ impl Tenant {
         );
     }
 
+    /// Every user of the tenant, read directly: SCIM id → (userName, roles).
+    pub async fn users(&self) -> HashMap<String, (String, Vec<String>)> {
+        let mut users = HashMap::new();
+        loop {
+            let page: Value = self
+                .http
+                .get(format!("{}/Users", self.base_url))
+                .query(&[
+                    ("startIndex", (users.len() + 1).to_string()),
+                    ("count", "500".to_owned()),
+                ])
+                .bearer_auth(SCIM_TOKEN)
+                .send()
+                .await
+                .expect("GET /Users")
+                .json()
+                .await
+                .expect("list JSON");
+            let resources = page["Resources"].as_array().cloned().unwrap_or_default();
+            if resources.is_empty() {
+                return users;
+            }
+            for u in resources {
+                let roles = u["roles"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| r["value"].as_str().map(str::to_owned))
+                    .collect();
+                let name = u["userName"].as_str().unwrap_or_default().to_owned();
+                users.insert(
+                    u["id"].as_str().unwrap_or_default().to_owned(),
+                    (name, roles),
+                );
+            }
+        }
+    }
+
     /// The roles the server holds for a user, read directly (not through the broker).
     pub async fn roles_of(&self, user_name: &str) -> Vec<String> {
         let mut roles: Vec<String> = self.user(user_name).await["roles"]
@@ -324,8 +374,43 @@ fn postgres_admin_url() -> &'static str {
 }
 
 fn start_postgres_cluster() -> anyhow::Result<String> {
-    let dir = tempfile::Builder::new().prefix("jit-pg-").tempdir()?.keep();
-    let run = |args: &[&str]| -> anyhow::Result<()> {
+    let cluster = PgCluster::start()?;
+    Ok(cluster.admin_url())
+}
+
+/// A throwaway PostgreSQL 15 cluster of one's own (initdb, `fsync=off`),
+/// which a test may stop and start again on the same port; removed when
+/// the test binary exits.
+pub struct PgCluster {
+    dir: PathBuf,
+    port: u16,
+}
+
+impl PgCluster {
+    pub fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("jit-pg-").tempdir()?.keep();
+        Command::new("chown").arg("postgres").arg(&dir).status()?;
+        let cluster = Self {
+            dir,
+            port: free_port(),
+        };
+        let data = cluster.dir.join("data").display().to_string();
+        cluster.pg(&[
+            &pg_bin("initdb"),
+            "-D",
+            &data,
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        ])?;
+        cluster.start_again()?;
+        on_exit(Cleanup::PgStop(cluster.dir.clone()));
+        Ok(cluster)
+    }
+
+    fn pg(&self, args: &[&str]) -> anyhow::Result<()> {
         let out = Command::new("runuser")
             .args(["-u", "postgres", "--"])
             .args(args)
@@ -334,37 +419,44 @@ fn start_postgres_cluster() -> anyhow::Result<String> {
             bail!("{args:?}: {}", String::from_utf8_lossy(&out.stderr));
         }
         Ok(())
-    };
-    Command::new("chown").arg("postgres").arg(&dir).status()?;
-    let data = dir.join("data");
-    let (data_s, dir_s) = (data.display().to_string(), dir.display().to_string());
-    run(&[
-        &pg_bin("initdb"),
-        "-D",
-        &data_s,
-        "-A",
-        "trust",
-        "-U",
-        "postgres",
-        "--no-sync",
-    ])?;
-    let port = free_port();
-    let opts = format!(
-        "-p {port} -k {dir_s} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300"
-    );
-    run(&[
-        &pg_bin("pg_ctl"),
-        "-D",
-        &data_s,
-        "-l",
-        &format!("{dir_s}/log"),
-        "-w",
-        "-o",
-        &opts,
-        "start",
-    ])?;
-    on_exit(Cleanup::PgStop(dir));
-    Ok(format!("postgres://postgres@127.0.0.1:{port}/postgres"))
+    }
+
+    /// `postgres://…/postgres`, to create databases on.
+    pub fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Starts the server (again), on the same port; returns once it accepts.
+    pub fn start_again(&self) -> anyhow::Result<()> {
+        let dir = self.dir.display().to_string();
+        let opts = format!(
+            "-p {} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300",
+            self.port
+        );
+        self.pg(&[
+            &pg_bin("pg_ctl"),
+            "-D",
+            &format!("{dir}/data"),
+            "-l",
+            &format!("{dir}/log"),
+            "-w",
+            "-o",
+            &opts,
+            "start",
+        ])
+    }
+
+    /// Stops the server as an operator's restart does (`-m fast`: open
+    /// connections are cut, committed work is kept).
+    pub fn stop(&self) -> anyhow::Result<()> {
+        let data = self.dir.join("data").display().to_string();
+        self.pg(&[&pg_bin("pg_ctl"), "-D", &data, "-m", "fast", "-w", "stop"])
+    }
+
+    /// A new, empty database on this cluster.
+    pub async fn create_database(&self) -> String {
+        create_database_on(&self.admin_url()).await
+    }
 }
 
 /// A database URL no other test uses.
@@ -378,21 +470,22 @@ pub async fn fresh_database(backend: Backend) -> String {
                 .keep();
             format!("sqlite://{}", dir.join("jit.db").display())
         }
-        Backend::Postgres => {
-            let admin = postgres_admin_url();
-            let name = format!("jit_test_{}", uuid::Uuid::new_v4().simple());
-            use sqlx::Connection;
-            let mut conn = sqlx::PgConnection::connect(admin)
-                .await
-                .expect("connect to PostgreSQL");
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .execute(&mut conn)
-                .await
-                .expect("CREATE DATABASE");
-            let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
-            format!("{base}/{name}")
-        }
+        Backend::Postgres => create_database_on(postgres_admin_url()).await,
     }
+}
+
+async fn create_database_on(admin: &str) -> String {
+    let name = format!("jit_test_{}", uuid::Uuid::new_v4().simple());
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(admin)
+        .await
+        .expect("connect to PostgreSQL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("CREATE DATABASE");
+    let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
+    format!("{base}/{name}")
 }
 
 // ---------------------------------------------------------------- SMTP

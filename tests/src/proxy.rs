@@ -29,6 +29,37 @@ pub struct Counts {
     pub limited: AtomicU64,
     /// Answered 503 because the target was "down".
     pub refused_down: AtomicU64,
+    /// Every PATCH the target answered, in the order answered.
+    patches_seen: Mutex<Vec<PatchSeen>>,
+}
+
+/// One PATCH as the target saw it.
+#[derive(Debug, Clone)]
+pub struct PatchSeen {
+    /// When the target's answer came back.
+    pub answered_at: chrono::DateTime<chrono::Utc>,
+    /// The resource, e.g. `/t…/Users/{id}`.
+    pub path: String,
+    pub body: Value,
+    pub status: u16,
+}
+
+impl PatchSeen {
+    /// The SCIM id of the user it changed.
+    pub fn user_id(&self) -> &str {
+        self.path.rsplit('/').next().unwrap_or_default()
+    }
+
+    /// `add` or `remove`: what its one operation does to a role.
+    pub fn op(&self) -> &str {
+        self.body["Operations"][0]["op"]
+            .as_str()
+            .unwrap_or_default()
+    }
+
+    pub fn succeeded(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
 }
 
 impl Counts {
@@ -44,6 +75,9 @@ impl Counts {
     pub fn refused_down(&self) -> u64 {
         self.refused_down.load(Ordering::SeqCst)
     }
+    pub fn patches_seen(&self) -> Vec<PatchSeen> {
+        self.patches_seen.lock().expect("patches").clone()
+    }
 }
 
 struct Upstream {
@@ -52,6 +86,8 @@ struct Upstream {
     counts: Arc<Counts>,
     limiter: Option<DefaultDirectRateLimiter>,
     down: Arc<AtomicBool>,
+    /// Added before each answer, in milliseconds, as a distant target's.
+    latency_ms: Arc<AtomicU64>,
     platform: Arc<Platform>,
 }
 
@@ -90,6 +126,7 @@ pub struct ScimProxy {
     pub platform_url: String,
     pub counts: Arc<Counts>,
     down: Arc<AtomicBool>,
+    latency_ms: Arc<AtomicU64>,
     platform: Arc<Platform>,
     handle: actix_web::dev::ServerHandle,
 }
@@ -106,6 +143,7 @@ impl ScimProxy {
             RateLimiter::direct(Quota::per_minute(n).allow_burst(burst))
         });
         let down = Arc::new(AtomicBool::new(false));
+        let latency_ms = Arc::new(AtomicU64::new(0));
         let platform = Arc::new(Platform {
             tenant_path: path.clone(),
             role_ids: Mutex::default(),
@@ -119,6 +157,7 @@ impl ScimProxy {
             counts: counts.clone(),
             limiter,
             down: down.clone(),
+            latency_ms: latency_ms.clone(),
             platform: platform.clone(),
         });
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -140,6 +179,7 @@ impl ScimProxy {
             platform_url: format!("http://{addr}/"),
             counts,
             down,
+            latency_ms,
             platform,
             handle,
         }
@@ -189,6 +229,13 @@ impl ScimProxy {
         self.down.store(down, Ordering::SeqCst);
     }
 
+    /// Every answer takes this much longer, as across a WAN to Genesys Cloud
+    /// (jobs are then in flight when a replica is killed or stopped).
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        let ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+        self.latency_ms.store(ms, Ordering::SeqCst);
+    }
+
     pub async fn stop(self) {
         self.handle.stop(false).await;
     }
@@ -216,6 +263,10 @@ async fn forward(req: HttpRequest, body: web::Bytes, up: web::Data<Upstream>) ->
                 r#"{"message":"Rate limit exceeded the maximum. Retry the request in [2] seconds","code":"too.many.requests","status":429}"#,
             );
     }
+    let latency = up.latency_ms.load(Ordering::SeqCst);
+    if latency > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
+    }
     if req.path().starts_with("/api/v2/") {
         return platform(&req, &up).await;
     }
@@ -239,7 +290,19 @@ async fn forward(req: HttpRequest, body: web::Bytes, up: web::Data<Upstream>) ->
             back.insert_header((name, v.to_owned()));
         }
     }
-    back.body(res.bytes().await.unwrap_or_default())
+    let answer = res.bytes().await.unwrap_or_default();
+    if req.method() == actix_web::http::Method::PATCH {
+        let seen = PatchSeen {
+            // The target's own time: what the broker's clock says is not the question.
+            #[allow(clippy::disallowed_methods)]
+            answered_at: chrono::Utc::now(),
+            path: req.path().to_owned(),
+            body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+            status: status.as_u16(),
+        };
+        up.counts.patches_seen.lock().expect("patches").push(seen);
+    }
+    back.body(answer)
 }
 
 /// The Platform API stand-in: a role's id by name, and a role's users page

@@ -28,7 +28,7 @@ use jit_e2e::app::{API_KEY, SERVICENOW_PASSWORD, SERVICENOW_USER, ServiceNow, te
 
 /// Distinct users (and their approved changes) the API load cycles through.
 const API_USERS: usize = 1000;
-use jit_e2e::{Backend, SCIM_TOKEN, Tenant, fresh_database};
+use jit_e2e::{Backend, SCIM_TOKEN, Tenant, fresh_database, percentile};
 use jit_server::config::{ApiKeyConfig, Config};
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -51,14 +51,6 @@ struct Args {
     /// Concurrent API clients.
     #[arg(long, default_value_t = 16)]
     api_clients: usize,
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
 }
 
 /// Runs `n` jobs with `concurrency` in flight; returns each job's latency (ms) and the wall time.
