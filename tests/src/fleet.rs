@@ -40,6 +40,8 @@ pub struct FleetTargets<'a> {
     pub database_url: &'a str,
     pub scim_base_url: &'a str,
     pub servicenow_url: &'a str,
+    /// The target's budget (`scim.requests_per_minute`), if it has one.
+    pub requests_per_minute: Option<u32>,
     /// More TOML, appended to the config (sections of its own).
     pub extra: &'a str,
 }
@@ -56,13 +58,17 @@ impl Fleet {
             &config,
             format!(
                 "policy = {policy:?}\n[database]\nurl = {db:?}\nmax_connections = 10\n\
-                 [scim]\nbase_url = {scim:?}\n\
+                 [scim]\nbase_url = {scim:?}\n{budget}\
                  [servicenow]\ninstance_url = {sn:?}\nuser = {sn_user:?}\n\
                  [[api_keys]]\nname = \"fleet\"\nsha256 = {hash:?}\nadmin = true\n\
                  [log]\nformat = \"json\"\n{extra}\n",
                 policy = test_policy_path().display().to_string(),
                 db = targets.database_url,
                 scim = targets.scim_base_url,
+                budget = targets
+                    .requests_per_minute
+                    .map(|n| format!("requests_per_minute = {n}\n"))
+                    .unwrap_or_default(),
                 sn = targets.servicenow_url,
                 sn_user = SERVICENOW_USER,
                 hash = jit_server::http::hash_key(API_KEY),
@@ -215,28 +221,33 @@ impl Drop for Fleet {
     }
 }
 
-/// Files every grant request, `in_flight` at a time, spread round-robin
-/// over `bases`; answers the grant ids in request order. Every one must be
-/// accepted.
-pub async fn request_grants(bases: &[String], bodies: Vec<Value>, in_flight: usize) -> Vec<String> {
+/// Files `n` grant requests, `in_flight` at a time, spread round-robin over
+/// `bases`; `body(i)` makes request `i` when it is sent. Every one must be
+/// accepted; answers the grant ids in request order.
+pub async fn request_grants(
+    bases: &[String],
+    n: usize,
+    body: impl Fn(usize) -> Value + Send + Sync + 'static,
+    in_flight: usize,
+) -> Vec<String> {
     let http = reqwest::Client::new();
-    let bodies: Vec<(usize, Value)> = bodies.into_iter().enumerate().collect();
-    let queue = std::sync::Arc::new(std::sync::Mutex::new(bodies));
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let body = std::sync::Arc::new(body);
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..in_flight {
-        let (http, queue, bases) = (http.clone(), queue.clone(), bases.to_vec());
+        let (http, next, body, bases) = (http.clone(), next.clone(), body.clone(), bases.to_vec());
         set.spawn(async move {
             let mut made = Vec::new();
             loop {
-                let next = queue.lock().expect("queue").pop();
-                let Some((i, body)) = next else {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
                     return made;
-                };
+                }
                 let base = &bases[i % bases.len()];
                 let answer = http
                     .post(format!("{base}/api/v1/grants"))
                     .bearer_auth(API_KEY)
-                    .json(&body)
+                    .json(&body(i))
                     .send()
                     .await
                     .expect("POST /api/v1/grants");

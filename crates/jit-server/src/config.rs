@@ -599,6 +599,17 @@ impl Config {
                 });
             }
         }
+        // A replica killed mid-removal leaves its job until the lease lapses;
+        // that wait alone must not break the revocation SLO.
+        if config.worker.lease_secs >= config.notify.revocation_slo_secs {
+            return Err(ConfigError::Invalid {
+                key: "worker.lease_secs",
+                message: format!(
+                    "must be shorter than notify.revocation_slo_secs ({} s): a crashed replica's removals wait out the lease",
+                    config.notify.revocation_slo_secs
+                ),
+            });
+        }
         Ok(config)
     }
 }
@@ -723,6 +734,26 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(e.contains("api_keys.sha256"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_job_lease_as_long_as_the_revocation_slo_is_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "[worker]\nlease_secs = 60\n")?;
+            let e = Config::load(Some(Path::new("c.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("worker.lease_secs") && e.contains("revocation_slo_secs (60 s)"),
+                "{e}"
+            );
+            jail.create_file(
+                "d.toml",
+                "[worker]\nlease_secs = 60\n[notify]\nrevocation_slo_secs = 120\n",
+            )?;
+            assert!(Config::load(Some(Path::new("d.toml"))).is_ok());
             Ok(())
         });
     }
