@@ -88,6 +88,11 @@ struct Upstream {
     down: Arc<AtomicBool>,
     /// Added before each answer, in milliseconds, as a distant target's.
     latency_ms: Arc<AtomicU64>,
+    /// Requests passed to scim2-server at once; the rest wait their turn,
+    /// as behind a real API's front end. Its dev server (HTTP/1.0, a listen
+    /// backlog of 5) drops connections beyond a few dozen at once, which
+    /// would measure the test server, not the broker.
+    upstream_slots: tokio::sync::Semaphore,
     platform: Arc<Platform>,
 }
 
@@ -118,6 +123,9 @@ impl Platform {
         ids.iter().find(|(_, v)| *v == id).map(|(k, _)| k.clone())
     }
 }
+
+/// See `Upstream::upstream_slots`.
+const UPSTREAM_SLOTS: usize = 16;
 
 pub struct ScimProxy {
     /// The proxied tenant's base URL (use it as the SCIM base URL).
@@ -158,6 +166,7 @@ impl ScimProxy {
             limiter,
             down: down.clone(),
             latency_ms: latency_ms.clone(),
+            upstream_slots: tokio::sync::Semaphore::new(UPSTREAM_SLOTS),
             platform: platform.clone(),
         });
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -267,6 +276,9 @@ async fn forward(req: HttpRequest, body: web::Bytes, up: web::Data<Upstream>) ->
     if latency > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
     }
+    let Ok(_slot) = up.upstream_slots.acquire().await else {
+        return HttpResponse::ServiceUnavailable().finish();
+    };
     if req.path().starts_with("/api/v2/") {
         return platform(&req, &up).await;
     }

@@ -25,7 +25,7 @@ use jit_domain::{
 };
 use jit_e2e::app::{SERVICENOW_PASSWORD, SERVICENOW_USER, ServiceNow, test_policy_path};
 use jit_e2e::proxy::ScimProxy;
-use jit_e2e::{Backend, SCIM_TOKEN, Tenant, fresh_database};
+use jit_e2e::{Backend, SCIM_TOKEN, Tenant, fresh_database, percentile};
 use jit_server::config::Config;
 use secrecy::SecretString;
 use serde_json::json;
@@ -53,13 +53,6 @@ struct Args {
 
 fn user(prefix: &str, i: usize) -> String {
     format!("{prefix}{i:05}@bench.example.com")
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
 }
 
 /// A broker over `scim` (the proxy) with a budget of `budget` a minute.
@@ -213,8 +206,8 @@ async fn main() {
     );
     println!(
         "expiry → verified removal, no sweep: p50 {:.0} ms, p99 {:.0} ms",
-        pct(&quiet, 0.5),
-        pct(&quiet, 0.99)
+        percentile(&quiet, 50.0),
+        percentile(&quiet, 99.0)
     );
     running.stop().await;
 
@@ -259,8 +252,8 @@ async fn main() {
         run.users_scanned,
         run.pages,
         took.as_secs_f64(),
-        pct(&busy, 0.5),
-        pct(&busy, 0.99),
+        percentile(&busy, 50.0),
+        percentile(&busy, 99.0),
         proxy.counts.limited()
     );
     running.stop().await;
@@ -303,7 +296,7 @@ async fn main() {
         "storm: {} grants expiring together cleared {:.1} s after expiry (p50 {:.1} s); floor {} × 2 requests ÷ {}/min = {:.1} s ({:.0} % of it; the broker paces at 95 %); {} answered 429; {} requests",
         users.len(),
         (last - end).num_milliseconds() as f64 / 1000.0,
-        pct(&delays, 0.5) / 1000.0,
+        percentile(&delays, 50.0) / 1000.0,
         users.len(),
         args.budget,
         floor,
