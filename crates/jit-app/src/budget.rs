@@ -85,7 +85,10 @@ pub struct Budget {
 }
 
 struct Limit {
-    burst: f64,
+    /// The pace and burst of the whole client, as built; a share of both is
+    /// what one replica among several may spend.
+    full_per_minute: f64,
+    full_burst: f64,
     state: Mutex<State>,
     /// Told whenever the head of the queue may have changed.
     moved: Notify,
@@ -97,6 +100,9 @@ type Key = (Turn, u64);
 struct State {
     /// The pace; replicas sharing one client change it as they come and go.
     per_second: f64,
+    /// The most taken at once: this replica's share of the client's burst,
+    /// so that the replicas' bursts together stay within the target's.
+    burst: f64,
     tokens: f64,
     refilled_at: Instant,
     /// A 429 said to wait: nobody asks before this.
@@ -147,11 +153,14 @@ impl Budget {
     /// `per_minute` requests a minute, at most `burst` at once (at least 1).
     pub fn per_minute(per_minute: u32, burst: u32) -> Self {
         let burst = f64::from(burst.max(1));
+        let per_minute = f64::from(per_minute.max(1));
         Self {
             limit: Some(Limit {
-                burst,
+                full_per_minute: per_minute,
+                full_burst: burst,
                 state: Mutex::new(State {
-                    per_second: f64::from(per_minute.max(1)) / 60.0,
+                    per_second: per_minute / 60.0,
+                    burst,
                     tokens: burst,
                     refilled_at: Instant::now(),
                     paused_until: None,
@@ -186,15 +195,11 @@ impl Budget {
                 let mut s = limit.lock();
                 let now = Instant::now();
                 let elapsed = now.saturating_duration_since(s.refilled_at).as_secs_f64();
-                s.tokens = (s.tokens + elapsed * s.per_second).min(limit.burst);
+                s.tokens = (s.tokens + elapsed * s.per_second).min(s.burst);
                 s.refilled_at = now;
                 // Sweeps and reports spend only the steady rate: the burst
                 // stays for revocations and activations that arrive mid-sweep.
-                let needed = if lane >= Lane::Sweep {
-                    limit.burst
-                } else {
-                    1.0
-                };
+                let needed = if lane >= Lane::Sweep { s.burst } else { 1.0 };
                 let yield_for = s.taken_at[..lane as usize]
                     .iter()
                     .flatten()
@@ -234,10 +239,16 @@ impl Budget {
         Some((per_second * 60.0).round() as u32)
     }
 
-    /// A new pace (this replica's share changed); unlimited stays unlimited.
+    /// A new pace (this replica's share changed), with the same share of
+    /// the burst (rounded down, at least 1); unlimited stays unlimited.
     pub fn set_per_minute(&self, per_minute: u32) {
         if let Some(limit) = &self.limit {
-            limit.lock().per_second = f64::from(per_minute.max(1)) / 60.0;
+            let per_minute = f64::from(per_minute.max(1));
+            let share = (per_minute / limit.full_per_minute).min(1.0);
+            let mut s = limit.lock();
+            s.per_second = per_minute / 60.0;
+            s.burst = (limit.full_burst * share).floor().max(1.0);
+            s.tokens = s.tokens.min(s.burst);
         }
     }
 
@@ -274,6 +285,36 @@ mod tests {
             took >= Duration::from_millis(1990) && took < Duration::from_millis(2100),
             "{took:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replica_s_share_of_the_pace_takes_the_same_share_of_the_burst() {
+        let budget = Budget::per_minute(240, 4);
+        budget.set_per_minute(120); // two replicas
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            budget.acquire(Turn::begin(Lane::Revocation)).await;
+        }
+        // Two at once (half the burst), then one every half second.
+        let took = t0.elapsed();
+        assert!(
+            took >= Duration::from_millis(490) && took < Duration::from_millis(600),
+            "{took:?}"
+        );
+        budget.set_per_minute(80); // three: 4 × ⅓ rounds down to 1
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let t1 = Instant::now();
+        budget.acquire(Turn::begin(Lane::Revocation)).await;
+        budget.acquire(Turn::begin(Lane::Revocation)).await;
+        let took = t1.elapsed();
+        assert!(took >= Duration::from_millis(740), "{took:?}");
+        budget.set_per_minute(240); // alone again: the whole burst
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let t2 = Instant::now();
+        for _ in 0..4 {
+            budget.acquire(Turn::begin(Lane::Revocation)).await;
+        }
+        assert!(t2.elapsed() < Duration::from_millis(10));
     }
 
     #[tokio::test(start_paused = true)]

@@ -88,9 +88,11 @@ pub fn directory_from_config(config: &Config) -> anyhow::Result<ScimClient> {
         scim.users_path = p.clone();
     }
     scim.timeout = timeout;
-    // One second of burst.
+    // One second of the pace as burst, rounded down: with the pace's 5 %
+    // headroom this leaves the target's own one-second burst a token of
+    // slack for requests that arrive closer together than they were sent.
     let budget = match s.pace_per_minute() {
-        Some(pace) => jit_app::Budget::per_minute(pace, pace.div_ceil(60)),
+        Some(pace) => jit_app::Budget::per_minute(pace, pace / 60),
         None => jit_app::Budget::unlimited(),
     };
     Ok(ScimClient::new(scim)?.with_budget(Arc::new(budget)))
@@ -245,7 +247,7 @@ fn prometheus() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle>
 }
 
 /// How often a replica renews its presence, and how long it counts for.
-const REPLICA_BEAT: Duration = Duration::from_secs(5);
+const REPLICA_BEAT: Duration = Duration::from_secs(2);
 const REPLICA_LEASE: Duration = Duration::from_secs(15);
 
 /// Keeps this replica counted among the live ones and its budget at
