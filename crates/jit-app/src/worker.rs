@@ -55,12 +55,21 @@ impl WorkerConfig {
     /// the budget twice. Each job is counted at two requests (a read and a
     /// write), with half the attempt kept spare for sweeps and retries.
     pub fn within_budget(mut self, per_minute: Option<u32>) -> Self {
-        if let Some(per_minute) = per_minute {
-            let per_attempt = f64::from(per_minute) / 60.0 * self.attempt_time().as_secs_f64();
-            let serves = (per_attempt / 2.0 / 2.0).floor() as usize;
-            self.concurrency = self.concurrency.min(serves).max(1);
-        }
+        self.concurrency = self.jobs_within(per_minute);
         self
+    }
+
+    /// How many jobs may be in flight at a pace of `per_minute` (see
+    /// [`WorkerConfig::within_budget`]); at most `concurrency`, at least 1.
+    pub fn jobs_within(&self, per_minute: Option<u32>) -> usize {
+        let cap = match per_minute {
+            Some(per_minute) => {
+                let per_attempt = f64::from(per_minute) / 60.0 * self.attempt_time().as_secs_f64();
+                (per_attempt / 2.0 / 2.0).floor() as usize
+            }
+            None => usize::MAX,
+        };
+        self.concurrency.min(cap).max(1)
     }
 
     /// An attempt must finish inside its lease, or another worker could
@@ -78,6 +87,9 @@ pub struct Worker {
     /// Set when a job found the directory unreachable; cleared by a probe.
     target_down: Arc<AtomicBool>,
     pulse: WorkerPulse,
+    /// A budget whose pace changes as replicas come and go: the jobs held at
+    /// once follow this replica's share, not the whole client's.
+    shared_budget: Option<Arc<crate::Budget>>,
 }
 
 /// How a running worker is doing, for readiness: when its loop last went
@@ -130,6 +142,22 @@ impl Worker {
             wake: Arc::new(Notify::new()),
             target_down,
             pulse,
+            shared_budget: None,
+        }
+    }
+
+    /// Holds no more jobs than `budget`'s current pace serves (see
+    /// [`WorkerConfig::within_budget`]); for a pace shared among replicas.
+    pub fn following(mut self, budget: Arc<crate::Budget>) -> Self {
+        self.shared_budget = Some(budget);
+        self
+    }
+
+    /// Jobs this worker may hold now.
+    fn capacity(&self) -> usize {
+        match &self.shared_budget {
+            Some(budget) => self.config.jobs_within(budget.pace_per_minute()),
+            None => self.config.concurrency.max(1),
         }
     }
 
@@ -192,7 +220,8 @@ impl Worker {
                 }
                 continue;
             }
-            let free = permits.available_permits();
+            let in_flight = self.config.concurrency.max(1) - permits.available_permits();
+            let free = self.capacity().saturating_sub(in_flight);
             let mut wait = self.config.max_idle;
             if free > 0 {
                 let now = self.app.now();
@@ -366,6 +395,8 @@ mod tests {
         assert_eq!(config.clone().within_budget(Some(60)).concurrency, 6);
         assert_eq!(config.clone().within_budget(Some(1)).concurrency, 1);
         assert_eq!(config.clone().within_budget(Some(6000)).concurrency, 32);
-        assert_eq!(config.within_budget(None).concurrency, 32);
+        assert_eq!(config.clone().within_budget(None).concurrency, 32);
+        // Three replicas sharing 285 a minute: each holds a third as many.
+        assert_eq!(config.within_budget(Some(285)).jobs_within(Some(95)), 9);
     }
 }

@@ -499,14 +499,18 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
     let app = Arc::new(app);
     let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
     let reconcile = config.reconciler.to_reconcile_config();
-    let worker = Arc::new(Worker::new(
+    let mut worker = Worker::new(
         app.clone(),
         owner.clone(),
         config
             .worker
             .to_worker_config()
             .within_budget(config.scim.pace_per_minute()),
-    ));
+    );
+    if let Some(budget) = &shared_budget {
+        worker = worker.following(budget.clone());
+    }
+    let worker = Arc::new(worker);
     let worker_wake = worker.waker();
     let pulse = worker.pulse();
     let pages = web_from_config(&config, dev, addr, app.clone(), worker_wake.clone()).await?;
