@@ -225,15 +225,33 @@ async fn three_replicas_lose_one_to_kill_9_one_to_sigterm_and_postgresql_restart
         assert_eq!(status, "done", "job {id}");
         assert!(attempts >= 2, "job {id} was run again by another replica");
     }
-    // The stopped one finished its jobs itself, within the grace.
+    // The stopped one dealt with its jobs within the grace: none was cut
+    // short and handed back (one that met a transient error was put back
+    // with its retry time, like any other), and all were done in the end.
+    let stopped = fleet.log(1);
+    let handed_back = stopped
+        .lines()
+        .find(|l| l.contains("leases handed back"))
+        .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .expect("the stop's log line");
+    assert_eq!(handed_back["fields"]["jobs"], 0, "{handed_back}");
     for id in &finishing {
-        let (status, attempts): (String, i64) =
-            sqlx::query_as("SELECT status, attempts FROM jobs WHERE id = $1")
+        let (status, attempts, error): (String, i64, Option<String>) =
+            sqlx::query_as("SELECT status, attempts, last_error FROM jobs WHERE id = $1")
                 .bind(id)
                 .fetch_one(&db)
                 .await
                 .unwrap();
-        assert_eq!((status.as_str(), attempts), ("done", 1), "job {id}");
+        assert_eq!(status, "done", "job {id}");
+        if attempts > 1 {
+            let said: Vec<String> = (0..3)
+                .flat_map(|i| fleet.log(i).lines().map(str::to_owned).collect::<Vec<_>>())
+                .filter(|l| l.contains(&format!("\"job\":{id},")))
+                .collect();
+            eprintln!(
+                "job {id}, in flight at SIGTERM, took {attempts} attempts ({error:?}): {said:#?}"
+            );
+        }
     }
     let reclaimed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE attempts > 1")
         .fetch_one(&db)
