@@ -1,42 +1,14 @@
 //! The real binary, killed with SIGKILL after a grant activated, restarted,
 //! still removes the role at expiry: nothing lives only in memory.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use jit_app::Clock;
-use jit_e2e::app::{API_KEY, SERVICENOW_PASSWORD, SERVICENOW_USER, ServiceNow, test_policy_path};
+use jit_e2e::app::{API_KEY, ServiceNow, test_policy_path};
+use jit_e2e::fleet::{Fleet, FleetTargets};
 use jit_e2e::{SCIM_TOKEN, Tenant, free_port};
 use serde_json::{Value, json};
-
-fn start_broker(config: &Path, port: u16, log: &Path) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_jit-broker-under-test"))
-        .args([
-            "--config",
-            config.to_str().unwrap(),
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .env("JIT_SCIM__BEARER_TOKEN", SCIM_TOKEN)
-        .env("JIT_SERVICENOW__PASSWORD", SERVICENOW_PASSWORD)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start jit-broker");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "jit-broker did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_9_after_activation_still_ends_in_removal_at_expiry() {
@@ -50,28 +22,21 @@ async fn a_kill_9_after_activation_still_ends_in_removal_at_expiry() {
         jit_app::SystemClock.now(),
     );
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("jit.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "policy = {policy:?}\n[database]\nurl = \"sqlite://{db}\"\n[scim]\nbase_url = \"{scim}\"\n\
-             [servicenow]\ninstance_url = \"{sn}\"\nuser = \"{sn_user}\"\n\
-             [[api_keys]]\nname = \"crash-test\"\nsha256 = \"{hash}\"\n[log]\nformat = \"json\"\n",
-            policy = test_policy_path().display().to_string(),
-            sn = servicenow.url,
-            sn_user = SERVICENOW_USER,
-            db = dir.path().join("jit.db").display(),
-            scim = tenant.base_url,
-            hash = jit_server::http::hash_key(API_KEY),
-        ),
-    )
-    .unwrap();
-    let log = dir.path().join("broker.log");
-    let port = free_port();
-    let mut broker = start_broker(&config, port, &log);
+    let database_url = format!("sqlite://{}", dir.path().join("jit.db").display());
+    let mut broker = Fleet::new(
+        env!("CARGO_BIN_EXE_jit-broker-under-test").as_ref(),
+        1,
+        &FleetTargets {
+            database_url: &database_url,
+            scim_base_url: &tenant.base_url,
+            servicenow_url: &servicenow.url,
+            requests_per_minute: None,
+            extra: "",
+        },
+    );
+    let base = broker.start(0).await.base.clone();
 
     let http = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
     let grant: Value = http
         .post(format!("{base}/api/v1/grants"))
         .bearer_auth(API_KEY)
@@ -95,9 +60,8 @@ async fn a_kill_9_after_activation_still_ends_in_removal_at_expiry() {
         )
         .await;
 
-    broker.kill().unwrap(); // SIGKILL: no shutdown code runs
-    broker.wait().unwrap();
-    let mut broker = start_broker(&config, port, &log);
+    broker.kill(0); // SIGKILL: no shutdown code runs
+    let base = broker.start(0).await.base.clone();
 
     tenant
         .wait_for_role(
@@ -138,9 +102,8 @@ async fn a_kill_9_after_activation_still_ends_in_removal_at_expiry() {
     assert!(time("role_removed_at") >= time("expires_at"), "{g}");
     assert_eq!(tenant.roles_of("eng@example.com").await, ["Employee"]);
 
-    broker.kill().unwrap();
-    broker.wait().unwrap();
-    let logged = std::fs::read_to_string(&log).unwrap();
+    broker.kill(0);
+    let logged = broker.log(0);
     assert!(
         !logged.contains(SCIM_TOKEN) && !logged.contains(API_KEY),
         "no secret reaches the log"

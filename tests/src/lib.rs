@@ -200,18 +200,23 @@ impl Tenant {
 
     /// The user as the server holds it, read directly (not through the broker).
     async fn user(&self, user_name: &str) -> Value {
-        let mut list: Value = self
-            .http
+        let filter = format!("userName eq \"{user_name}\"");
+        let mut list = self.list_users(&[("filter", filter)]).await;
+        list["Resources"][0].take()
+    }
+
+    /// `GET /Users` with `query`, read directly.
+    async fn list_users(&self, query: &[(&str, String)]) -> Value {
+        self.http
             .get(format!("{}/Users", self.base_url))
-            .query(&[("filter", format!("userName eq \"{user_name}\""))])
+            .query(query)
             .bearer_auth(SCIM_TOKEN)
             .send()
             .await
             .expect("GET /Users")
             .json()
             .await
-            .expect("list JSON");
-        list["Resources"][0].take()
+            .expect("list JSON")
     }
 
     /// Creates `n` users at once (8 requests in flight), named and given
@@ -283,20 +288,12 @@ impl Tenant {
     pub async fn users(&self) -> HashMap<String, (String, Vec<String>)> {
         let mut users = HashMap::new();
         loop {
-            let page: Value = self
-                .http
-                .get(format!("{}/Users", self.base_url))
-                .query(&[
+            let page = self
+                .list_users(&[
                     ("startIndex", (users.len() + 1).to_string()),
                     ("count", "500".to_owned()),
                 ])
-                .bearer_auth(SCIM_TOKEN)
-                .send()
-                .await
-                .expect("GET /Users")
-                .json()
-                .await
-                .expect("list JSON");
+                .await;
             let resources = page["Resources"].as_array().cloned().unwrap_or_default();
             if resources.is_empty() {
                 return users;
@@ -369,13 +366,10 @@ fn postgres_admin_url() -> &'static str {
     static URL: OnceLock<String> = OnceLock::new();
     URL.get_or_init(|| match std::env::var("JIT_TEST_DATABASE_URL") {
         Ok(url) if !url.is_empty() => url,
-        _ => start_postgres_cluster().expect("start a throwaway PostgreSQL cluster"),
+        _ => PgCluster::start()
+            .map(|c| c.admin_url())
+            .expect("start a throwaway PostgreSQL cluster"),
     })
-}
-
-fn start_postgres_cluster() -> anyhow::Result<String> {
-    let cluster = PgCluster::start()?;
-    Ok(cluster.admin_url())
 }
 
 /// A throwaway PostgreSQL 15 cluster of one's own (initdb, `fsync=off`),
