@@ -509,9 +509,11 @@ pub trait JobStore: Send + Sync {
 }
 
 /// What [`JobStore::release_owner`] gave back.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Released {
     pub jobs: u64,
+    /// Which jobs: a job still leased at the stop is worth naming.
+    pub job_ids: Vec<i64>,
     pub outbox: u64,
     pub leases: u64,
 }

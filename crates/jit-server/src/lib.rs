@@ -360,31 +360,35 @@ impl Running {
         }
     }
 
-    /// Stops gracefully, as on SIGTERM: no new schedule fires, no request
-    /// or job is taken; requests, jobs and the email in flight finish within
-    /// their bounds (5 s for requests, `worker.shutdown_grace_secs` for jobs);
-    /// then everything still leased to this replica is handed back so
-    /// another one takes it at once.
+    /// Stops gracefully, as on SIGTERM: no new schedule fires, no connection
+    /// or job is taken; jobs and the email in flight finish within their
+    /// bounds (`worker.shutdown_grace_secs` for jobs), then requests in
+    /// flight within 5 s more; then everything still leased to this replica
+    /// is handed back so another one takes it at once.
     pub async fn stop(mut self) {
         if let Some(mut scheduler) = self.scheduler.take() {
             let _ = scheduler.shutdown().await;
         }
+        // No new connection is accepted, but the HTTP workers stay up until
+        // the jobs are done: a PostgreSQL connection a request opened lives
+        // on its worker's runtime, and a job using it when that runtime ends
+        // loses its query (and with it, the record of its outcome).
+        self.server.pause().await;
         let _ = self.worker_stop.send(());
         let background = self.background.drain(..).map(|(stop, task)| {
             let _ = stop.send(());
             task
         });
         let background = futures_util::future::join_all(background);
-        let server = async {
-            self.server.stop(true).await;
-            if let Some(task) = self.server_task.take() {
-                let _ = task.await;
-            }
-        };
-        let _ = tokio::join!(server, &mut self.worker_task, background);
+        let _ = tokio::join!(&mut self.worker_task, background);
+        self.server.stop(true).await;
+        if let Some(task) = self.server_task.take() {
+            let _ = task.await;
+        }
         match self.app.store.release_owner(&self.owner).await {
             Ok(released) => tracing::info!(
                 jobs = released.jobs,
+                job_ids = ?released.job_ids,
                 outbox = released.outbox,
                 leases = released.leases,
                 "stopped; leases handed back"

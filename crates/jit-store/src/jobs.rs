@@ -143,9 +143,17 @@ macro_rules! job_store {
             async fn release_owner(&self, owner: &str) -> Result<Released, StoreError> {
                 let mut tx = self.pool.begin().await.map_err(db)?;
                 let mut released = Released::default();
+                released.job_ids = sqlx::query_scalar(
+                    "UPDATE jobs SET lease_owner = NULL, lease_until = NULL \
+                     WHERE status = 'pending' AND lease_owner = $1 RETURNING id",
+                )
+                .bind(owner)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?;
+                released.job_ids.sort_unstable();
+                released.jobs = released.job_ids.len() as u64;
                 for (count, sql) in [
-                    (&mut released.jobs, "UPDATE jobs SET lease_owner = NULL, lease_until = NULL \
-                      WHERE status = 'pending' AND lease_owner = $1"),
                     (&mut released.outbox, "UPDATE outbox SET lease_owner = NULL, lease_until = NULL \
                       WHERE status = 'pending' AND lease_owner = $1"),
                     (&mut released.leases, "DELETE FROM leases WHERE owner = $1"),
