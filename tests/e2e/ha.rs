@@ -234,6 +234,18 @@ async fn three_replicas_lose_one_to_kill_9_one_to_sigterm_and_postgresql_restart
         .find(|l| l.contains("leases handed back"))
         .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .expect("the stop's log line");
+    // A graceful stop is quiet: nothing in it failed (a call lost to an
+    // HTTP worker's runtime ending, say). A slow pool checkout is load, not
+    // a failure.
+    assert!(stopped.contains("\"stopping\""), "{stopped}");
+    let during_stop: Vec<&str> = stopped
+        .lines()
+        .skip_while(|l| !l.contains("\"stopping\""))
+        .take_while(|l| !l.contains("\"stopped\""))
+        .filter(|l| l.contains("\"WARN\"") || l.contains("\"ERROR\""))
+        .filter(|l| !l.contains("sqlx::pool::acquire"))
+        .collect();
+    assert!(during_stop.is_empty(), "the stop: {during_stop:#?}");
     if handed_back["fields"]["jobs"] != 0 {
         // Name what was left and what the replica said about it.
         let left: Vec<i64> = handed_back["fields"]["job_ids"]

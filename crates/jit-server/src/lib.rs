@@ -362,17 +362,19 @@ impl Running {
 
     /// Stops gracefully, as on SIGTERM: no new schedule fires, no connection
     /// or job is taken; jobs and the email in flight finish within their
-    /// bounds (`worker.shutdown_grace_secs` for jobs), then requests in
-    /// flight within 5 s more; then everything still leased to this replica
-    /// is handed back so another one takes it at once.
+    /// bounds (`worker.shutdown_grace_secs` for jobs); everything still
+    /// leased to this replica is handed back so another one takes it at
+    /// once; then requests in flight get 5 s more.
     pub async fn stop(mut self) {
+        tracing::info!("stopping");
         if let Some(mut scheduler) = self.scheduler.take() {
             let _ = scheduler.shutdown().await;
         }
-        // No new connection is accepted, but the HTTP workers stay up until
-        // the jobs are done: a PostgreSQL connection a request opened lives
-        // on its worker's runtime, and a job using it when that runtime ends
-        // loses its query (and with it, the record of its outcome).
+        // No new connection is accepted, but the HTTP server stops last.
+        // Each of its workers runs its own runtime, and a PostgreSQL or HTTP
+        // connection a request opened lives on it: whoever uses that
+        // connection while the runtime ends loses the call. So the jobs, the
+        // mailer and the hand-back all finish while those runtimes are up.
         self.server.pause().await;
         let _ = self.worker_stop.send(());
         let background = self.background.drain(..).map(|(stop, task)| {
@@ -381,21 +383,31 @@ impl Running {
         });
         let background = futures_util::future::join_all(background);
         let _ = tokio::join!(&mut self.worker_task, background);
+        hand_back(&self.app, &self.owner).await;
         self.server.stop(true).await;
         if let Some(task) = self.server_task.take() {
             let _ = task.await;
         }
-        match self.app.store.release_owner(&self.owner).await {
-            Ok(released) => tracing::info!(
-                jobs = released.jobs,
-                job_ids = ?released.job_ids,
-                outbox = released.outbox,
-                leases = released.leases,
-                "stopped; leases handed back"
-            ),
-            Err(e) => {
-                tracing::warn!(error = %e, "handing back leases failed; they lapse by themselves")
-            }
+        tracing::info!("stopped");
+    }
+}
+
+/// Everything still leased to this replica goes back in one
+/// transaction. A request still in flight cannot claim a job (the
+/// worker has stopped); a sweep one started loses its lease and may
+/// overlap another replica's for at most the 5 s the requests have
+/// left, which the re-decision before every write keeps harmless.
+async fn hand_back(app: &App, owner: &str) {
+    match app.store.release_owner(owner).await {
+        Ok(released) => tracing::info!(
+            jobs = released.jobs,
+            job_ids = ?released.job_ids,
+            outbox = released.outbox,
+            leases = released.leases,
+            "leases handed back"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "handing back leases failed; they lapse by themselves")
         }
     }
 }
