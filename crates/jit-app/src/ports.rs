@@ -511,8 +511,7 @@ pub trait JobStore: Send + Sync {
 /// What [`JobStore::release_owner`] gave back.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Released {
-    pub jobs: u64,
-    /// Which jobs: a job still leased at the stop is worth naming.
+    /// The jobs, by id: a job still leased at a stop is worth naming.
     pub job_ids: Vec<i64>,
     pub outbox: u64,
     pub leases: u64,

@@ -400,7 +400,7 @@ impl Running {
 async fn hand_back(app: &App, owner: &str) {
     match app.store.release_owner(owner).await {
         Ok(released) => tracing::info!(
-            jobs = released.jobs,
+            jobs = released.job_ids.len(),
             job_ids = ?released.job_ids,
             outbox = released.outbox,
             leases = released.leases,

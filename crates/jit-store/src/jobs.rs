@@ -152,7 +152,6 @@ macro_rules! job_store {
                 .await
                 .map_err(db)?;
                 released.job_ids.sort_unstable();
-                released.jobs = released.job_ids.len() as u64;
                 for (count, sql) in [
                     (&mut released.outbox, "UPDATE outbox SET lease_owner = NULL, lease_until = NULL \
                       WHERE status = 'pending' AND lease_owner = $1"),
