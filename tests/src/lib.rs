@@ -61,12 +61,15 @@ pub fn free_port() -> u16 {
 enum Cleanup {
     Kill(Child),
     PgStop(PathBuf),
+    /// Removed after every process is gone (a browser profile, say).
+    RemoveDir(PathBuf),
 }
 
 static CLEANUP: Mutex<Vec<Cleanup>> = Mutex::new(Vec::new());
 
 extern "C" fn cleanup_at_exit() {
     let mut list = CLEANUP.lock().unwrap_or_else(|p| p.into_inner());
+    list.sort_by_key(|c| matches!(c, Cleanup::RemoveDir(_)));
     for c in list.drain(..) {
         match c {
             Cleanup::Kill(mut child) => {
@@ -81,6 +84,9 @@ extern "C" fn cleanup_at_exit() {
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
                     .status();
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            Cleanup::RemoveDir(dir) => {
                 let _ = std::fs::remove_dir_all(&dir);
             }
         }

@@ -330,6 +330,8 @@ pub async fn browser() -> fantoccini::Client {
         .tempdir()
         .expect("tempdir")
         .keep();
+    // Chromium writes to it until chromedriver is killed at exit.
+    on_exit(Cleanup::RemoveDir(profile.clone()));
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
