@@ -112,51 +112,28 @@ impl Grant {
                 format!("the grant is {}, not waiting for approval", self.state),
             ));
         }
-        if now >= self.lapses_at(policy) {
-            return Err(ReviewRefusal::new(
-                "lapsed",
-                "the request waited too long for approval and has lapsed".into(),
-            ));
-        }
-        if approver == &self.user || approver.as_str() == self.requested_by {
-            return Err(ReviewRefusal::new(
-                "self_approval",
-                "nobody approves their own request".into(),
-            ));
-        }
-        let rp = policy.role(&self.role);
-        if !rp.is_some_and(|rp| rp.approvers.admits(approver, groups)) {
-            return Err(ReviewRefusal::new(
-                "not_an_approver",
-                format!(
-                    "`{approver}` is not an approver of `{}` (policy roles.\"{}\".approver_users / approver_groups)",
-                    self.role, self.role
-                ),
-            ));
-        }
-        if reviews.iter().any(|r| &r.approver == approver) {
-            return Err(ReviewRefusal::new(
-                "already_reviewed",
-                format!("`{approver}` has already answered this request"),
-            ));
-        }
-        let needed = rp.map_or(1, |rp| usize::from(rp.approvals.max(1)));
-        let approvals = reviews
-            .iter()
-            .filter(|r| r.verdict == Verdict::Approve)
-            .count()
-            + usize::from(verdict == Verdict::Approve);
-        let to = match verdict {
-            Verdict::Deny => Some(GrantState::Denied),
-            Verdict::Approve if approvals >= needed => Some(GrantState::Approved),
-            Verdict::Approve => None,
-        };
+        let quorum = judge_answer(
+            policy,
+            Asked {
+                grant: self,
+                requested_by: &self.requested_by,
+                lapses_at: self.lapses_at(policy),
+            },
+            reviews,
+            approver,
+            groups,
+            verdict,
+            now,
+        )?;
         Ok(ReviewOutcome {
-            approvals,
-            needed,
-            transition: to.map(|to| Transition {
+            approvals: quorum.approvals,
+            needed: quorum.needed,
+            transition: quorum.decided.map(|verdict| Transition {
                 from: self.state,
-                to,
+                to: match verdict {
+                    Verdict::Approve => GrantState::Approved,
+                    Verdict::Deny => GrantState::Denied,
+                },
                 end_reason: None,
                 at: now,
             }),
@@ -178,6 +155,8 @@ impl Grant {
     /// Checks a new end for this grant: later than the current one, within
     /// the role's maximum from the start, inside the change's window, and only
     /// while the change still permits the grant. `ticket` is a fresh read.
+    /// Whether the end then moves at once or waits for approvals is
+    /// [`RolePolicy::extension_needs_approval`](crate::RolePolicy).
     pub fn extension(
         &self,
         policy: &Policy,
@@ -186,9 +165,7 @@ impl Grant {
         now: DateTime<Utc>,
     ) -> Result<DateTime<Utc>, Vec<FieldError>> {
         let mut errors = Vec::new();
-        if !matches!(self.state, GrantState::Active | GrantState::Approved)
-            || now >= self.expires_at
-        {
+        if !self.is_live(now) {
             errors.push(FieldError::new(
                 "state",
                 "extendable",
@@ -202,20 +179,6 @@ impl Grant {
                 "later",
                 format!("must be later than the current end, {}", self.expires_at),
             ));
-        }
-        if let Some(rp) = policy.role(&self.role)
-            && rp.extension_needs_approval
-        {
-            let mut e = FieldError::new(
-                "until",
-                "needs_approval",
-                format!(
-                    "`{}` cannot be extended in place: request the longer window anew, to be approved",
-                    self.role
-                ),
-            );
-            e.policy = Some(format!("roles.\"{}\".extension_needs_approval", self.role));
-            return Err(vec![e]);
         }
         if let Some(rp) = policy.role(&self.role)
             && until - self.starts_at > rp.max_duration
@@ -251,6 +214,229 @@ impl Grant {
         } else {
             Err(errors)
         }
+    }
+}
+
+/// What an approver is asked to answer: a grant's request, or a request
+/// to extend it.
+struct Asked<'a> {
+    grant: &'a Grant,
+    /// Who asked (never the one who answers).
+    requested_by: &'a str,
+    /// No answer counts from then on.
+    lapses_at: DateTime<Utc>,
+}
+
+/// Approvals counted so far and whether this answer decides.
+struct Quorum {
+    approvals: usize,
+    needed: usize,
+    /// `Approve` when the last approval needed arrived, `Deny` on a denial.
+    decided: Option<Verdict>,
+}
+
+/// The one rule for every answer, to a request or to an extension: not
+/// lapsed, never the grant's user or whoever asked, only an approver of the
+/// role, each approver once; N distinct approvals approve, one denial ends.
+#[allow(clippy::too_many_arguments)]
+fn judge_answer(
+    policy: &Policy,
+    asked: Asked<'_>,
+    reviews: &[Review],
+    approver: &UserName,
+    groups: &BTreeSet<String>,
+    verdict: Verdict,
+    now: DateTime<Utc>,
+) -> Result<Quorum, ReviewRefusal> {
+    let grant = asked.grant;
+    if now >= asked.lapses_at {
+        return Err(ReviewRefusal::new(
+            "lapsed",
+            "the request waited too long for approval and has lapsed".into(),
+        ));
+    }
+    if approver == &grant.user || approver.as_str() == asked.requested_by {
+        return Err(ReviewRefusal::new(
+            "self_approval",
+            "nobody approves their own request".into(),
+        ));
+    }
+    let rp = policy.role(&grant.role);
+    if !rp.is_some_and(|rp| rp.approvers.admits(approver, groups)) {
+        return Err(ReviewRefusal::new(
+            "not_an_approver",
+            format!(
+                "`{approver}` is not an approver of `{}` (policy roles.\"{}\".approver_users / approver_groups)",
+                grant.role, grant.role
+            ),
+        ));
+    }
+    if reviews.iter().any(|r| &r.approver == approver) {
+        return Err(ReviewRefusal::new(
+            "already_reviewed",
+            format!("`{approver}` has already answered this request"),
+        ));
+    }
+    let needed = rp.map_or(1, |rp| usize::from(rp.approvals.max(1)));
+    let approvals = reviews
+        .iter()
+        .filter(|r| r.verdict == Verdict::Approve)
+        .count()
+        + usize::from(verdict == Verdict::Approve);
+    let decided = match verdict {
+        Verdict::Deny => Some(Verdict::Deny),
+        Verdict::Approve if approvals >= needed => Some(Verdict::Approve),
+        Verdict::Approve => None,
+    };
+    Ok(Quorum {
+        approvals,
+        needed,
+        decided,
+    })
+}
+
+/// Where a request to extend a grant stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExtensionState {
+    Pending,
+    Approved,
+    Denied,
+}
+
+impl ExtensionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Denied => "denied",
+        }
+    }
+}
+
+impl fmt::Display for ExtensionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ExtensionState {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pending" => Ok(Self::Pending),
+            "approved" => Ok(Self::Approved),
+            "denied" => Ok(Self::Denied),
+            other => Err(UnknownName(other.to_owned())),
+        }
+    }
+}
+
+/// A request to move a live grant's end past what its approvers approved.
+/// The grant keeps its end until the request is approved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExtensionRequest {
+    pub id: uuid::Uuid,
+    pub grant: crate::grant::GrantId,
+    pub requested_by: String,
+    /// The grant's end when it was asked (the end that moves on approval).
+    pub from: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub state: ExtensionState,
+    pub created_at: DateTime<Utc>,
+    pub decided_at: Option<DateTime<Utc>>,
+}
+
+/// What an answer does to an extension request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtensionOutcome {
+    pub approvals: usize,
+    pub needed: usize,
+    /// `Approved` or `Denied` when this answer decides; `None` while more
+    /// approvals are needed.
+    pub decided: Option<ExtensionState>,
+}
+
+impl ExtensionRequest {
+    /// A new pending request to move `grant`'s end to `until`.
+    pub fn new(
+        grant: &Grant,
+        requested_by: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id: uuid::Uuid::now_v7(),
+            grant: grant.id,
+            requested_by: requested_by.to_owned(),
+            from: grant.expires_at,
+            until,
+            state: ExtensionState::Pending,
+            created_at: now,
+            decided_at: None,
+        }
+    }
+
+    /// Like a request, it lapses after `approval_timeout`, and never outlives
+    /// the grant's current end (after it, there is nothing to extend).
+    pub fn lapses_at(&self, policy: &Policy, grant: &Grant) -> DateTime<Utc> {
+        (self.created_at + policy.approval_timeout).min(grant.expires_at)
+    }
+
+    /// Still waiting for answers at `now`.
+    pub fn waiting(&self, policy: &Policy, grant: &Grant, now: DateTime<Utc>) -> bool {
+        self.state == ExtensionState::Pending
+            && grant.is_live(now)
+            && grant.expires_at == self.from
+            && now < self.lapses_at(policy, grant)
+    }
+
+    /// `approver` answers this request on `grant`, given the `reviews`
+    /// already recorded on it: the same rule as a grant's request.
+    #[allow(clippy::too_many_arguments)]
+    pub fn review(
+        &self,
+        grant: &Grant,
+        policy: &Policy,
+        reviews: &[Review],
+        approver: &UserName,
+        groups: &BTreeSet<String>,
+        verdict: Verdict,
+        now: DateTime<Utc>,
+    ) -> Result<ExtensionOutcome, ReviewRefusal> {
+        if self.state != ExtensionState::Pending
+            || !grant.is_live(now)
+            || grant.expires_at != self.from
+        {
+            return Err(ReviewRefusal::new(
+                "not_pending",
+                format!(
+                    "the extension request is {}, not waiting for approval",
+                    self.state
+                ),
+            ));
+        }
+        let quorum = judge_answer(
+            policy,
+            Asked {
+                grant,
+                requested_by: &self.requested_by,
+                lapses_at: self.lapses_at(policy, grant),
+            },
+            reviews,
+            approver,
+            groups,
+            verdict,
+            now,
+        )?;
+        Ok(ExtensionOutcome {
+            approvals: quorum.approvals,
+            needed: quorum.needed,
+            decided: quorum.decided.map(|v| match v {
+                Verdict::Approve => ExtensionState::Approved,
+                Verdict::Deny => ExtensionState::Denied,
+            }),
+        })
     }
 }
 
@@ -337,21 +523,15 @@ pub fn validate_extension(
 }
 
 /// The latest end an extension could reach (the role's maximum from the
-/// start, the change's end; none past the current end where the policy
-/// wants a new request), for a form's hint and whether to offer one.
+/// start, the change's end), for a form's hint and whether to offer one.
 pub fn longest_extension(
     grant: &Grant,
     policy: &Policy,
     ticket: Option<&ChangeTicket>,
 ) -> DateTime<Utc> {
-    let by_role = policy.role(&grant.role).map_or(grant.expires_at, |rp| {
-        if rp.extension_needs_approval {
-            // Not extended in place: a longer window is a new request.
-            grant.expires_at
-        } else {
-            grant.starts_at + rp.max_duration
-        }
-    });
+    let by_role = policy
+        .role(&grant.role)
+        .map_or(grant.expires_at, |rp| grant.starts_at + rp.max_duration);
     let by_change = ticket.and_then(|t| t.end_date).unwrap_or(by_role);
     by_role.min(by_change).max(grant.expires_at)
 }
@@ -588,26 +768,22 @@ approver_users = ["boss@example.com"]
             rules(g.extension(&p, None, t(3 * 3600), t(100))),
             ["max_duration"]
         );
-        let strict = Policy::from_toml(
+        // A role with approvals waits for them to extend, unless the policy
+        // opts out explicitly; the limits are the same either way.
+        let role = RoleName::parse("Recording Admin").unwrap();
+        assert!(p.role(&role).unwrap().extension_needs_approval);
+        let opted_out = Policy::from_toml(
             "p.toml",
             &POLICY.replace(
                 "approvals = 2",
-                "approvals = 2\nextension_needs_approval = true",
+                "approvals = 2\nextension_needs_approval = false",
             ),
         )
         .unwrap();
-        assert_eq!(
-            rules(g.extension(&strict, None, t(5400), t(100))),
-            ["needs_approval"]
-        );
+        assert!(!opted_out.role(&role).unwrap().extension_needs_approval);
         assert_eq!(
             longest_extension(&g, &p, None),
             g.starts_at + TimeDelta::hours(2)
-        );
-        assert_eq!(
-            longest_extension(&g, &strict, None),
-            g.expires_at,
-            "nothing to offer"
         );
         let mut ended = g.clone();
         ended.state = GrantState::Ended;
@@ -615,5 +791,56 @@ approver_users = ["boss@example.com"]
             rules(ended.extension(&p, None, t(5400), t(100))),
             ["extendable"]
         );
+    }
+
+    #[test]
+    fn an_extension_request_needs_the_same_quorum_and_lapses() {
+        let p = policy();
+        let mut g = pending();
+        g.state = GrantState::Active;
+        let ext = ExtensionRequest::new(&g, "eng@example.com", t(5400), t(100));
+        let answer = |reviews: &[Review], who: &str, groups: &BTreeSet<String>, v, at| {
+            ext.review(&g, &p, reviews, &user(who), groups, v, t(at))
+        };
+        let none = BTreeSet::new();
+        assert_eq!(
+            answer(&[], "eng@example.com", &none, Verdict::Approve, 200)
+                .unwrap_err()
+                .rule,
+            "self_approval"
+        );
+        assert_eq!(
+            answer(&[], "mallory@example.com", &none, Verdict::Approve, 200)
+                .unwrap_err()
+                .rule,
+            "not_an_approver"
+        );
+        let first = answer(&[], "lead@example.com", &leads(), Verdict::Approve, 200).unwrap();
+        assert_eq!((first.approvals, first.needed, first.decided), (1, 2, None));
+        let second = answer(
+            &[approved_by("lead@example.com")],
+            "boss@example.com",
+            &none,
+            Verdict::Approve,
+            300,
+        )
+        .unwrap();
+        assert_eq!(second.decided, Some(ExtensionState::Approved));
+        let denied = answer(&[], "boss@example.com", &none, Verdict::Deny, 300).unwrap();
+        assert_eq!(denied.decided, Some(ExtensionState::Denied));
+        // It lapses with the grant's end (3600) before the 2 h timeout.
+        assert_eq!(ext.lapses_at(&p, &g), t(3600));
+        assert!(ext.waiting(&p, &g, t(3599)) && !ext.waiting(&p, &g, t(3600)));
+        assert_eq!(
+            answer(&[], "boss@example.com", &none, Verdict::Approve, 3600)
+                .unwrap_err()
+                .rule,
+            "not_pending",
+            "the grant has ended: nothing to extend"
+        );
+        // Once the end moved another way, the request no longer applies.
+        let mut moved = g.clone();
+        moved.expires_at = t(4000);
+        assert!(!ext.waiting(&p, &moved, t(200)));
     }
 }

@@ -160,6 +160,12 @@ impl Grant {
     }
 
     /// Whether this grant entitles its user to its role at `now`.
+    /// Approved or active and not yet at its end: what can be dropped or
+    /// extended, and what "My access" lists as current.
+    pub fn is_live(&self, now: DateTime<Utc>) -> bool {
+        matches!(self.state, GrantState::Active | GrantState::Approved) && now < self.expires_at
+    }
+
     pub fn covers(&self, now: DateTime<Utc>) -> bool {
         self.state == GrantState::Active && self.starts_at <= now && now < self.expires_at
     }

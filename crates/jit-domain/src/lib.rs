@@ -1,6 +1,7 @@
 //! jit-domain: the pure rules of jit-broker. No IO, no async, no clock: time
 //! comes in as a value.
 
+pub mod access;
 pub mod approval;
 pub mod decision;
 pub mod desired;
@@ -14,9 +15,10 @@ pub mod retry;
 pub mod soc;
 pub mod ticket;
 
+pub use access::{AccessRefusal, Caller, MAX_DROP_REASON_CHARS, validate_drop_reason};
 pub use approval::{
-    Review, ReviewOutcome, ReviewRefusal, Verdict, longest_extension, validate_extension,
-    validate_review_comment,
+    ExtensionOutcome, ExtensionRequest, ExtensionState, Review, ReviewOutcome, ReviewRefusal,
+    Verdict, longest_extension, validate_extension, validate_review_comment,
 };
 pub use decision::{Decision, Reason, TicketEvidence, decide, eligibility, ticket_ends_grant};
 pub use desired::{Desired, RoleChange, desired};

@@ -37,8 +37,9 @@ pub struct RolePolicy {
     pub approvals: u8,
     /// Who may approve (never the requester): users and OIDC groups.
     pub approvers: Eligibility,
-    /// An extension is not granted in place: a longer window needs a new
-    /// request, approved like the first (default: extensions allowed).
+    /// An extension past the approved end needs the same approvals as the
+    /// request (default: yes exactly when `approvals` > 0; `false` is the
+    /// explicit opt-out). Roles without approvals extend in place.
     pub extension_needs_approval: bool,
     /// Off unless named: changes of this type may be granted before their
     /// approval arrives, for a short time, with the SOC alerted.
@@ -151,7 +152,7 @@ struct RawRole {
     #[serde(default)]
     approver_groups: Vec<Spanned<String>>,
     #[serde(default)]
-    extension_needs_approval: bool,
+    extension_needs_approval: Option<bool>,
     #[serde(default)]
     emergency: Option<Spanned<RawEmergency>>,
     #[serde(default)]
@@ -420,7 +421,9 @@ impl Policy {
                 requester,
                 approvals,
                 approvers,
-                extension_needs_approval: role.extension_needs_approval,
+                // The approvers approved a window: privilege beyond it is
+                // unapproved unless the policy explicitly says otherwise.
+                extension_needs_approval: role.extension_needs_approval.unwrap_or(approvals > 0),
                 emergency,
                 report_only: role.report_only,
             };
