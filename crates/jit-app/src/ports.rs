@@ -6,8 +6,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use jit_domain::{
-    ChangeTicket, FindingKind, Grant, GrantId, GrantState, PairHistory, Review, RoleChange,
-    RoleName, SweepKind, TicketId, Transition, UserName,
+    ChangeTicket, ExtensionRequest, ExtensionState, FindingKind, Grant, GrantId, GrantState,
+    PairHistory, Review, RoleChange, RoleName, SweepKind, TicketId, Transition, UserName,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -260,6 +260,8 @@ pub fn notifies(kind: &str, data: &Value) -> bool {
         }
         // The requester hears the outcome of a request that waited for approval.
         "grant_approved" | "grant_denied" => true,
+        // An extension past the approved end waits for the same approvers.
+        "extension_requested" | "extension_approved" | "extension_denied" => true,
         "grant_cancelled" => data["from"] == "pending_approval",
         _ => false,
     }
@@ -388,6 +390,8 @@ pub trait Store:
     + BreakGlassStore
     + FeedStore
     + HealthStore
+    + SessionStore
+    + ExtensionStore
 {
 }
 
@@ -402,6 +406,8 @@ impl<T> Store for T where
         + BreakGlassStore
         + FeedStore
         + HealthStore
+        + SessionStore
+        + ExtensionStore
         + ?Sized
 {
 }
@@ -758,4 +764,82 @@ pub trait HealthStore: Send + Sync {
     async fn schema_version(&self) -> Result<Option<i64>, StoreError>;
     /// The gauges; grants ended before `overdue_before` count as overdue.
     async fn gauges(&self, overdue_before: DateTime<Utc>) -> Result<StoreGauges, StoreError>;
+}
+
+/// A web session as the server keeps it: the cookie holds a random id, the
+/// store only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSession {
+    pub id_hash: String,
+    /// Who is signed in (`None` before sign-in).
+    pub user: Option<String>,
+    /// The session's values, JSON.
+    pub state: String,
+    pub created_at: DateTime<Utc>,
+    /// The idle end, never past `absolute_at`.
+    pub expires_at: DateTime<Utc>,
+    pub absolute_at: DateTime<Utc>,
+}
+
+/// Web sessions on the server, so that every replica agrees and sign-out
+/// ends them.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// A new session; also purges every row past its end.
+    async fn insert_session(&self, s: &StoredSession) -> Result<(), StoreError>;
+    /// The session's values, if it exists and has not ended at `now`.
+    async fn load_session(
+        &self,
+        id_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<StoredSession>, StoreError>;
+    /// New values and idle end for a live session. `false`: it has ended
+    /// (signed out, revoked, expired); nothing is written, nothing revived.
+    async fn update_session(
+        &self,
+        id_hash: &str,
+        user: Option<&str>,
+        state: &str,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Ends one session (sign-out, timeout).
+    async fn delete_session(&self, id_hash: &str) -> Result<(), StoreError>;
+    /// Ends every session of `user`, with the audit event, atomically;
+    /// answers how many there were.
+    async fn delete_sessions_of(&self, user: &str, audit: NewAudit) -> Result<u64, StoreError>;
+    /// Live sessions of `user` at `now` (the SOC page shows the count).
+    async fn count_sessions_of(&self, user: &str, now: DateTime<Utc>) -> Result<u64, StoreError>;
+}
+
+/// Requests to extend a grant past its approved end, and their answers.
+#[async_trait]
+pub trait ExtensionStore: Send + Sync {
+    /// A new pending request with its audit event. `Duplicate` when the
+    /// grant already has one pending.
+    async fn insert_extension(
+        &self,
+        request: &ExtensionRequest,
+        audit: NewAudit,
+    ) -> Result<(), StoreError>;
+    /// The grant's pending request, if any.
+    async fn pending_extension(
+        &self,
+        grant: GrantId,
+    ) -> Result<Option<ExtensionRequest>, StoreError>;
+    /// Every pending request (the approvals lists).
+    async fn pending_extensions(&self) -> Result<Vec<ExtensionRequest>, StoreError>;
+    async fn extension_reviews(&self, id: uuid::Uuid) -> Result<Vec<Review>, StoreError>;
+    /// An answer; when it decides, the request's new state and, if
+    /// approved, the grant's end moved from `request.from` to
+    /// `request.until` with `jobs`. All with the audit event, atomically.
+    /// `false`: the request or the grant moved first; nothing written.
+    async fn record_extension_review(
+        &self,
+        request: &ExtensionRequest,
+        review: &Review,
+        decided: Option<ExtensionState>,
+        jobs: &[NewJob],
+        audit: NewAudit,
+    ) -> Result<bool, StoreError>;
 }

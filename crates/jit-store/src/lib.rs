@@ -9,11 +9,13 @@
 mod audit;
 mod chain;
 mod deliveries;
+mod extensions;
 mod grants;
 mod health;
 mod jobs;
 mod outbox;
 mod serve_lock;
+mod sessions;
 mod soc;
 mod sweeps;
 
