@@ -6,6 +6,7 @@ mod api;
 mod audit;
 mod crash;
 mod deploy;
+mod doors;
 mod faults;
 mod ha;
 mod lifecycle;

@@ -281,13 +281,15 @@ async fn refusals_in_the_web_form_and_the_api_write_nothing() {
     };
     assert_eq!(status, 422, "{err}");
     assert_eq!(err["error"]["fields"][0]["rule"], "self");
+    // Bob approves Recording Admin: he sees alice's grant (as on the web
+    // form) but may not drop it.
     let res = api
         .get(format!("{}/api/v1/grants/{recording}", app.base))
         .bearer_auth(&bob_token)
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), 404, "alice's grant is not bob's to read");
+    assert_eq!(res.status(), 200, "an approver of the role sees the grant");
     let res = api
         .post(format!("{}/api/v1/grants/{recording}/drop", app.base))
         .bearer_auth(&bob_token)
@@ -295,7 +297,7 @@ async fn refusals_in_the_web_form_and_the_api_write_nothing() {
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), 404, "nor to drop");
+    assert_eq!(res.status(), 403, "but only its user drops it");
     let listed: Value = api
         .get(format!("{}/api/v1/grants", app.base))
         .bearer_auth(&bob_token)
@@ -337,7 +339,8 @@ async fn refusals_in_the_web_form_and_the_api_write_nothing() {
         page(&mallory, &format!("{}/grants/{recording}", app.base))
             .await
             .0,
-        403
+        404,
+        "not hers to see: not found, as the API answers"
     );
     assert_eq!(
         page(&alice, &format!("{}/grants/{recording}", app.base))
@@ -346,7 +349,8 @@ async fn refusals_in_the_web_form_and_the_api_write_nothing() {
         200
     );
 
-    // Signing out ends the session: the same cookie jar is sent to sign in.
+    // Signing out ends the session, here and at the provider: the same
+    // cookie jar is sent to sign in.
     let (_, access) = page(&mallory, &format!("{}/access", app.base)).await;
     let (status, to) = post_form(
         &mallory,
@@ -354,7 +358,11 @@ async fn refusals_in_the_web_form_and_the_api_write_nothing() {
         &[("csrf", &csrf_of(&access))],
     )
     .await;
-    assert_eq!((status, to.as_str()), (303, "/login"));
+    assert_eq!(status, 303);
+    assert!(
+        to.starts_with(&format!("{}/session/end?", app.oidc.issuer)),
+        "{to}"
+    );
     let res = mallory
         .get(format!("{}/access", app.base))
         .send()
@@ -385,7 +393,8 @@ async fn refusals_in_the_web_form_and_the_api_write_nothing() {
     app.running.stop().await;
 }
 
-/// An idle session ends: the injected clock moves past the idle timeout.
+/// An idle session ends: the injected clock moves past the idle timeout;
+/// a busy one ends at the absolute timeout.
 #[tokio::test]
 async fn an_expired_session_is_sent_back_to_sign_in() {
     let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
@@ -400,12 +409,35 @@ async fn an_expired_session_is_sent_back_to_sign_in() {
         .unwrap();
     assert_eq!(res.status(), 303);
     assert_eq!(res.headers()["location"], "/login");
+
+    // However busy, a session ends 10 h after sign-in (the absolute timeout).
+    let (_, cookie) = app.sign_in_with_cookie("alice").await;
+    let status = |cookie: String| {
+        let url = format!("{}/access", app.base);
+        async move {
+            cookie_client()
+                .get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    for _ in 0..29 {
+        clock.advance(TimeDelta::minutes(20));
+        assert_eq!(status(cookie.clone()).await, 200, "in use: not idle");
+    }
+    clock.advance(TimeDelta::minutes(20));
+    assert_eq!(status(cookie).await, 303, "10 h after sign-in");
     app.running.stop().await;
 }
 
 /// The story in a real browser: alice requests Master Admin with a ticket
 /// from the pick-list, bob approves, the role appears on the real SCIM
-/// server, alice extends it and drops it, and the role is gone.
+/// server; alice asks to extend it and the end moves only when bob approves
+/// that too; she drops it and the role is gone; she signs out, at the
+/// provider too, and lands on the signed-out page.
 #[tokio::test]
 async fn the_whole_story_in_a_real_browser() {
     let app = spawn_web_app(&users(), Arc::new(SystemClock)).await;
@@ -542,18 +574,52 @@ async fn the_whole_story_in_a_real_browser() {
         .for_element(Locator::Id("grant-state"))
         .await
         .unwrap();
-    shot(&a, "06-grant-extended").await;
-    let after = grant(&app, &grant_id).await;
+    // Master Admin needs an approval: the extension waits for one too.
+    a.wait()
+        .for_element(Locator::Id("extension-waiting"))
+        .await
+        .unwrap();
+    shot(&a, "06-extension-waiting").await;
     let end = |g: &Value| {
         chrono::DateTime::parse_from_rfc3339(g["expires_at"].as_str().unwrap()).unwrap()
     };
     assert_eq!(
+        end(&grant(&app, &grant_id).await),
+        end(&before),
+        "the end stays until the extension is approved"
+    );
+    b.goto(&format!("{}/approvals", app.base)).await.unwrap();
+    b.wait()
+        .for_element(Locator::Css(&format!("{card} .extension-waiting")))
+        .await
+        .unwrap();
+    shot(&b, "07-approvals-extension").await;
+    b.find(Locator::Css(&format!("{card} button[value=approve]")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_until("the approved extension moves the end", || async {
+        end(&grant(&app, &grant_id).await) != end(&before)
+    })
+    .await;
+    let after = grant(&app, &grant_id).await;
+    assert_eq!(
         end(&after) - end(&before),
         TimeDelta::minutes(30),
-        "extended by the form's 30m"
+        "extended by the form's 30m once approved"
     );
 
-    // Drop it now: the role leaves the directory.
+    // Drop it now, saying why: the role leaves the directory.
+    a.goto(grant_url.as_str()).await.unwrap();
+    a.wait()
+        .for_element(Locator::Id("drop-reason"))
+        .await
+        .unwrap()
+        .send_keys("Certificate rotated")
+        .await
+        .unwrap();
     a.find(Locator::Css("form[action$='/drop'] button"))
         .await
         .unwrap()
@@ -577,8 +643,46 @@ async fn the_whole_story_in_a_real_browser() {
         .for_element(Locator::Id("role-removed"))
         .await
         .unwrap();
-    shot(&a, "07-grant-detail-dropped").await;
-    assert_eq!(grant(&app, &grant_id).await["end_reason"], "dropped");
+    shot(&a, "08-grant-detail-dropped").await;
+    let dropped = grant(&app, &grant_id).await;
+    assert_eq!(dropped["end_reason"], "dropped");
+    assert_eq!(dropped["end_note"], "Certificate rotated");
+
+    // Sign out: the broker ends its session, then the provider's (its
+    // confirmation page), and the browser lands on the signed-out page.
+    a.find(Locator::Css("form[action='/logout'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let confirm = a
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("button[name=logout][value=yes]"))
+        .await;
+    let confirm = match confirm {
+        Ok(button) => button,
+        Err(e) => panic!(
+            "no sign-out confirmation at the provider ({e}): {} {}",
+            a.current_url().await.unwrap(),
+            a.source().await.unwrap_or_default()
+        ),
+    };
+    confirm.click().await.unwrap();
+    a.wait()
+        .for_element(Locator::Id("signed-out"))
+        .await
+        .unwrap();
+    shot(&a, "09-signed-out").await;
+    assert_eq!(a.current_url().await.unwrap().path(), "/signed-out");
+    // The provider's session ended too: signing in asks for the login again
+    // instead of signing alice straight back in.
+    a.goto(&format!("{}/access", app.base)).await.unwrap();
+    a.wait()
+        .for_element(Locator::Css("input[name=login]"))
+        .await
+        .unwrap();
 
     // Every page answered with the strict headers.
     let res = cookie_client()

@@ -30,14 +30,29 @@ pub const OTHER_REDIRECT: &str = "http://127.0.0.1:9/cb";
 pub const SESSION_SECRET: &str =
     "web-test-session-secret-web-test-session-secret-web-test-session-!";
 
+/// Where the provider puts the person's claims (`email`, `groups`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claims {
+    /// In the ID token itself.
+    InIdToken,
+    /// Only in the UserInfo answer (OIDC Core 5.4; oidc-provider's default):
+    /// the code flow's ID token carries `sub` alone.
+    FromUserInfo,
+}
+
 /// One test's OpenID provider.
 pub struct OidcPeer {
     pub issuer: String,
 }
 
 impl OidcPeer {
-    /// Starts `tests/peers/oidc/provider.mjs` on a free port.
+    /// Starts `tests/peers/oidc/provider.mjs` on a free port, claims in the
+    /// ID token.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(Claims::InIdToken)
+    }
+
+    pub fn start_with(claims: Claims) -> anyhow::Result<Self> {
         let dir = workspace_root().join("tests/peers/oidc");
         if !dir.join("node_modules/oidc-provider").exists() {
             bail!(
@@ -49,6 +64,7 @@ impl OidcPeer {
         let child = Command::new("node")
             .arg("provider.mjs")
             .arg(port.to_string())
+            .args((claims == Claims::FromUserInfo).then_some("userinfo"))
             .current_dir(&dir)
             .stdout(Stdio::null())
             .stderr(log_file("oidc-provider"))
@@ -199,13 +215,46 @@ pub fn web_policy_path() -> PathBuf {
 /// Starts a provider and the broker (SQLite, real SCIM tenant holding
 /// `users`) with its web form signing in through that provider.
 pub async fn spawn_web_app(users: &[(&str, &[&str])], clock: Arc<dyn Clock>) -> WebApp {
+    spawn_web_app_on(Backend::Sqlite, Claims::InIdToken, users, clock).await
+}
+
+/// The same, on `backend`, with the provider putting its claims where
+/// `claims` says.
+pub async fn spawn_web_app_on(
+    backend: Backend,
+    claims: Claims,
+    users: &[(&str, &[&str])],
+    clock: Arc<dyn Clock>,
+) -> WebApp {
     let tenant = Tenant::new();
     for (name, roles) in users {
         tenant.create_user(name, roles).await;
     }
-    let oidc = OidcPeer::start().expect("oidc-provider");
+    let oidc = OidcPeer::start_with(claims).expect("oidc-provider");
     let servicenow = ServiceNow::start().await;
-    let database_url = fresh_database(Backend::Sqlite).await;
+    let database_url = fresh_database(backend).await;
+    let config = web_config(&database_url, &oidc, &servicenow, &tenant);
+    let running = jit_server::start(config, false, clock)
+        .await
+        .expect("start the broker with its web form");
+    let base = format!("http://{}", running.addr);
+    WebApp {
+        base,
+        running,
+        oidc,
+        servicenow,
+        tenant,
+        database_url,
+    }
+}
+
+/// The configuration of a broker with its web form against these peers.
+fn web_config(
+    database_url: &str,
+    oidc: &OidcPeer,
+    servicenow: &ServiceNow,
+    tenant: &Tenant,
+) -> Config {
     let mut config = Config {
         // Port 0: the broker's public URL (and so its OIDC callback) is the
         // address it bound.
@@ -213,7 +262,7 @@ pub async fn spawn_web_app(users: &[(&str, &[&str])], clock: Arc<dyn Clock>) -> 
         policy: web_policy_path(),
         ..Config::default()
     };
-    config.database.url = SecretString::from(database_url.clone());
+    config.database.url = SecretString::from(database_url.to_owned());
     config.servicenow.instance_url = Some(servicenow.url.clone());
     config.servicenow.user = Some(SERVICENOW_USER.into());
     config.servicenow.password = Some(SecretString::from(SERVICENOW_PASSWORD));
@@ -231,21 +280,25 @@ pub async fn spawn_web_app(users: &[(&str, &[&str])], clock: Arc<dyn Clock>) -> 
     config.web.oidc.client_id = Some(CLIENT_ID.into());
     config.web.oidc.client_secret = Some(SecretString::from(CLIENT_SECRET));
     config.web.oidc.scopes = vec!["openid".into(), "email".into(), "groups".into()];
-    let running = jit_server::start(config, false, clock)
-        .await
-        .expect("start the broker with its web form");
-    let base = format!("http://{}", running.addr);
-    WebApp {
-        base,
-        running,
-        oidc,
-        servicenow,
-        tenant,
-        database_url,
-    }
+    config
 }
 
 impl WebApp {
+    /// Another replica of the same broker: same database (PostgreSQL),
+    /// provider, ServiceNow and directory, its own port. Answers its base URL.
+    pub async fn replica(&self, clock: Arc<dyn Clock>) -> (String, jit_server::Running) {
+        let config = web_config(
+            &self.database_url,
+            &self.oidc,
+            &self.servicenow,
+            &self.tenant,
+        );
+        let running = jit_server::start(config, false, clock)
+            .await
+            .expect("start a second replica");
+        (format!("http://{}", running.addr), running)
+    }
+
     /// Signs `login` in through the provider in a fresh cookie jar.
     pub async fn sign_in(&self, login: &str) -> reqwest::Client {
         self.sign_in_with_cookie(login).await.0

@@ -40,6 +40,9 @@ pub struct App {
     pub policy: Arc<Policy>,
     /// A role still present this long after its grant ended is raised to the SOC.
     pub revocation_slo: chrono::TimeDelta,
+    /// Members of this identity-provider group are the SOC: they see every
+    /// grant and may end anyone's sessions (`web.soc_group`; empty: nobody).
+    pub soc_group: String,
     pair_locks: PairLocks,
 }
 
@@ -124,6 +127,7 @@ impl App {
             clock,
             policy,
             revocation_slo: chrono::TimeDelta::seconds(60),
+            soc_group: String::new(),
             pair_locks: PairLocks::default(),
         }
     }

@@ -1,17 +1,17 @@
 //! What a person does to a grant after asking: approve or deny someone
-//! else's request, extend their own. The web form and the JSON API both call
-//! these; the rules are jit-domain's (`Grant::review`, `Grant::extension`).
+//! else's request (the rule is jit-domain's `Grant::review`). The doors call
+//! these through `doors`, which decides who may.
 
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use jit_domain::{
     ChangeTicket, Grant, GrantId, GrantState, Review, RolePolicy, UserName, Verdict,
-    ticket_ends_grant, validate_extension, validate_review_comment,
+    ticket_ends_grant, validate_review_comment,
 };
 use serde_json::{Value, json};
 
-use crate::app::{App, job_at, transition_audit, window_jobs};
+use crate::app::{App, transition_audit, window_jobs};
 use crate::error::AppError;
 use crate::ports::{GrantFilter, NewAudit, StoreError};
 
@@ -160,61 +160,6 @@ impl App {
         }
         Err(AppError::Store(StoreError::Database(format!(
             "grant {id} kept changing while being reviewed"
-        ))))
-    }
-
-    /// Moves a live grant's end later. `body`: `{"until": RFC 3339}` or
-    /// `{"by": "30m"}`. `person`: when set, only their own grant. The change
-    /// is read again from ServiceNow: its window and state bound the new end.
-    pub async fn extend(
-        &self,
-        actor: &str,
-        person: Option<&Person>,
-        id: GrantId,
-        body: &Value,
-    ) -> Result<Grant, AppError> {
-        for _ in 0..3 {
-            let grant = self.grant(id).await?;
-            if let Some(p) = person
-                && p.user != grant.user
-            {
-                return Err(AppError::Invalid(vec![jit_domain::FieldError::new(
-                    "id",
-                    "own_grant",
-                    "only the grant's own user may extend it",
-                )]));
-            }
-            let until = validate_extension(body, grant.expires_at).map_err(AppError::Invalid)?;
-            let ticket = match &grant.ticket {
-                Some(number) => self.tickets.change(number).await?,
-                None => None,
-            };
-            let now = self.now();
-            let until = grant
-                .extension(&self.policy, ticket.as_ref(), until, now)
-                .map_err(AppError::Invalid)?;
-            let audit = NewAudit {
-                at: now,
-                actor: actor.to_owned(),
-                kind: "grant_extended",
-                grant: Some(grant.id),
-                ticket: grant.ticket.clone(),
-                data: json!({
-                    "user": grant.user, "role": grant.role, "from": grant.expires_at,
-                    "until": until, "ticket_snapshot": ticket,
-                }),
-            };
-            let jobs = [job_at(&grant, until)];
-            if self
-                .store
-                .extend_grant(id, grant.expires_at, until, &jobs, audit)
-                .await?
-            {
-                return self.grant(id).await;
-            }
-        }
-        Err(AppError::Store(StoreError::Database(format!(
-            "grant {id} kept changing while being extended"
         ))))
     }
 

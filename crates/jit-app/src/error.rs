@@ -1,4 +1,4 @@
-use jit_domain::{Decision, FieldError, GrantId, ReviewRefusal, TransitionError};
+use jit_domain::{AccessRefusal, Decision, FieldError, GrantId, ReviewRefusal, TransitionError};
 
 use crate::ports::{DirectoryError, StoreError, TicketError};
 
@@ -30,4 +30,7 @@ pub enum AppError {
     Refused(ReviewRefusal),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The caller may not see (`NotFound`) or do this (`Forbidden`).
+    #[error(transparent)]
+    Access(#[from] AccessRefusal),
 }

@@ -194,6 +194,51 @@ pub fn compose(notice: &Notice, slo: Duration) -> Composed {
                 "Nothing happens until enough approvers agree: approve or deny it on the broker's Approvals page. Unanswered, it lapses.".to_owned(),
             )
         }
+        "extension_requested" => {
+            people = d["approvers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.as_str().map(str::to_owned))
+                .collect();
+            (
+                "approval_requested",
+                false,
+                format!("Approval needed: extend {role} for {user} ({ticket})"),
+                format!(
+                    "{} asks to extend {user}'s {role} under {ticket} from {} to {}; the approved window ends at {}.",
+                    e.actor,
+                    text(&d["from"]),
+                    text(&d["until"]),
+                    text(&d["from"])
+                ),
+                "The grant keeps its approved end until enough approvers agree: approve or deny it on the broker's Approvals page. Unanswered, it lapses.".to_owned(),
+            )
+        }
+        "extension_approved" | "extension_denied" => {
+            people.push(text(&d["requested_by"]));
+            let outcome = if e.kind == "extension_approved" { "approved" } else { "denied" };
+            let comment = d["comment"]
+                .as_str()
+                .filter(|c| !c.is_empty())
+                .map(|c| format!(" Comment: {c}"))
+                .unwrap_or_default();
+            (
+                "request_outcome",
+                false,
+                format!("Your extension of {role} was {outcome}"),
+                format!(
+                    "The extension of {user}'s {role} ({ticket}) to {} was {outcome} by {} at {at}.{comment}",
+                    text(&d["until"]),
+                    e.actor
+                ),
+                if outcome == "approved" {
+                    "The grant now ends at the new time; the role is removed then.".to_owned()
+                } else {
+                    "The grant keeps its approved end.".to_owned()
+                },
+            )
+        }
         "grant_approved" | "grant_denied" | "grant_cancelled" => {
             people.push(user.clone());
             let outcome = match e.kind.as_str() {

@@ -9,10 +9,10 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
 use futures_util::StreamExt;
 use jit_app::{
-    App, AppError, GrantFilter, Person, ReconcileConfig, Requester, StoreError, TicketError,
+    App, AppError, Extended, GrantFilter, Person, ReconcileConfig, StoreError, TicketError,
 };
 use jit_domain::{
-    Decision, EndReason, FieldError, Grant, GrantId, GrantState, SweepKind, TicketId, UserName,
+    AccessRefusal, Decision, FieldError, Grant, GrantId, GrantState, SweepKind, TicketId, UserName,
     Verdict,
 };
 use jit_itsm::webhook::{
@@ -28,7 +28,8 @@ use tokio::sync::Notify;
 use crate::config::ApiKeyConfig;
 #[allow(unused_imports)] // named by the `utoipa::path` annotations
 use crate::openapi::{
-    AuditPageDoc, ErrorBody, ExtendRequest, GrantDoc, GrantRequest, Page, ReviewRequest, RunDoc,
+    AuditPageDoc, ErrorBody, ExtendRequest, ExtensionRequestedDoc, GrantDoc, GrantRequest, Page,
+    ReviewRequest, RevokeSessionsRequest, RevokedDoc, RunDoc,
 };
 
 /// Everything the handlers share.
@@ -100,6 +101,10 @@ pub enum ApiError {
     TooLarge(usize),
     #[error("a valid API key is required (Authorization: Bearer <key>)")]
     Unauthorized,
+    /// An ID token from the provider that cannot vouch for a person (its
+    /// claims, signature, audience or expiry); the reason names the rule.
+    #[error("{0}")]
+    BadIdToken(String),
     #[error("this API key may not do that (admin = true is required)")]
     Forbidden,
     #[error(
@@ -148,6 +153,12 @@ impl From<AppError> for ApiError {
             AppError::Store(StoreError::Duplicate(what)) => Self::Conflict(what),
             AppError::Busy(what) => Self::Conflict(what),
             AppError::NotFound(what) => Self::NotFound(what),
+            AppError::Access(AccessRefusal::NotFound) => Self::NotFound("grant not found".into()),
+            AppError::Access(AccessRefusal::Forbidden { rule, message }) => Self::Refused {
+                rule,
+                message,
+                forbidden: true,
+            },
             AppError::Directory(e) => Self::Internal(e.to_string()),
             AppError::Store(inner) => Self::Internal(inner.to_string()),
         }
@@ -160,7 +171,7 @@ impl ResponseError for ApiError {
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::MalformedJson(_) | Self::EmptyBody => StatusCode::BAD_REQUEST,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized | Self::BadIdToken(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden | Self::PersonRequired => StatusCode::FORBIDDEN,
             Self::Refused {
                 forbidden: true, ..
@@ -194,6 +205,10 @@ impl ResponseError for ApiError {
                 )],
             ),
             Self::Unauthorized => ("unauthorized", vec![]),
+            Self::BadIdToken(why) => (
+                "unauthorized",
+                vec![FieldError::new("Authorization", "id_token", why.clone())],
+            ),
             Self::Forbidden | Self::PersonRequired => ("forbidden", vec![]),
             Self::Refused { rule, message, .. } => (
                 "refused",
@@ -221,7 +236,7 @@ impl ResponseError for ApiError {
             }
         };
         let mut response = HttpResponse::build(self.status_code());
-        if matches!(self, Self::Unauthorized) {
+        if matches!(self, Self::Unauthorized | Self::BadIdToken(_)) {
             response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
         }
         response
@@ -246,18 +261,18 @@ impl Caller {
         }
     }
 
-    fn person(&self) -> Result<&Person, ApiError> {
-        self.person.as_ref().ok_or(ApiError::PersonRequired)
-    }
-
-    /// A person sees and acts on their own grants only (an API key, trusted
-    /// automation, on any): another's is answered as not found.
-    fn may_see(&self, grant: &Grant) -> Result<(), ApiError> {
+    /// The caller as every use case takes it: who may do what is decided
+    /// there, the same for the web form.
+    pub fn as_caller(&self) -> jit_domain::Caller {
         match &self.person {
-            Some(p) if p.user != grant.user => {
-                Err(ApiError::NotFound(format!("grant {} not found", grant.id)))
-            }
-            _ => Ok(()),
+            Some(p) => jit_domain::Caller::Person {
+                user: p.user.clone(),
+                groups: p.groups.clone(),
+            },
+            None => jit_domain::Caller::Key {
+                name: self.name.clone(),
+                admin: self.admin,
+            },
         }
     }
 }
@@ -277,9 +292,16 @@ impl FromRequest for Caller {
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         let found = (|| {
-            let state = req.app_data::<web::Data<ApiState>>()?;
-            let presented = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-            let key = presented.strip_prefix("Bearer ")?.trim();
+            let state = req
+                .app_data::<web::Data<ApiState>>()
+                .ok_or(ApiError::Unauthorized)?;
+            let key = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim)
+                .ok_or(ApiError::Unauthorized)?;
             let digest = key_digest(key);
             // Compare against every key, in constant time, so timing says nothing.
             let mut matched: Option<&ApiKeyConfig> = None;
@@ -292,21 +314,27 @@ impl FromRequest for Caller {
                 }
             }
             if let Some(k) = matched {
-                return Some(Caller {
+                return Ok(Caller {
                     name: k.name.clone(),
                     admin: k.admin,
                     person: None,
                 });
             }
             // Not a key: an ID token from the web form's provider, if any.
-            let person = state.bearer.as_ref()?.verify_bearer(key).ok()?;
-            Some(Caller {
+            let oidc = state.bearer.as_ref().ok_or(ApiError::Unauthorized)?;
+            if key.split('.').count() != 3 {
+                return Err(ApiError::Unauthorized);
+            }
+            let person = oidc
+                .verify_bearer(key)
+                .map_err(|e| ApiError::BadIdToken(e.to_string()))?;
+            Ok(Caller {
                 name: person.user.to_string(),
                 admin: false,
                 person: Some(person),
             })
         })();
-        std::future::ready(found.ok_or(ApiError::Unauthorized))
+        std::future::ready(found)
     }
 }
 
@@ -353,6 +381,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(resource("/reconcile/runs").route(web::get().to(list_runs)))
             .service(resource("/reconcile/runs/{id}").route(web::get().to(get_run)))
             .service(resource("/audit").route(web::get().to(audit_events)))
+            .service(resource("/sessions/revoke").route(web::post().to(revoke_sessions)))
             .service(resource("/openapi.json").route(web::get().to(openapi_json))),
     )
     .service(resource("/webhooks/servicenow").route(web::post().to(servicenow_webhook)))
@@ -398,6 +427,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/reconcile/runs"),
     ("get", "/api/v1/reconcile/runs/{id}"),
     ("get", "/api/v1/audit"),
+    ("post", "/api/v1/sessions/revoke"),
     ("get", "/api/v1/openapi.json"),
     ("post", "/webhooks/servicenow"),
     ("get", "/healthz"),
@@ -504,26 +534,9 @@ pub(crate) async fn create_grant(
     caller: Caller,
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
-    let mut body = body.0;
-    // A person asks for themselves: their groups must not vouch for anyone else.
-    if let (Some(p), Some(obj)) = (&caller.person, body.as_object_mut()) {
-        match obj.get("user").and_then(Value::as_str) {
-            None => {
-                obj.insert("user".into(), json!(p.user));
-            }
-            Some(u) if u.trim() == p.user.as_str() => {}
-            Some(_) => {
-                return Err(ApiError::Invalid(vec![FieldError::new(
-                    "user",
-                    "self",
-                    "a person may request a grant only for themselves",
-                )]));
-            }
-        }
-    }
     let grant = state
         .app
-        .request_grant_as(&caller.requester(), &body)
+        .request_grant_by(&caller.as_caller(), "api", &body.0)
         .await?;
     if grant.starts_at <= state.app.now() {
         state.worker_wake.notify_one();
@@ -531,20 +544,6 @@ pub(crate) async fn create_grant(
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/v1/grants/{}", grant.id)))
         .json(&grant))
-}
-
-impl Caller {
-    /// Who asks for a grant: a person brings their groups; a key does not.
-    fn requester(&self) -> Requester {
-        match &self.person {
-            Some(p) => Requester {
-                actor: self.name.clone(),
-                groups: p.groups.clone(),
-                origin: "api",
-            },
-            None => Requester::api(&self.name),
-        }
-    }
 }
 
 /// `{"comment": "…"}`, or no body at all when approving.
@@ -580,7 +579,9 @@ async fn review(
     body: Result<JsonBody, ApiError>,
     verdict: Verdict,
 ) -> Result<HttpResponse, ApiError> {
-    let person = caller.person()?;
+    if caller.person.is_none() {
+        return Err(ApiError::PersonRequired);
+    }
     let id = parse_id(&id)?;
     // No body is no comment; a body that is not JSON is refused.
     let body = match body {
@@ -591,7 +592,7 @@ async fn review(
     let comment = review_comment(body.as_ref())?;
     let grant = state
         .app
-        .review_grant(person, id, verdict, &comment)
+        .answer(&caller.as_caller(), id, verdict, &comment)
         .await?;
     if grant.state == GrantState::Approved {
         state.worker_wake.notify_one();
@@ -624,7 +625,7 @@ pub(crate) async fn deny_grant(
 /// `{"until": RFC 3339}` or `{"by": "30m"}`. A person extends only their own
 /// grant; an API key (automation) any.
 #[utoipa::path(post, path = "/api/v1/grants/{id}/extend", tag = "grants", params(("id" = String, Path, description = "grant id (UUID)", pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")), request_body = ExtendRequest,
-    responses((status = 200, description = "extended", body = GrantDoc), (status = 400, description = "a body that is not JSON", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 404, description = "no such grant", body = ErrorBody), (status = 409, description = "not active", body = ErrorBody), (status = 422, description = "past max_duration or the change window", body = ErrorBody), (status = 401, description = "no or bad credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody)))]
+    responses((status = 200, description = "extended", body = GrantDoc), (status = 202, description = "the role needs approval to extend: a request waits for its approvers; the end is unchanged", body = ExtensionRequestedDoc), (status = 400, description = "a body that is not JSON", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 404, description = "no such grant", body = ErrorBody), (status = 409, description = "not active", body = ErrorBody), (status = 422, description = "past max_duration or the change window", body = ErrorBody), (status = 401, description = "no or bad credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody)))]
 pub(crate) async fn extend_grant(
     state: web::Data<ApiState>,
     caller: Caller,
@@ -632,11 +633,17 @@ pub(crate) async fn extend_grant(
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
-    let grant = state
+    match state
         .app
-        .extend(&caller.name, caller.person.as_ref(), id, &body.0)
-        .await?;
-    Ok(HttpResponse::Ok().json(&grant))
+        .extend_grant(&caller.as_caller(), id, &body.0)
+        .await?
+    {
+        Extended::Moved { grant } => Ok(HttpResponse::Ok().json(&grant)),
+        // The end stays until the role's approvers agree.
+        Extended::Requested { grant, extension } => {
+            Ok(HttpResponse::Accepted().json(json!({"grant": grant, "extension": extension})))
+        }
+    }
 }
 
 /// Requests waiting for the calling person's answer.
@@ -646,7 +653,10 @@ pub(crate) async fn my_approvals(
     state: web::Data<ApiState>,
     caller: Caller,
 ) -> Result<HttpResponse, ApiError> {
-    let items = state.app.awaiting_review_by(caller.person()?).await?;
+    if caller.person.is_none() {
+        return Err(ApiError::PersonRequired);
+    }
+    let items = state.app.awaiting_answer_by(&caller.as_caller()).await?;
     Ok(HttpResponse::Ok().json(json!({ "items": items })))
 }
 
@@ -657,8 +667,10 @@ pub(crate) async fn get_grant(
     caller: Caller,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let grant = state.app.grant(parse_id(&id)?).await?;
-    caller.may_see(&grant)?;
+    let grant = state
+        .app
+        .view_grant(&caller.as_caller(), parse_id(&id)?)
+        .await?;
     Ok(HttpResponse::Ok().json(&grant))
 }
 
@@ -757,14 +769,14 @@ pub(crate) async fn list_grants(
     }
     let filter = GrantFilter {
         role: None,
-        // A person lists their own grants only.
-        user: caller.person.as_ref().map(|p| p.user.clone()).or(user),
+        user,
         state: grant_state,
         ticket,
         before,
         limit,
     };
-    let items: Vec<Grant> = state.app.grants(&filter).await?;
+    // A person (not in the SOC) lists their own grants only.
+    let items: Vec<Grant> = state.app.list_grants(&caller.as_caller(), filter).await?;
     let next_cursor = (items.len() == limit as usize)
         .then(|| items.last().map(|g| g.id.to_string()))
         .flatten();
@@ -791,7 +803,6 @@ pub(crate) async fn drop_grant(
             }
             obj.get("reason")
                 .and_then(Value::as_str)
-                .map(str::trim)
                 .unwrap_or_default()
                 .to_owned()
         }
@@ -803,20 +814,46 @@ pub(crate) async fn drop_grant(
             )]));
         }
     };
-    if reason.is_empty() || reason.chars().count() > 2000 {
-        return Err(ApiError::Invalid(vec![FieldError::new(
-            "reason",
-            "required",
-            "say why the grant ends early (1 to 2000 characters)",
-        )]));
-    }
-    caller.may_see(&state.app.grant(id).await?)?;
     let grant = state
         .app
-        .end_grant(&caller.name, id, EndReason::Dropped, &reason)
+        .drop_grant(&caller.as_caller(), id, &reason)
         .await?;
     state.worker_wake.notify_one();
     Ok(HttpResponse::Ok().json(&grant))
+}
+
+/// `POST /api/v1/sessions/revoke {"user": …}`: ends every web session of a
+/// person at once, on every replica (admin keys; the SOC and the person
+/// themselves through an ID token). Audited.
+#[utoipa::path(post, path = "/api/v1/sessions/revoke", tag = "sessions", request_body = RevokeSessionsRequest,
+    responses((status = 200, description = "how many sessions ended", body = RevokedDoc), (status = 400, description = "a body that is not JSON", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 422, description = "a field breaks a rule", body = ErrorBody), (status = 401, description = "no or bad credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody)))]
+pub(crate) async fn revoke_sessions(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    body: JsonBody,
+) -> Result<HttpResponse, ApiError> {
+    let obj = body.0.as_object().ok_or_else(|| {
+        ApiError::Invalid(vec![FieldError::new(
+            "",
+            "type",
+            "the body must be a JSON object",
+        )])
+    })?;
+    if let Some(extra) = obj.keys().find(|k| k.as_str() != "user") {
+        return Err(ApiError::Invalid(vec![FieldError::new(
+            extra,
+            "unknown_field",
+            "only `user` is accepted",
+        )]));
+    }
+    let user = obj
+        .get("user")
+        .and_then(Value::as_str)
+        .ok_or_else(|| FieldError::new("user", "required", "name the person (their user name)"))
+        .and_then(|u| UserName::parse(u).map_err(|e| FieldError::new("user", e.rule, e.message)))
+        .map_err(|e| ApiError::Invalid(vec![e]))?;
+    let ended = state.app.end_sessions(&caller.as_caller(), &user).await?;
+    Ok(HttpResponse::Ok().json(json!({"user": user, "sessions_ended": ended})))
 }
 
 fn declared_length(req: &HttpRequest) -> Option<usize> {

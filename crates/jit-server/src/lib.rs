@@ -512,6 +512,7 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
     let mut app = App::new(store, directory, tickets, clock, policy);
     app.revocation_slo =
         chrono::TimeDelta::seconds(i64::try_from(config.notify.revocation_slo_secs).unwrap_or(60));
+    app.soc_group = config.web.soc_group.clone();
     let app = Arc::new(app);
     let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
     let reconcile = config.reconciler.to_reconcile_config();
@@ -742,6 +743,7 @@ async fn web_from_config(
                     .context("`web.oidc.client_id` is required with `web.oidc.issuer_url`")?,
                 client_secret,
                 redirect_url: format!("{}/auth/callback", public_url.trim_end_matches('/')),
+                post_logout_url: format!("{}/signed-out", public_url.trim_end_matches('/')),
                 user_claim: w.oidc.user_claim.clone(),
                 groups_claim: w.oidc.groups_claim.clone(),
                 scopes: w.oidc.scopes.clone(),
@@ -780,7 +782,6 @@ async fn web_from_config(
         secure_cookies: w.secure_cookies && !(dev && public_url.starts_with("http://")),
         idle_timeout: Duration::from_secs(w.idle_timeout_secs.max(60)),
         absolute_timeout: Duration::from_secs(w.absolute_timeout_secs.max(300)),
-        soc_group: w.soc_group.clone(),
     };
     Ok(Some(web::Data::new(jit_web::Web::new(
         app, login, settings, wake,

@@ -56,6 +56,33 @@ pub struct ReviewRequest {
     comment: Option<String>,
 }
 
+/// `POST /api/v1/sessions/revoke`.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct RevokeSessionsRequest {
+    /// The person whose every web session ends (their user name).
+    user: String,
+}
+
+/// What `POST /api/v1/sessions/revoke` ended.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct RevokedDoc {
+    user: String,
+    sessions_ended: u64,
+}
+
+/// `POST /api/v1/grants/{id}/extend` for a role whose extensions need
+/// approval: the grant, unchanged, and the request waiting for approvers.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct ExtensionRequestedDoc {
+    #[schema(value_type = Object)]
+    grant: serde_json::Value,
+    #[schema(value_type = Object)]
+    extension: serde_json::Value,
+}
+
 /// Every refusal: a code, a message, and the fields and rules it broke.
 #[derive(Serialize, ToSchema)]
 #[allow(dead_code)]
@@ -163,13 +190,14 @@ impl Modify for Security {
         crate::http::list_runs,
         crate::http::get_run,
         crate::http::audit_events,
+        crate::http::revoke_sessions,
         crate::http::openapi_json,
         crate::http::servicenow_webhook,
         crate::http::healthz,
         crate::http::readyz,
         crate::http::metrics_page,
     ),
-    components(schemas(GrantRequest, ExtendRequest, ReviewRequest, ErrorBody, ErrorDetail, FieldErrorDoc, GrantDoc, Page, AuditPageDoc, RunDoc)),
+    components(schemas(GrantRequest, ExtendRequest, ReviewRequest, ErrorBody, ErrorDetail, FieldErrorDoc, GrantDoc, Page, AuditPageDoc, RunDoc, RevokeSessionsRequest, RevokedDoc, ExtensionRequestedDoc)),
     modifiers(&Security),
     security(("bearer" = []))
 )]

@@ -6,6 +6,7 @@ use actix_web::http::header;
 use actix_web::{HttpResponse, ResponseError};
 use askama::Template;
 use jit_app::{AppError, StoreError, TicketError};
+use jit_domain::AccessRefusal;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebError {
@@ -24,6 +25,9 @@ pub enum WebError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A field breaks a rule (the API answers the same with 422).
+    #[error("{0}")]
+    Invalid(String),
     #[error("{0}")]
     Unavailable(String),
     #[error("something went wrong; the error was logged")]
@@ -43,9 +47,11 @@ impl From<AppError> for WebError {
             AppError::TicketSystem(TicketError::Unavailable(why)) => Self::Unavailable(format!(
                 "ServiceNow cannot be asked right now ({why}); nothing was changed"
             )),
+            AppError::Access(AccessRefusal::NotFound) => Self::NotFound("no such grant".into()),
+            AppError::Access(AccessRefusal::Forbidden { message, .. }) => Self::Forbidden(message),
             // The request form shows these next to their fields; other
-            // forms (extend, review) show them in one line.
-            AppError::Invalid(fields) => Self::Conflict(
+            // forms (extend, review, drop) show them in one line.
+            AppError::Invalid(fields) => Self::Invalid(
                 fields
                     .into_iter()
                     .map(|f| f.message)
@@ -93,6 +99,7 @@ impl ResponseError for WebError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) | Self::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -112,6 +119,7 @@ impl ResponseError for WebError {
             StatusCode::FORBIDDEN => "Not allowed",
             StatusCode::NOT_FOUND => "Not found",
             StatusCode::CONFLICT => "Cannot do that now",
+            StatusCode::UNPROCESSABLE_ENTITY => "Please correct the form",
             StatusCode::SERVICE_UNAVAILABLE => "Try again shortly",
             _ => "Error",
         };

@@ -1,21 +1,22 @@
 //! jit-web: the engineer's pages. OpenID Connect login (or, in the `--dev`
-//! sandbox, a labelled picker of seeded users), a signed and encrypted session
-//! cookie with idle and absolute timeouts, a CSRF token on every form, strict
-//! security headers, and pages that call the same `jit-app` use cases as the
-//! JSON API: request, my access (drop, extend), approvals, grant detail, SOC.
+//! sandbox, a labelled picker of seeded users), server-side sessions (the
+//! signed and encrypted cookie holds only an id) with idle and absolute
+//! timeouts, a CSRF token on every form, strict security headers, and pages
+//! that call the same `jit-app` use cases as the JSON API: request, my access
+//! (drop, extend), approvals, grant detail, SOC.
 
 mod error;
 mod oidc;
 mod pages;
 mod session;
+mod session_store;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_session::SessionMiddleware;
-use actix_session::config::{CookieContentSecurity, PersistentSession};
-use actix_session::storage::CookieSessionStore;
+use actix_session::config::{CookieContentSecurity, PersistentSession, TtlExtensionPolicy};
 use actix_web::cookie::{Key, SameSite};
 use actix_web::dev::{HttpServiceFactory, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue};
@@ -26,7 +27,7 @@ use jit_domain::UserName;
 use secrecy::SecretString;
 
 pub use error::WebError;
-pub use oidc::{Oidc, OidcConfig, OidcError};
+pub use oidc::{Oidc, OidcConfig, OidcError, SignedInPerson};
 pub use session::SESSION_COOKIE;
 
 /// A seeded user the `--dev` sandbox login offers.
@@ -52,8 +53,6 @@ pub struct WebSettings {
     pub secure_cookies: bool,
     pub idle_timeout: Duration,
     pub absolute_timeout: Duration,
-    /// Members of this OIDC group see the SOC view.
-    pub soc_group: String,
 }
 
 /// Everything the pages share.
@@ -85,7 +84,7 @@ impl Web {
         })
     }
 
-    /// A random session key, for `--dev`: sessions end when the process does.
+    /// A random cookie key, for `--dev`: sessions end when the process does.
     pub fn random_session_key() -> Vec<u8> {
         Key::generate().master().to_vec()
     }
@@ -99,38 +98,55 @@ impl Web {
 /// The pages as one service; mount it after every other route (it owns `/`).
 pub fn service(web: web::Data<Web>) -> impl HttpServiceFactory {
     let settings = web.settings.clone();
-    let session = SessionMiddleware::builder(
-        CookieSessionStore::default(),
-        Key::from(&settings.session_key),
-    )
-    .cookie_name(SESSION_COOKIE.to_owned())
-    .cookie_secure(settings.secure_cookies)
-    .cookie_http_only(true)
-    .cookie_same_site(SameSite::Lax)
-    .cookie_content_security(CookieContentSecurity::Private)
-    .session_lifecycle(PersistentSession::default().session_ttl(
-        actix_web::cookie::time::Duration::seconds(
-            i64::try_from(settings.absolute_timeout.as_secs()).unwrap_or(36_000),
-        ),
-    ))
-    .build();
+    let provider = match &web.login {
+        Login::Oidc(oidc) => oidc.logout_origin(),
+        Login::Sandbox(_) => None,
+    };
+    let sessions = session_store::DatabaseSessions::new(
+        web.app.clone(),
+        settings.idle_timeout,
+        settings.absolute_timeout,
+    );
+    let session = SessionMiddleware::builder(sessions, Key::from(&settings.session_key))
+        .cookie_name(SESSION_COOKIE.to_owned())
+        .cookie_secure(settings.secure_cookies)
+        .cookie_http_only(true)
+        .cookie_same_site(SameSite::Lax)
+        .cookie_content_security(CookieContentSecurity::Private)
+        .session_lifecycle(
+            PersistentSession::default()
+                .session_ttl(actix_web::cookie::time::Duration::seconds(
+                    i64::try_from(settings.absolute_timeout.as_secs()).unwrap_or(36_000),
+                ))
+                .session_ttl_extension_policy(TtlExtensionPolicy::OnStateChanges),
+        )
+        .build();
     web::scope("")
         .app_data(web)
         .wrap(from_fn(pages::no_store_for_pages))
-        .wrap(security_headers())
+        .wrap(security_headers(provider))
         .wrap(session)
         .configure(pages::routes)
 }
 
 /// Headers on every page: no framing, no inline script, no referrer leaks.
-fn security_headers() -> DefaultHeaders {
+/// Forms post only to this site, and (sign-out) on to the provider's
+/// sign-out endpoint, `provider`: browsers apply `form-action` to the
+/// redirect a form's answer makes.
+fn security_headers(provider: Option<String>) -> DefaultHeaders {
+    let form_action = match provider {
+        Some(origin) => format!("'self' {origin}"),
+        None => "'self'".to_owned(),
+    };
+    let csp = format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+         form-action {form_action}; frame-ancestors 'none'; base-uri 'none'; connect-src 'self'"
+    );
     DefaultHeaders::new()
         .add((
             header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(
-                "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
-                 form-action 'self'; frame-ancestors 'none'; base-uri 'none'; connect-src 'self'",
-            ),
+            HeaderValue::from_str(&csp)
+                .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'")),
         ))
         .add((header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
         .add((

@@ -7,11 +7,13 @@ use std::collections::BTreeSet;
 use base64::Engine;
 use jit_app::Person;
 use jit_domain::UserName;
-use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreProviderMetadata};
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreGenderClaim, CoreIdToken};
 use openidconnect::{
-    AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet,
-    EndpointSet, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
-    TokenResponse,
+    AdditionalClaims, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndSessionUrl,
+    EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, LogoutRequest, Nonce,
+    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, PostLogoutRedirectUrl,
+    ProviderMetadataWithLogout, RedirectUrl, Scope, SubjectIdentifier, TokenResponse,
+    UserInfoClaims,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -25,6 +27,9 @@ pub struct OidcConfig {
     pub client_secret: SecretString,
     /// Where the provider sends the browser back: `<public url>/auth/callback`.
     pub redirect_url: String,
+    /// Where the provider sends the browser after signing out there:
+    /// `<public url>/signed-out`.
+    pub post_logout_url: String,
     /// The ID-token claim that names the directory user (default `email`).
     pub user_claim: String,
     /// The ID-token claim that lists the person's groups (default `groups`).
@@ -58,7 +63,26 @@ pub struct Oidc {
     client: Client,
     http: openidconnect::reqwest::Client,
     config: OidcConfig,
+    /// RP-initiated logout, where the provider advertises it.
+    end_session: Option<EndSessionUrl>,
 }
+
+/// A completed sign-in: the person, and the ID token (kept in the
+/// server-side session as the `id_token_hint` of the provider's sign-out).
+pub struct SignedInPerson {
+    pub person: Person,
+    pub id_token: String,
+}
+
+/// Every claim a UserInfo answer carries beyond the standard ones, so that
+/// any configured claim name can be read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct OtherClaims {
+    #[serde(flatten)]
+    claims: serde_json::Map<String, Value>,
+}
+
+impl AdditionalClaims for OtherClaims {}
 
 /// What the browser's session holds between the redirect and the callback.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -78,9 +102,10 @@ impl Oidc {
             .map_err(|e| OidcError::Config(e.to_string()))?;
         let issuer = IssuerUrl::new(config.issuer_url.clone())
             .map_err(|e| OidcError::Config(format!("web.oidc.issuer_url: {e}")))?;
-        let metadata = CoreProviderMetadata::discover_async(issuer, &http)
+        let metadata = ProviderMetadataWithLogout::discover_async(issuer, &http)
             .await
             .map_err(|e| OidcError::Discovery(config.issuer_url.clone(), e.to_string()))?;
+        let end_session = metadata.additional_metadata().end_session_endpoint.clone();
         let redirect = RedirectUrl::new(config.redirect_url.clone())
             .map_err(|e| OidcError::Config(format!("web.public_url: {e}")))?;
         let client = CoreClient::from_provider_metadata(
@@ -95,7 +120,30 @@ impl Oidc {
             client,
             http,
             config,
+            end_session,
         })
+    }
+
+    /// The origin of the provider's sign-out endpoint: the sign-out form's
+    /// redirect goes there, so the pages' `form-action` must allow it.
+    pub fn logout_origin(&self) -> Option<String> {
+        let url = self.end_session.as_ref()?.url();
+        Some(url.origin().ascii_serialization()).filter(|o| o != "null")
+    }
+
+    /// The provider's sign-out for this person (RP-initiated logout), when
+    /// it advertises `end_session_endpoint`: back to the signed-out page.
+    pub fn logout_url(&self, id_token: Option<&str>) -> Option<url::Url> {
+        let endpoint = self.end_session.clone()?;
+        let mut request = LogoutRequest::from(endpoint)
+            .set_client_id(ClientId::new(self.config.client_id.clone()));
+        if let Ok(back) = PostLogoutRedirectUrl::new(self.config.post_logout_url.clone()) {
+            request = request.set_post_logout_redirect_uri(back);
+        }
+        if let Some(token) = id_token.and_then(|t| t.parse::<CoreIdToken>().ok()) {
+            request = request.set_id_token_hint(&token);
+        }
+        Some(request.http_get_url())
     }
 
     /// Where to send the browser, and what to remember until it returns.
@@ -124,8 +172,14 @@ impl Oidc {
     }
 
     /// Exchanges the code (with the PKCE verifier), verifies the ID token
-    /// (signature, issuer, audience, expiry, nonce) and reads the person.
-    pub async fn finish(&self, pending: PendingLogin, code: &str) -> Result<Person, OidcError> {
+    /// (signature, issuer, audience, expiry, nonce) and reads the person:
+    /// from the ID token, and from UserInfo (OIDC Core 5.4) for the
+    /// configured claims the ID token does not carry.
+    pub async fn finish(
+        &self,
+        pending: PendingLogin,
+        code: &str,
+    ) -> Result<SignedInPerson, OidcError> {
         let response = self
             .client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
@@ -138,10 +192,56 @@ impl Oidc {
             .id_token()
             .ok_or_else(|| OidcError::Exchange("the provider sent no ID token".into()))?;
         let nonce = Nonce::new(pending.nonce);
-        token
+        let subject = token
             .claims(&self.client.id_token_verifier(), &nonce)
-            .map_err(|e| OidcError::Token(e.to_string()))?;
-        self.person(&token.to_string())
+            .map_err(|e| OidcError::Token(e.to_string()))?
+            .subject()
+            .clone();
+        let raw = token.to_string();
+        let mut claims = verified_payload(&raw)?;
+        let wanted = [&self.config.user_claim, &self.config.groups_claim];
+        if wanted.iter().any(|c| claims.get(c.as_str()).is_none()) {
+            let extra = self
+                .user_info(response.access_token().clone(), subject)
+                .await?;
+            for claim in wanted {
+                if claims.get(claim.as_str()).is_none()
+                    && let Some(v) = extra.get(claim.as_str())
+                {
+                    claims.insert(claim.clone(), v.clone());
+                }
+            }
+        }
+        Ok(SignedInPerson {
+            person: self.person(&claims)?,
+            id_token: raw,
+        })
+    }
+
+    /// The provider's UserInfo answer for the access token. The library
+    /// checks that its `sub` is the ID token's.
+    async fn user_info(
+        &self,
+        access_token: openidconnect::AccessToken,
+        subject: SubjectIdentifier,
+    ) -> Result<serde_json::Map<String, Value>, OidcError> {
+        let request = self
+            .client
+            .user_info(access_token, Some(subject))
+            .map_err(|_| {
+                OidcError::Token(format!(
+                    "the ID token lacks `{}` or `{}` and the provider has no UserInfo endpoint",
+                    self.config.user_claim, self.config.groups_claim
+                ))
+            })?;
+        let claims: UserInfoClaims<OtherClaims, CoreGenderClaim> = request
+            .request_async(&self.http)
+            .await
+            .map_err(|e| OidcError::Exchange(format!("UserInfo: {}", describe(&e))))?;
+        match serde_json::to_value(&claims) {
+            Ok(Value::Object(map)) => Ok(map),
+            _ => Err(OidcError::Token("unreadable UserInfo claims".into())),
+        }
     }
 
     /// A bearer token on the API: an ID token this provider issued for this
@@ -154,24 +254,21 @@ impl Oidc {
         token
             .claims(&self.client.id_token_verifier(), |_: Option<&Nonce>| Ok(()))
             .map_err(|e| OidcError::Token(e.to_string()))?;
-        self.person(raw)
+        // No access token comes with a bearer ID token, so UserInfo cannot
+        // be asked: the claims must be in the token itself.
+        self.person(&verified_payload(raw)?).map_err(|e| match e {
+            OidcError::Token(why) => OidcError::Token(format!(
+                "{why}; an ID token used as a bearer token must carry it itself (UserInfo needs an access token)"
+            )),
+            other => other,
+        })
     }
 
-    /// The person a verified token names: the configured claims, read from
-    /// the token's payload only after the library verified its signature.
-    fn person(&self, verified: &str) -> Result<Person, OidcError> {
-        let payload = verified
-            .split('.')
-            .nth(1)
-            .and_then(|p| {
-                base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .decode(p)
-                    .ok()
-            })
-            .and_then(|p| serde_json::from_slice::<Value>(&p).ok())
-            .ok_or_else(|| OidcError::Token("unreadable claims".into()))?;
-        let user = payload[&self.config.user_claim]
-            .as_str()
+    /// The person the verified claims name: the configured claims.
+    fn person(&self, claims: &serde_json::Map<String, Value>) -> Result<Person, OidcError> {
+        let user = claims
+            .get(&self.config.user_claim)
+            .and_then(Value::as_str)
             .ok_or_else(|| {
                 OidcError::Token(format!(
                     "the `{}` claim (web.oidc.user_claim) is missing",
@@ -183,14 +280,30 @@ impl Oidc {
                     OidcError::Token(format!("`{}` claim: {}", self.config.user_claim, e.message))
                 })
             })?;
-        let groups: BTreeSet<String> = payload[&self.config.groups_claim]
-            .as_array()
+        let groups: BTreeSet<String> = claims
+            .get(&self.config.groups_claim)
+            .and_then(Value::as_array)
             .into_iter()
             .flatten()
             .filter_map(|g| g.as_str().map(str::to_owned))
             .collect();
         Ok(Person { user, groups })
     }
+}
+
+/// A token's claims, read from its payload only after the library verified
+/// its signature.
+fn verified_payload(verified: &str) -> Result<serde_json::Map<String, Value>, OidcError> {
+    verified
+        .split('.')
+        .nth(1)
+        .and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .ok()
+        })
+        .and_then(|p| serde_json::from_slice::<serde_json::Map<String, Value>>(&p).ok())
+        .ok_or_else(|| OidcError::Token("unreadable claims".into()))
 }
 
 /// An error with its causes, without the secrets a request might carry.

@@ -9,9 +9,11 @@ use actix_web::middleware::Next;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use chrono::{DateTime, TimeDelta, Utc};
-use jit_app::{AppError, GrantFilter, ReconcileRun, Requester};
+use jit_app::{AppError, Extended, GrantFilter, ReconcileRun};
 use jit_domain::policy::format_duration;
-use jit_domain::{FieldError, Grant, GrantId, GrantState, RolePolicy, UserName, Verdict};
+use jit_domain::{
+    ExtensionRequest, FieldError, Grant, GrantId, GrantState, RolePolicy, UserName, Verdict,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -32,6 +34,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/login/sandbox", web::post().to(sandbox_login))
         .route("/auth/callback", web::get().to(callback))
         .route("/logout", web::post().to(logout))
+        .route("/signed-out", web::get().to(signed_out))
+        .route("/sessions/end", web::post().to(end_sessions))
         .route("/static/app.css", web::get().to(stylesheet))
         .route("/static/countdown.js", web::get().to(countdown_script));
 }
@@ -138,12 +142,14 @@ pub struct GrantView {
     pub can_extend: bool,
     pub extend_limit: String,
     pub approvals: String,
+    /// "30 min more, until …, waiting for approval" when an extension
+    /// request is open.
+    pub extension: String,
 }
 
 impl GrantView {
     fn of(g: &Grant, web: &Web, now: DateTime<Utc>) -> Self {
-        let live =
-            matches!(g.state, GrantState::Active | GrantState::Approved) && now < g.expires_at;
+        let live = g.is_live(now);
         let limit = web.app.extension_limit(g);
         Self {
             id: g.id.to_string(),
@@ -175,7 +181,22 @@ impl GrantView {
                 .decision
                 .as_ref()
                 .map_or_else(String::new, |d| d.approvals_required.to_string()),
+            extension: String::new(),
         }
+    }
+
+    /// The same, noting an extension request that waits for approval.
+    fn with_extension(mut self, request: Option<&ExtensionRequest>) -> Self {
+        if let Some(r) = request {
+            self.extension = format!(
+                "extension to {} requested by {}, waiting for approval",
+                when(r.until),
+                r.requested_by
+            );
+            // One request at a time.
+            self.can_extend = false;
+        }
+        self
     }
 }
 
@@ -258,6 +279,7 @@ async fn sandbox_login(
         &chosen.user,
         chosen.groups.clone(),
         "sandbox",
+        None,
         web.app.now(),
     )?;
     Ok(see_other("/"))
@@ -303,12 +325,20 @@ async fn callback(
         .code
         .as_deref()
         .ok_or_else(|| WebError::Login("the identity provider sent no code".into()))?;
-    let person = oidc.finish(pending, code).await.map_err(|e| {
+    let signed_in = oidc.finish(pending, code).await.map_err(|e| {
         tracing::warn!(error = %e, "OIDC sign-in refused");
         WebError::Login(e.to_string())
     })?;
+    let person = signed_in.person;
     tracing::info!(user = %person.user, groups = ?person.groups, "signed in");
-    sign_in(&session, &person.user, person.groups, "oidc", web.app.now())?;
+    sign_in(
+        &session,
+        &person.user,
+        person.groups,
+        "oidc",
+        Some(&signed_in.id_token),
+        web.app.now(),
+    )?;
     Ok(see_other("/"))
 }
 
@@ -318,14 +348,68 @@ struct CsrfOnly {
     csrf: String,
 }
 
+/// Ends the session on the server, then at the provider where it offers
+/// RP-initiated logout (else its own session would sign the person straight
+/// back in), landing on the signed-out page.
 async fn logout(
     req: HttpRequest,
+    web: web::Data<Web>,
     who: SignedIn,
     form: web::Form<CsrfOnly>,
 ) -> Result<HttpResponse, WebError> {
     who.check_csrf(&req, &form.csrf)?;
-    who.sign_out();
-    Ok(see_other("/login"))
+    let id_token = who.sign_out();
+    tracing::info!(user = %who.person.user, "signed out");
+    let at_provider = match &web.login {
+        Login::Oidc(oidc) => oidc.logout_url(id_token.as_deref()),
+        Login::Sandbox(_) => None,
+    };
+    Ok(match at_provider {
+        Some(url) => see_other(url.as_str()),
+        None => see_other("/signed-out"),
+    })
+}
+
+#[derive(Template)]
+#[template(path = "signed_out.html")]
+struct SignedOutPage;
+
+async fn signed_out() -> Result<HttpResponse, WebError> {
+    html(StatusCode::OK, &SignedOutPage)
+}
+
+#[derive(Deserialize)]
+struct EndSessionsForm {
+    #[serde(default)]
+    csrf: String,
+    /// Whose sessions; empty: one's own.
+    #[serde(default)]
+    user: String,
+}
+
+/// "Sign out everywhere" (My access) and the SOC's "end sessions" for a
+/// stolen laptop: every session of the person, on every replica.
+async fn end_sessions(
+    req: HttpRequest,
+    web: web::Data<Web>,
+    who: SignedIn,
+    form: web::Form<EndSessionsForm>,
+) -> Result<HttpResponse, WebError> {
+    who.check_csrf(&req, &form.csrf)?;
+    let user = match form.user.trim() {
+        "" => who.person.user.clone(),
+        named => {
+            UserName::parse(named).map_err(|e| WebError::Invalid(format!("user: {}", e.message)))?
+        }
+    };
+    let ended = web.app.end_sessions(&who.caller(), &user).await?;
+    if user == who.person.user {
+        return Ok(see_other("/signed-out"));
+    }
+    Ok(see_other(&format!(
+        "/soc?sessions_ended={ended}&user={}",
+        url::form_urlencoded::byte_serialize(user.as_str().as_bytes()).collect::<String>()
+    )))
 }
 
 // ---------------------------------------------------------------- request
@@ -528,14 +612,9 @@ async fn submit_request(
 ) -> Result<HttpResponse, WebError> {
     who.check_csrf(&req, &form.csrf)?;
     let form = form.into_inner();
-    let requester = Requester {
-        actor: who.person.user.to_string(),
-        groups: who.person.groups.clone(),
-        origin: "web",
-    };
     match web
         .app
-        .request_grant_as(&requester, &form.body(&who.person.user))
+        .request_grant_by(&who.caller(), "web", &form.body(&who.person.user))
         .await
     {
         Ok(grant) => {
@@ -570,20 +649,26 @@ struct AccessPage {
 async fn my_access(web: web::Data<Web>, who: SignedIn) -> Result<HttpResponse, WebError> {
     let grants = web
         .app
-        .grants(&GrantFilter {
-            user: Some(who.person.user.clone()),
-            limit: 50,
-            ..GrantFilter::default()
-        })
+        .list_grants(
+            &who.caller(),
+            GrantFilter {
+                user: Some(who.person.user.clone()),
+                limit: 50,
+                ..GrantFilter::default()
+            },
+        )
         .await?;
     let now = web.app.now();
     let (mut pending, mut active, mut recent) = (Vec::new(), Vec::new(), Vec::new());
     for g in &grants {
         let view = GrantView::of(g, &web, now);
-        match g.state {
-            GrantState::PendingApproval => pending.push(view),
-            GrantState::Active | GrantState::Approved if now < g.expires_at => active.push(view),
-            _ => recent.push(view),
+        if g.state == GrantState::PendingApproval {
+            pending.push(view);
+        } else if g.is_live(now) {
+            let extension = web.app.waiting_extension(g).await?;
+            active.push(view.with_extension(extension.as_ref()));
+        } else {
+            recent.push(view);
         }
     }
     recent.truncate(20);
@@ -620,24 +705,7 @@ async fn drop_grant(
 ) -> Result<HttpResponse, WebError> {
     who.check_csrf(&req, &form.csrf)?;
     let id = parse_id(&id)?;
-    let grant = web.app.grant(id).await?;
-    if grant.user != who.person.user {
-        return Err(WebError::Forbidden(
-            "only the grant's own user may drop it here".into(),
-        ));
-    }
-    let note = match form.reason.trim() {
-        "" => "dropped in the web form",
-        r => r,
-    };
-    web.app
-        .end_grant(
-            who.person.user.as_str(),
-            id,
-            jit_domain::EndReason::Dropped,
-            note,
-        )
-        .await?;
+    web.app.drop_grant(&who.caller(), id, &form.reason).await?;
     web.wake_worker.notify_one();
     Ok(see_other("/access"))
 }
@@ -659,14 +727,13 @@ async fn extend_grant(
 ) -> Result<HttpResponse, WebError> {
     who.check_csrf(&req, &form.csrf)?;
     let id = parse_id(&id)?;
-    web.app
-        .extend(
-            who.person.user.as_str(),
-            Some(&who.person),
-            id,
-            &json!({"by": form.by.trim()}),
-        )
+    let extended = web
+        .app
+        .extend_grant(&who.caller(), id, &json!({"by": form.by.trim()}))
         .await?;
+    if let Extended::Requested { extension, .. } = &extended {
+        tracing::info!(grant = %id, extension = %extension.id, "extension waits for approval");
+    }
     Ok(see_other(&format!("/grants/{id}")))
 }
 
@@ -683,10 +750,10 @@ async fn approvals_page(web: web::Data<Web>, who: SignedIn) -> Result<HttpRespon
     let now = web.app.now();
     let waiting = web
         .app
-        .awaiting_review_by(&who.person)
+        .awaiting_answer_by(&who.caller())
         .await?
         .iter()
-        .map(|g| GrantView::of(g, &web, now))
+        .map(|w| GrantView::of(&w.grant, &web, now).with_extension(w.extension.as_ref()))
         .collect();
     html(
         StatusCode::OK,
@@ -722,7 +789,7 @@ async fn review_grant(
         .map_err(|_| WebError::Conflict("choose approve or deny".into()))?;
     let grant = web
         .app
-        .review_grant(&who.person, id, verdict, &form.comment)
+        .answer(&who.caller(), id, verdict, &form.comment)
         .await?;
     if grant.state == GrantState::Approved {
         web.wake_worker.notify_one();
@@ -770,19 +837,10 @@ async fn grant_page(
     id: web::Path<String>,
 ) -> Result<HttpResponse, WebError> {
     let id = parse_id(&id)?;
-    let grant = web.app.grant(id).await?;
-    let approver = web
-        .app
-        .policy
-        .role(&grant.role)
-        .is_some_and(|r| r.approvers.admits(&who.person.user, &who.person.groups));
+    let grant = web.app.view_grant(&who.caller(), id).await?;
     let own = grant.user == who.person.user;
-    if !(own || approver || who.soc) {
-        return Err(WebError::Forbidden(
-            "only the grant's user, its approvers and the SOC see this grant".into(),
-        ));
-    }
     let now = web.app.now();
+    let extension = web.app.waiting_extension(&grant).await?;
     let reasons = grant
         .decision
         .as_ref()
@@ -852,7 +910,7 @@ async fn grant_page(
         StatusCode::OK,
         &GrantPage {
             nav: Nav::new(&who, "access"),
-            g: GrantView::of(&grant, &web, now),
+            g: GrantView::of(&grant, &web, now).with_extension(extension.as_ref()),
             own,
             reasons,
             ticket,
@@ -868,35 +926,45 @@ async fn grant_page(
 #[template(path = "soc.html")]
 struct SocPage {
     nav: Nav,
+    /// After "end sessions": whose, and how many ended.
+    ended: Option<(String, u64)>,
     active: Vec<GrantView>,
     overdue: Vec<GrantView>,
     incidents: Vec<jit_app::Incident>,
     runs: Vec<ReconcileRun>,
 }
 
-async fn soc_page(web: web::Data<Web>, who: SignedIn) -> Result<HttpResponse, WebError> {
+#[derive(Deserialize)]
+struct SocQuery {
+    sessions_ended: Option<u64>,
+    user: Option<String>,
+}
+
+async fn soc_page(
+    web: web::Data<Web>,
+    who: SignedIn,
+    query: web::Query<SocQuery>,
+) -> Result<HttpResponse, WebError> {
     if !who.soc {
         return Err(WebError::Forbidden(format!(
             "the SOC view is for members of `{}`",
-            web.settings.soc_group
+            web.app.soc_group
         )));
     }
     let now = web.app.now();
+    let caller = who.caller();
+    let list = |state| GrantFilter {
+        state: Some(state),
+        limit: 500,
+        ..GrantFilter::default()
+    };
     let active = web
         .app
-        .grants(&GrantFilter {
-            state: Some(GrantState::Active),
-            limit: 500,
-            ..GrantFilter::default()
-        })
+        .list_grants(&caller, list(GrantState::Active))
         .await?;
     let ended = web
         .app
-        .grants(&GrantFilter {
-            state: Some(GrantState::Ended),
-            limit: 500,
-            ..GrantFilter::default()
-        })
+        .list_grants(&caller, list(GrantState::Ended))
         .await?;
     let slo = web.app.revocation_slo;
     let overdue = ended
@@ -908,6 +976,10 @@ async fn soc_page(web: web::Data<Web>, who: SignedIn) -> Result<HttpResponse, We
         StatusCode::OK,
         &SocPage {
             nav: Nav::new(&who, "soc"),
+            ended: query
+                .sessions_ended
+                .zip(query.user.clone())
+                .map(|(n, u)| (u, n)),
             active: active.iter().map(|g| GrantView::of(g, &web, now)).collect(),
             overdue,
             incidents: web.app.open_incidents().await?,

@@ -1,5 +1,6 @@
-//! The signed-in person, kept in the encrypted session cookie, with idle and
-//! absolute timeouts, and the per-session CSRF token every form carries.
+//! The signed-in person, kept in the server-side session (the cookie holds
+//! only its id), with idle and absolute timeouts, and the per-session CSRF
+//! token every form carries.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -11,15 +12,17 @@ use actix_web::{FromRequest, HttpRequest, web};
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use jit_app::Person;
-use jit_domain::UserName;
+use jit_domain::{Caller, UserName};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use crate::{Web, WebError};
 
 pub const SESSION_COOKIE: &str = "jit_session";
-const WHO: &str = "who";
+pub(crate) const WHO: &str = "who";
 const CSRF: &str = "csrf";
+/// The provider's ID token: the `id_token_hint` of its sign-out.
+const ID_TOKEN: &str = "id_token";
 
 /// What the session remembers of a login.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -54,6 +57,7 @@ pub fn sign_in(
     user: &UserName,
     groups: BTreeSet<String>,
     via: &str,
+    id_token: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<(), WebError> {
     // Nothing from before the login survives, and the session id changes.
@@ -70,6 +74,9 @@ pub fn sign_in(
         },
     )?;
     session.insert(CSRF, random_token())?;
+    if let Some(token) = id_token {
+        session.insert(ID_TOKEN, token)?;
+    }
     Ok(())
 }
 
@@ -130,8 +137,21 @@ impl SignedIn {
         check_csrf(req, &self.session, presented)
     }
 
-    pub fn sign_out(&self) {
+    /// The person as every use case takes a caller.
+    pub fn caller(&self) -> Caller {
+        Caller::Person {
+            user: self.person.user.clone(),
+            groups: self.person.groups.clone(),
+        }
+    }
+
+    /// Ends the session on the server (its row is deleted, so a copy of the
+    /// cookie opens nothing) and answers the provider's ID token, for its
+    /// own sign-out.
+    pub fn sign_out(&self) -> Option<String> {
+        let id_token = self.session.get::<String>(ID_TOKEN).ok().flatten();
         self.session.purge();
+        id_token
     }
 }
 
@@ -162,7 +182,7 @@ impl FromRequest for SignedIn {
                 who.seen_at = now;
                 session.insert(WHO, who.clone())?;
             }
-            let soc = who.groups.contains(&web.settings.soc_group);
+            let soc = !web.app.soc_group.is_empty() && who.groups.contains(&web.app.soc_group);
             Ok(SignedIn {
                 person: Person {
                     user,

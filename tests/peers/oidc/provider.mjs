@@ -2,14 +2,24 @@
 // (OpenID-certified), in memory, on 127.0.0.1. Its devInteractions login page
 // accepts any login name; the accounts below give each person's groups.
 //
-//   node provider.mjs PORT
+//   node provider.mjs PORT [userinfo]
+//
+// By default the configured claims (email, groups) are in the ID token.
+// With `userinfo`, the provider follows OIDC Core 5.4 as oidc-provider does
+// by default (and many certified providers do): the ID token of the code
+// flow carries `sub` only, and the claims come from the UserInfo endpoint.
+//
+// RP-initiated logout is on (oidc-provider's default): the broker's
+// sign-out sends the browser to /session/end, which asks to confirm and
+// then returns to the broker's /signed-out page.
 //
 // Clients: `jit-broker` (the broker under test, on any 127.0.0.1 port: the
 // tests bind it to port 0) and `other-app` (another application at the same
 // provider: its ID tokens must not open the broker).
 import Provider from "oidc-provider";
 
-const [port] = process.argv.slice(2);
+const [port, mode] = process.argv.slice(2);
+const claimsFromUserinfoOnly = mode === "userinfo";
 const issuer = `http://127.0.0.1:${port}`;
 
 const groups = {
@@ -26,6 +36,7 @@ const provider = new Provider(issuer, {
       client_id: "jit-broker",
       client_secret: "jit-broker-test-secret-0123456789",
       redirect_uris: ["http://127.0.0.1/auth/callback"],
+      post_logout_redirect_uris: ["http://127.0.0.1/signed-out"],
       response_types: ["code"],
       grant_types: ["authorization_code"],
     },
@@ -44,8 +55,9 @@ const provider = new Provider(issuer, {
     groups: ["groups"],
   },
   scopes: ["openid", "email", "profile", "groups"],
-  // Tests read claims from the ID token itself, not from userinfo.
-  conformIdTokenClaims: false,
+  // false: the scope's claims go into the ID token too; true (the
+  // library's default): only into UserInfo.
+  conformIdTokenClaims: claimsFromUserinfoOnly,
   ttl: { IdToken: 600, AuthorizationCode: 60 },
   async findAccount(ctx, id) {
     const login = id.includes("@") ? id : `${id}@example.com`;
@@ -56,7 +68,7 @@ const provider = new Provider(issuer, {
       },
     };
   },
-  features: { devInteractions: { enabled: true } },
+  features: { devInteractions: { enabled: true }, rpInitiatedLogout: { enabled: true } },
 });
 // The broker under test listens on a port chosen at bind time: its callback
 // on any 127.0.0.1 port is accepted (oidc-provider's redirect-URI recipe).
@@ -68,6 +80,15 @@ provider.Client.prototype.redirectUriAllowed = function (value) {
     return true;
   }
   return redirectUriAllowed.call(this, value);
+};
+const { postLogoutRedirectUriAllowed } = provider.Client.prototype;
+provider.Client.prototype.postLogoutRedirectUriAllowed = function (value) {
+  const url = new URL(value);
+  if (this.clientId === "jit-broker" && url.protocol === "http:" && url.hostname === "127.0.0.1"
+      && url.pathname === "/signed-out" && url.search === "") {
+    return true;
+  }
+  return postLogoutRedirectUriAllowed.call(this, value);
 };
 provider.proxy = false;
 provider.on("server_error", (ctx, err) => console.error("server_error", err));
