@@ -11,7 +11,8 @@ use jit_app::SystemClock;
 use jit_e2e::Backend;
 use jit_e2e::app::API_KEY;
 use jit_e2e::web::{
-    CLIENT_ID, CLIENT_SECRET, Claims, WebApp, browser, cookie_client, csrf_of, spawn_web_app_on,
+    CLIENT_ID, CLIENT_SECRET, Claims, WebApp, browser, cookie_client, csrf_of, provider_sign_in,
+    spawn_web_app_on,
 };
 use rstest::rstest;
 use serde_json::{Value, json};
@@ -141,6 +142,19 @@ async fn csrf(app: &WebApp, http: &reqwest::Client) -> String {
     csrf_of(&page)
 }
 
+/// `who` (signed in as `http`) ends every session of `user` from the web form.
+async fn end_sessions_of(app: &WebApp, http: &reqwest::Client, user: &str) -> (u16, String) {
+    let token = csrf(app, http).await;
+    answer(
+        http.post(format!("{}/sessions/end", app.base))
+            .form(&[("csrf", token.as_str()), ("user", user)])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
 /// A copy of the cookie taken before sign-out opens nothing after it: no
 /// page, no form post. SOC "end sessions" and the API's revoke end every
 /// session of a person, on both backends.
@@ -195,16 +209,7 @@ async fn sign_out_ends_the_session_on_the_server(#[case] backend: Backend) {
     let (_, laptop) = app.sign_in_with_cookie("alice").await;
     let (_, phone) = app.sign_in_with_cookie("alice").await;
     let carol = app.sign_in("carol").await;
-    let carol_csrf = csrf(&app, &carol).await;
-    let (status, to) = answer(
-        carol
-            .post(format!("{}/sessions/end", app.base))
-            .form(&[("csrf", carol_csrf.as_str()), ("user", "alice@example.com")])
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, to) = end_sessions_of(&app, &carol, "alice@example.com").await;
     assert_eq!(status, 303);
     assert!(to.starts_with("/soc?sessions_ended=2&"), "{to}");
     let soc_page = carol
@@ -228,15 +233,7 @@ async fn sign_out_ends_the_session_on_the_server(#[case] backend: Backend) {
     // A person who is neither SOC nor the user may not; an admin key may.
     let (bob, _) = app.sign_in_with_cookie("bob").await;
     let (_, again) = app.sign_in_with_cookie("alice").await;
-    let bob_csrf = csrf(&app, &bob).await;
-    let (status, _) = answer(
-        bob.post(format!("{}/sessions/end", app.base))
-            .form(&[("csrf", bob_csrf.as_str()), ("user", "alice@example.com")])
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _) = end_sessions_of(&app, &bob, "alice@example.com").await;
     assert_eq!(status, 403);
     assert_eq!(with_cookie(&app.base, &again, "/access").await.0, 200);
     let revoked = api(
@@ -312,16 +309,7 @@ async fn replicas_share_sessions_and_their_end() {
     let (_, laptop) = app.sign_in_with_cookie("alice").await;
     assert_eq!(with_cookie(&other, &laptop, "/access").await.0, 200);
     let carol = app.sign_in("carol").await;
-    let carol_csrf = csrf(&app, &carol).await;
-    let (status, _) = answer(
-        carol
-            .post(format!("{}/sessions/end", app.base))
-            .form(&[("csrf", carol_csrf.as_str()), ("user", "alice@example.com")])
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _) = end_sessions_of(&app, &carol, "alice@example.com").await;
     assert_eq!(status, 303);
     assert_eq!(with_cookie(&other, &laptop, "/access").await.0, 303);
     // A replica restarted keeps the sessions that live and none that ended.
@@ -348,39 +336,7 @@ async fn sign_in_works_with_claims_from_userinfo_only() {
     .await;
     let b = browser().await;
     b.goto(&format!("{}/", app.base)).await.unwrap();
-    let field = |css: &'static str| b.find(Locator::Css(css));
-    b.wait()
-        .for_element(Locator::Css("input[name=login]"))
-        .await
-        .unwrap();
-    field("input[name=login]")
-        .await
-        .unwrap()
-        .send_keys("alice")
-        .await
-        .unwrap();
-    field("input[name=password]")
-        .await
-        .unwrap()
-        .send_keys("any")
-        .await
-        .unwrap();
-    field("button[type=submit]")
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    b.wait()
-        .for_element(Locator::Css("input[name=prompt][value=consent]"))
-        .await
-        .unwrap();
-    field("button[type=submit]")
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    provider_sign_in(&b, "alice").await;
     b.wait()
         .for_element(Locator::Id("request-form"))
         .await

@@ -11,13 +11,11 @@ use jit_app::{ManualClock, SystemClock};
 use jit_e2e::app::API_KEY;
 use jit_e2e::web::{
     CLIENT_ID, CLIENT_SECRET, OTHER_CLIENT_ID, OTHER_CLIENT_SECRET, OTHER_REDIRECT, WebApp,
-    browser, cookie_client, csrf_of, screenshot_dir, spawn_web_app,
+    browser, cookie_client, csrf_of, provider_sign_in, screenshot_dir, spawn_web_app,
 };
 use serde_json::{Value, json};
 
 const ADMIN: &str = "Master Admin";
-/// The provider's consent step (after its login step).
-const CONSENT: &str = "input[name=prompt][value=consent]";
 
 fn users() -> Vec<(&'static str, &'static [&'static str])> {
     vec![
@@ -702,41 +700,6 @@ async fn the_whole_story_in_a_real_browser() {
     let _ = a.close().await;
     let _ = b.close().await;
     app.running.stop().await;
-}
-
-/// Types `login` into the provider's sign-in page the browser is on, then
-/// consents.
-async fn provider_sign_in(b: &fantoccini::Client, login: &str) {
-    b.wait()
-        .for_element(Locator::Css("input[name=login]"))
-        .await
-        .unwrap();
-    let field = |css: &'static str| b.find(Locator::Css(css));
-    field("input[name=login]")
-        .await
-        .unwrap()
-        .send_keys(login)
-        .await
-        .unwrap();
-    field("input[name=password]")
-        .await
-        .unwrap()
-        .send_keys("any")
-        .await
-        .unwrap();
-    field("button[type=submit]")
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    b.wait().for_element(Locator::Css(CONSENT)).await.unwrap();
-    field("button[type=submit]")
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
 }
 
 async fn grant(app: &WebApp, id: &str) -> Value {

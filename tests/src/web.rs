@@ -415,3 +415,43 @@ pub fn screenshot_dir() -> PathBuf {
     let _ = std::fs::create_dir_all(&dir);
     dir
 }
+
+/// Types `login` into the provider's sign-in page the browser is on, then
+/// consents.
+pub async fn provider_sign_in(b: &fantoccini::Client, login: &str) {
+    b.wait()
+        .for_element(fantoccini::Locator::Css("input[name=login]"))
+        .await
+        .expect("the provider's sign-in page");
+    let field = |css: &'static str| b.find(fantoccini::Locator::Css(css));
+    field("input[name=login]")
+        .await
+        .expect("the provider's sign-in page")
+        .send_keys(login)
+        .await
+        .expect("the provider's sign-in page");
+    field("input[name=password]")
+        .await
+        .expect("the provider's sign-in page")
+        .send_keys("any")
+        .await
+        .expect("the provider's sign-in page");
+    field("button[type=submit]")
+        .await
+        .expect("the provider's sign-in page")
+        .click()
+        .await
+        .expect("the provider's sign-in page");
+    b.wait()
+        .for_element(fantoccini::Locator::Css(
+            "input[name=prompt][value=consent]",
+        ))
+        .await
+        .expect("the provider's sign-in page");
+    field("button[type=submit]")
+        .await
+        .expect("the provider's sign-in page")
+        .click()
+        .await
+        .expect("the provider's sign-in page");
+}

@@ -143,6 +143,17 @@ fn text(v: &Value) -> String {
     }
 }
 
+/// The approvers a request names (users; groups hear through
+/// `[notify.recipients] approval_requested`).
+fn approvers(d: &Value) -> Vec<String> {
+    d["approvers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect()
+}
+
 /// The words for one notice. Pure: the tests read them without SMTP.
 pub fn compose(notice: &Notice, slo: Duration) -> Composed {
     let e = &notice.event;
@@ -176,12 +187,7 @@ pub fn compose(notice: &Notice, slo: Duration) -> Composed {
     let mut people = Vec::new();
     let (kind, alert, headline, summary, action) = match e.kind.as_str() {
         "grant_requested" if d["state"] == "pending_approval" => {
-            people = d["approvers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|a| a.as_str().map(str::to_owned))
-                .collect();
+            people = approvers(d);
             (
                 "approval_requested",
                 false,
@@ -195,12 +201,7 @@ pub fn compose(notice: &Notice, slo: Duration) -> Composed {
             )
         }
         "extension_requested" => {
-            people = d["approvers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|a| a.as_str().map(str::to_owned))
-                .collect();
+            people = approvers(d);
             (
                 "approval_requested",
                 false,

@@ -3,7 +3,7 @@
 //! request was made against.
 use async_trait::async_trait;
 use jit_app::{ExtensionStore, NewAudit, NewJob, StoreError};
-use jit_domain::{ExtensionRequest, ExtensionState, GrantId, Review, UserName};
+use jit_domain::{ExtensionRequest, ExtensionState, GrantId, Review};
 
 use crate::{PgStore, SqliteStore, corrupt, db, ms, opt_time, time};
 
@@ -90,23 +90,14 @@ macro_rules! extension_store {
             }
 
             async fn extension_reviews(&self, id: uuid::Uuid) -> Result<Vec<Review>, StoreError> {
-                let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+                let rows: Vec<crate::ReviewRow> = sqlx::query_as(
                     "SELECT approver, verdict, comment, at FROM extension_reviews WHERE extension_id = $1 ORDER BY at, approver",
                 )
                 .bind(id.to_string())
                 .fetch_all(&self.pool)
                 .await
                 .map_err(db)?;
-                rows.into_iter()
-                    .map(|(approver, verdict, comment, at)| {
-                        Ok(Review {
-                            approver: UserName::parse(&approver).map_err(|e| corrupt("approver", e.message))?,
-                            verdict: verdict.parse().map_err(|e| corrupt("verdict", e))?,
-                            comment,
-                            at: time(at)?,
-                        })
-                    })
-                    .collect()
+                rows.into_iter().map(crate::review_from_row).collect()
             }
 
             async fn record_extension_review(

@@ -267,23 +267,14 @@ macro_rules! grant_store {
             }
 
             async fn reviews(&self, id: GrantId) -> Result<Vec<Review>, StoreError> {
-                let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+                let rows: Vec<crate::ReviewRow> = sqlx::query_as(
                     "SELECT approver, verdict, comment, at FROM grant_reviews WHERE grant_id = $1 ORDER BY at, approver",
                 )
                 .bind(id.to_string())
                 .fetch_all(&self.pool)
                 .await
                 .map_err(db)?;
-                rows.into_iter()
-                    .map(|(approver, verdict, comment, at)| {
-                        Ok(Review {
-                            approver: UserName::parse(&approver).map_err(|e| corrupt("approver", e.message))?,
-                            verdict: verdict.parse().map_err(|e| corrupt("verdict", e))?,
-                            comment,
-                            at: time(at)?,
-                        })
-                    })
-                    .collect()
+                rows.into_iter().map(crate::review_from_row).collect()
             }
 
             async fn extend_grant(

@@ -164,6 +164,22 @@ pub(crate) fn opt_time(ms: Option<i64>) -> Result<Option<DateTime<Utc>>, StoreEr
     ms.map(time).transpose()
 }
 
+/// An approver's answer as `grant_reviews` and `extension_reviews` keep it:
+/// approver, verdict, comment, at.
+pub(crate) type ReviewRow = (String, String, String, i64);
+
+pub(crate) fn review_from_row(
+    (approver, verdict, comment, at): ReviewRow,
+) -> Result<jit_domain::Review, StoreError> {
+    Ok(jit_domain::Review {
+        approver: jit_domain::UserName::parse(&approver)
+            .map_err(|e| corrupt("approver", e.message))?,
+        verdict: verdict.parse().map_err(|e| corrupt("verdict", e))?,
+        comment,
+        at: time(at)?,
+    })
+}
+
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
