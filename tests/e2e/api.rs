@@ -319,6 +319,59 @@ async fn the_dev_sandbox_works_with_no_external_system() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(sandbox_roles().await, ["Employee"]);
+    // No SMTP in the sandbox: what would be mailed lands in its mailbox,
+    // and the outbox drains.
+    let mail = || async {
+        let v: Value = app
+            .http
+            .get(format!("{}/sandbox/mail", app.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["items"].as_array().cloned().unwrap_or_default()
+    };
+    while !mail().await.iter().any(|m| m["kind"] == "grant_ended") {
+        assert!(Instant::now() < deadline, "no end email in the mailbox");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let kept = mail().await;
+    let ended = kept.iter().find(|m| m["kind"] == "grant_ended").unwrap();
+    assert!(
+        ended["subject"]
+            .as_str()
+            .unwrap()
+            .contains("Master Admin ended for alice@example.com"),
+        "{ended}"
+    );
+    assert_eq!(ended["to"], json!(["soc@sandbox.invalid"]));
+    let page = app
+        .http
+        .get(format!("{}/sandbox/mailbox", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Sandbox mailbox") && page.contains("Master Admin ended for"));
+    let drained = || async {
+        app.http
+            .get(format!("{}/metrics", app.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .contains("jit_outbox_pending 0")
+    };
+    while !drained().await {
+        assert!(Instant::now() < deadline, "the outbox never drained");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     app.running.stop().await;
 }
 

@@ -229,12 +229,9 @@ async fn grants_made_in_one_millisecond_page_newest_first(#[case] backend: Backe
     let mut before = None;
     loop {
         let filter = jit_app::GrantFilter {
-            user: None,
-            role: None,
-            state: None,
-            ticket: None,
             before,
             limit: 7,
+            ..jit_app::GrantFilter::default()
         };
         let page = store.grants(&filter).await.unwrap();
         listed.extend(page.iter().map(|g| g.id));
@@ -246,6 +243,35 @@ async fn grants_made_in_one_millisecond_page_newest_first(#[case] backend: Backe
     created.reverse();
     assert_eq!(listed.len(), 300);
     assert_eq!(listed, created, "newest first, every grant once");
+    // The ticket poll reads only what it can act on: live grants, and for
+    // the webhook's once-per-change rule, those it made.
+    let filtered = |live: bool, origin: Option<&str>| {
+        let store = store.clone();
+        let filter = jit_app::GrantFilter {
+            live,
+            origin: origin.map(str::to_owned),
+            limit: 1000,
+            ..jit_app::GrantFilter::default()
+        };
+        async move { store.grants(&filter).await.unwrap().len() }
+    };
+    let cancelled = jit_domain::Transition {
+        from: GrantState::Approved,
+        to: GrantState::Cancelled,
+        end_reason: None,
+        at: t0() + TimeDelta::seconds(10),
+    };
+    for id in &created[..100] {
+        assert!(
+            store
+                .transition(*id, &cancelled, None, &[], audit("grant_cancelled", 10))
+                .await
+                .unwrap()
+        );
+    }
+    assert_eq!(filtered(true, None).await, 200, "only the live ones");
+    assert_eq!(filtered(false, Some("api")).await, 300);
+    assert_eq!(filtered(false, Some("servicenow")).await, 0);
 }
 
 #[rstest]

@@ -102,7 +102,8 @@ fn on_exit(c: Cleanup) {
     CLEANUP.lock().unwrap_or_else(|p| p.into_inner()).push(c);
 }
 
-fn wait_for_port(port: u16, what: &str, timeout: Duration) -> anyhow::Result<()> {
+/// Waits (bounded) until something listens on `port` of 127.0.0.1.
+pub fn wait_for_port(port: u16, what: &str, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {

@@ -188,7 +188,8 @@ impl App {
         };
         let decision = decide(&self.policy, &valid, &requester.groups, evidence, now);
         if !decision.allowed {
-            tracing::warn!(
+            // The caller's answer (403) says it all; not the broker's fault.
+            tracing::info!(
                 actor = %requester.actor, origin = requester.origin, user = %valid.user,
                 role = %valid.role, ticket = ?valid.ticket.as_ref().map(|t| t.as_str()),
                 denied = ?decision.denials().iter().map(|d| d.rule.as_str()).collect::<Vec<_>>(),

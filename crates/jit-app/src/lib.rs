@@ -12,6 +12,7 @@ pub mod mailer;
 pub mod ports;
 pub mod reconcile;
 pub mod soc;
+pub mod throttle;
 pub mod tickets;
 pub mod worker;
 

@@ -363,6 +363,10 @@ pub struct GrantFilter {
     pub ticket: Option<TicketId>,
     /// Only grants created before this one (ids sort by creation).
     pub before: Option<GrantId>,
+    /// Only grants that are not over (pending, approved, active).
+    pub live: bool,
+    /// Only grants made through this door (`api`, `web`, `servicenow`).
+    pub origin: Option<String>,
     pub limit: u32,
 }
 

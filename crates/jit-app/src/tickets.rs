@@ -125,10 +125,13 @@ impl App {
             approval: ticket.as_ref().map(|t| t.approval.clone()),
             ..ChangeOutcome::default()
         };
-        let grants = self.grants_citing(number).await?;
-        for g in grants.iter().filter(|g| !g.state.is_terminal()) {
+        let live = GrantFilter {
+            live: true,
+            ..GrantFilter::default()
+        };
+        for g in self.grants_citing(number, live).await? {
             if let Some(why) = g.ended_by_change(&self.policy, ticket.as_ref(), now)
-                && let Some(ended) = self.end_for_ticket(g, &why).await?
+                && let Some(ended) = self.end_for_ticket(&g, &why).await?
             {
                 outcome.ended.push(ended);
             }
@@ -150,6 +153,16 @@ impl App {
                 .notes
                 .push("the change names no role to elevate to; nothing to grant".into());
         }
+        // What the webhook made under this change before, live or not.
+        let made_here = self
+            .grants_citing(
+                number,
+                GrantFilter {
+                    origin: Some("servicenow".into()),
+                    ..GrantFilter::default()
+                },
+            )
+            .await?;
         for raw_role in &ticket.roles {
             let Ok(role) = RoleName::parse(raw_role) else {
                 outcome
@@ -160,9 +173,9 @@ impl App {
             // The webhook grants once per change, user and role: a grant that
             // was dropped or has expired is not brought back by the next
             // update of the same change.
-            if let Some(g) = grants
+            if let Some(g) = made_here
                 .iter()
-                .find(|g| g.origin == "servicenow" && g.user == user && g.role == role)
+                .find(|g| g.user == user && g.role == role)
             {
                 outcome.unchanged.push(g.id);
                 continue;
@@ -247,7 +260,14 @@ impl App {
         }
     }
 
-    async fn grants_citing(&self, number: &TicketId) -> Result<Vec<Grant>, AppError> {
+    /// The grants citing a change that `filter` keeps (its ticket and page
+    /// set here). Never every grant ever made under it: a change cited by
+    /// thousands of ended grants must not be read whole on each poll.
+    async fn grants_citing(
+        &self,
+        number: &TicketId,
+        filter: GrantFilter,
+    ) -> Result<Vec<Grant>, AppError> {
         let mut all = Vec::new();
         let mut before = None;
         loop {
@@ -257,7 +277,7 @@ impl App {
                     ticket: Some(number.clone()),
                     before,
                     limit: 500,
-                    ..GrantFilter::default()
+                    ..filter.clone()
                 })
                 .await?;
             let done = page.len() < 500;
@@ -284,10 +304,11 @@ impl App {
                 }
             };
             let now = self.now();
-            for g in self.grants_citing(&number).await? {
-                if g.state.is_terminal() {
-                    continue;
-                }
+            let live = GrantFilter {
+                live: true,
+                ..GrantFilter::default()
+            };
+            for g in self.grants_citing(&number, live).await? {
                 if let Some(why) = g.ended_by_change(&self.policy, ticket.as_ref(), now)
                     && self
                         .end_for_ticket(&g, &format!("{why} (found by poll)"))

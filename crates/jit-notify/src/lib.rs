@@ -5,6 +5,7 @@
 //! (for a local relay) plain SMTP. [`webhook`] feeds the same events to a
 //! SIEM as signed JSON.
 
+pub mod sandbox;
 pub mod webhook;
 
 use std::collections::BTreeMap;

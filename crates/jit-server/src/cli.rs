@@ -426,7 +426,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let store = open_store(&config, false).await?;
             let filter = GrantFilter {
-                role: None,
                 user: user
                     .map(|u| {
                         UserName::parse(&u).map_err(|e| anyhow::anyhow!("--user {}", e.message))
@@ -443,6 +442,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .transpose()?,
                 before: None,
                 limit: limit.clamp(1, 1000),
+                ..GrantFilter::default()
             };
             let grants = store.grants(&filter).await?;
             if json {

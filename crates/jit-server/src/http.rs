@@ -768,12 +768,12 @@ pub(crate) async fn list_grants(
         return Err(ApiError::Invalid(errors));
     }
     let filter = GrantFilter {
-        role: None,
         user,
         state: grant_state,
         ticket,
         before,
         limit,
+        ..GrantFilter::default()
     };
     // A person (not in the SOC) lists their own grants only.
     let items: Vec<Grant> = state.app.list_grants(&caller.as_caller(), filter).await?;
@@ -925,7 +925,7 @@ async fn handle_servicenow_webhook(
     let delivery = verifier
         .verify(headers, &body, state.app.now())
         .map_err(|e| {
-            tracing::warn!(error = %e, "servicenow webhook refused");
+            jit_app::warn_throttled!("servicenow_webhook_refused", error = %e, "servicenow webhook refused");
             ApiError::Webhook(e)
         })?;
     let number = change_number(&body).map_err(ApiError::Webhook)?;

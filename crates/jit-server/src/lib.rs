@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod openapi;
+mod request_log;
 pub mod sandbox;
 pub mod sandbox_servicenow;
 
@@ -31,6 +32,9 @@ use crate::config::{ApiKeyConfig, Config, ScimProfile, secret};
 /// The API key `serve --dev` accepts when no key is configured. Public by
 /// design: the sandbox holds nothing real.
 pub const DEV_API_KEY: &str = "dev-sandbox-key";
+
+/// How many emails the `--dev` sandbox mailbox keeps.
+pub const SANDBOX_MAILS_KEPT: usize = 300;
 /// The webhook secret `serve --dev` uses when none is configured.
 pub const DEV_WEBHOOK_SECRET: &str = "dev-sandbox-webhook-secret";
 /// Where `serve --dev` keeps its data unless told otherwise.
@@ -536,11 +540,27 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
         let (stop, stop_rx) = oneshot::channel::<()>();
         background.push((stop, run(stop_rx)));
     };
-    match notifier {
+    // `--dev` without SMTP: the emails go to the sandbox mailbox instead, so
+    // the outbox drains and a newcomer can read them.
+    let mailbox = (dev && notifier.is_none())
+        .then(|| {
+            jit_notify::sandbox::SandboxMailbox::new(
+                SANDBOX_MAILS_KEPT,
+                Duration::from_secs(config.notify.revocation_slo_secs),
+            )
+        })
+        .transpose()?
+        .map(Arc::new);
+    let mail_to: Option<Arc<dyn jit_app::Notifier>> = match (notifier, &mailbox) {
+        (Some(smtp), _) => Some(Arc::new(smtp)),
+        (None, Some(sandbox)) => Some(sandbox.clone()),
+        (None, None) => None,
+    };
+    match mail_to {
         Some(notifier) => {
             let mailer = Arc::new(jit_app::Mailer::new(
                 app.store.clone(),
-                Arc::new(notifier),
+                notifier,
                 app.clock.clone(),
                 owner.clone(),
                 jit_app::MailerConfig::default(),
@@ -568,6 +588,21 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
             }))
         }));
     }
+    // Histograms keep every sample until upkeep folds them into buckets; a
+    // broker nobody scrapes would otherwise keep each grant's latencies.
+    let metrics = prometheus()?;
+    let upkeep = metrics.clone();
+    spawn(Box::new(move |stop| {
+        tokio::spawn(async move {
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => upkeep.run_upkeep(),
+                    _ = &mut stop => break,
+                }
+            }
+        })
+    }));
     for sink in sinks_from_config(&config)? {
         let feed = Arc::new(jit_app::Feed::new(
             app.store.clone(),
@@ -601,7 +636,7 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
         reconcile: reconcile.clone(),
         owner: owner.clone(),
         pulse,
-        metrics: prometheus()?,
+        metrics,
         ticket_system_configured,
         servicenow_seen: tokio::sync::Mutex::new(None),
     });
@@ -609,11 +644,16 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
     let sandbox_book = sandbox_changes.clone().map(web::Data::new);
     let server = HttpServer::new(move || {
         let mut a = ActixApp::new()
-            .wrap(TracingLogger::default())
+            .wrap(TracingLogger::<request_log::RequestLog>::new())
             .app_data(state.clone())
             .configure(http::routes);
         if let Some(sandbox) = &sandbox {
             a = a.app_data(sandbox.clone()).configure(sandbox::routes);
+        }
+        if let Some(mailbox) = &mailbox {
+            a = a
+                .app_data(web::Data::from(mailbox.clone()))
+                .configure(sandbox::mailbox_routes);
         }
         if let Some(book) = &sandbox_book {
             a = a

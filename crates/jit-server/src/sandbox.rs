@@ -298,3 +298,27 @@ mod tests {
         assert_eq!(role_path_value("roles"), None);
     }
 }
+
+/// `/sandbox/mail` (JSON) and `/sandbox/mailbox` (a page): what the broker
+/// would have emailed, newest first.
+pub fn mailbox_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/sandbox/mail", web::get().to(mail_json))
+        .route("/sandbox/mailbox", web::get().to(mail_page));
+}
+
+async fn mail_json(box_: web::Data<jit_notify::sandbox::SandboxMailbox>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({"items": box_.messages()}))
+}
+
+async fn mail_page(box_: web::Data<jit_notify::sandbox::SandboxMailbox>) -> HttpResponse {
+    match box_.page() {
+        Ok(page) => HttpResponse::Ok()
+            .content_type("text/html; charset=utf-8")
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .body(page),
+        Err(e) => {
+            tracing::error!(error = %e, "sandbox mailbox page");
+            HttpResponse::InternalServerError().finish()
+        }
+    }
+}

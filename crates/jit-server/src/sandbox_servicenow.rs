@@ -19,6 +19,9 @@ use serde_json::{Map, Value, json};
 
 pub const BASE_PATH: &str = "/sandbox/servicenow";
 
+/// How many answered requests the stand-in remembers (tests read them).
+pub const KEPT_QUERIES: usize = 1000;
+
 /// One request the stand-in answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedQuery {
@@ -29,7 +32,9 @@ pub struct RecordedQuery {
 #[derive(Default)]
 struct Book {
     tables: BTreeMap<String, Vec<Map<String, Value>>>,
-    queries: Vec<RecordedQuery>,
+    /// The last [`KEPT_QUERIES`] requests: a sandbox left running for days
+    /// must not keep every one.
+    queries: std::collections::VecDeque<RecordedQuery>,
     /// Answer 503 to everything (ServiceNow down).
     down: bool,
     basic_auth: Option<(String, String)>,
@@ -129,7 +134,7 @@ impl ChangeBook {
 
     /// Every request answered so far, oldest first.
     pub fn queries(&self) -> Vec<RecordedQuery> {
-        self.lock().queries.clone()
+        self.lock().queries.iter().cloned().collect()
     }
 
     pub fn clear_queries(&self) {
@@ -248,7 +253,10 @@ async fn table(
     let table = path.into_inner();
     let params = query.into_inner();
     let mut b = book.lock();
-    b.queries.push(RecordedQuery {
+    if b.queries.len() == KEPT_QUERIES {
+        b.queries.pop_front();
+    }
+    b.queries.push_back(RecordedQuery {
         table: table.clone(),
         params: params.clone(),
     });

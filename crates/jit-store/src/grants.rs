@@ -189,6 +189,8 @@ macro_rules! grant_store {
                 if let Some(s) = f.state { push("state =", s.to_string(), &mut sql); }
                 if let Some(t) = &f.ticket { push("ticket =", t.to_string(), &mut sql); }
                 if let Some(b) = f.before { push("id <", b.to_string(), &mut sql); }
+                if let Some(o) = &f.origin { push("origin =", o.clone(), &mut sql); }
+                if f.live { sql.push_str(&format!(" AND state IN {NON_TERMINAL}")); }
                 sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", f.limit.clamp(1, 1000)));
                 let mut q = sqlx::query_as::<_, GrantRow>(built(sql));
                 for a in args {

@@ -36,6 +36,13 @@ pub enum WebError {
     Config(String),
 }
 
+impl WebError {
+    /// Already written to the log (with the detail the page does not show).
+    pub fn logged(&self) -> bool {
+        matches!(self, Self::Internal(_) | Self::Config(_))
+    }
+}
+
 impl From<AppError> for WebError {
     fn from(e: AppError) -> Self {
         match e {

@@ -326,7 +326,7 @@ async fn callback(
         .as_deref()
         .ok_or_else(|| WebError::Login("the identity provider sent no code".into()))?;
     let signed_in = oidc.finish(pending, code).await.map_err(|e| {
-        tracing::warn!(error = %e, "OIDC sign-in refused");
+        jit_app::warn_throttled!("oidc_sign_in_refused", error = %e, "OIDC sign-in refused");
         WebError::Login(e.to_string())
     })?;
     let person = signed_in.person;

@@ -364,12 +364,10 @@ async fn removed_delays_ms(store: &dyn Store, n: usize) -> anyhow::Result<Vec<f6
     let mut before = None;
     loop {
         let filter = jit_app::GrantFilter {
-            role: None,
-            user: None,
             state: Some(GrantState::Ended),
-            ticket: None,
             before,
             limit: 1000,
+            ..jit_app::GrantFilter::default()
         };
         let page = store.grants(&filter).await?;
         let Some(last) = page.last() else { break };
