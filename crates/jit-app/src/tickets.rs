@@ -173,10 +173,7 @@ impl App {
             // The webhook grants once per change, user and role: a grant that
             // was dropped or has expired is not brought back by the next
             // update of the same change.
-            if let Some(g) = made_here
-                .iter()
-                .find(|g| g.user == user && g.role == role)
-            {
+            if let Some(g) = made_here.iter().find(|g| g.user == user && g.role == role) {
                 outcome.unchanged.push(g.id);
                 continue;
             }

@@ -72,10 +72,11 @@ impl SandboxMailbox {
         let mut env = Environment::new();
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
         env.add_template("mailbox.html", PAGE)?;
-        env.get_template("mailbox.html")?.render(minijinja::context! {
-            capacity => self.capacity,
-            mails => self.messages(),
-        })
+        env.get_template("mailbox.html")?
+            .render(minijinja::context! {
+                capacity => self.capacity,
+                mails => self.messages(),
+            })
     }
 }
 

@@ -32,6 +32,19 @@ impl DatabaseSessions {
     }
 }
 
+/// How long a session nobody has signed in to may idle (a sign-in in
+/// progress): short, so that a flood of `/login` visits cannot pile rows up.
+const ANONYMOUS_IDLE: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
+
+impl DatabaseSessions {
+    fn idle_for(&self, user: Option<&str>) -> chrono::TimeDelta {
+        match user {
+            Some(_) => self.idle,
+            None => self.idle.min(ANONYMOUS_IDLE),
+        }
+    }
+}
+
 /// What the database keys a session by: a stolen copy of the table opens
 /// nothing.
 fn id_hash(key: &str) -> String {
@@ -69,12 +82,13 @@ impl SessionStore for DatabaseSessions {
     ) -> Result<SessionKey, SaveError> {
         let key = random_token();
         let now = self.app.now();
+        let user = user_of(&state);
         let row = StoredSession {
             id_hash: id_hash(&key),
-            user: user_of(&state),
+            expires_at: now + self.idle_for(user.as_deref()),
+            user,
             state: encode(&state).map_err(SaveError::Serialization)?,
             created_at: now,
-            expires_at: now + self.idle,
             absolute_at: now + self.absolute,
         };
         self.app
@@ -93,14 +107,15 @@ impl SessionStore for DatabaseSessions {
     ) -> Result<SessionKey, UpdateError> {
         let now = self.app.now();
         let text = encode(&state).map_err(UpdateError::Serialization)?;
+        let user = user_of(&state);
         let live = self
             .app
             .store
             .update_session(
                 &id_hash(key.as_ref()),
-                user_of(&state).as_deref(),
+                user.as_deref(),
                 &text,
-                now + self.idle,
+                now + self.idle_for(user.as_deref()),
                 now,
             )
             .await

@@ -88,11 +88,15 @@ fn sockets(pid: u32) -> usize {
 }
 
 fn sqlite_bytes(dir: &Path) -> u64 {
-    ["jit-broker-dev.db", "jit-broker-dev.db-wal", "jit-broker-dev.db-shm"]
-        .iter()
-        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
-        .map(|m| m.len())
-        .sum()
+    [
+        "jit-broker-dev.db",
+        "jit-broker-dev.db-wal",
+        "jit-broker-dev.db-shm",
+    ]
+    .iter()
+    .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
+    .map(|m| m.len())
+    .sum()
 }
 
 /// Least-squares slope of `y` over `x`.
@@ -188,7 +192,10 @@ async fn main() -> anyhow::Result<()> {
     let mut samples: Vec<Sample> = Vec::new();
     let mut next_sample = Duration::ZERO;
     let mut tasks = tokio::task::JoinSet::new();
-    println!("soak: {total} requests at {}/s against {base} (pid {pid})", args.rate);
+    println!(
+        "soak: {total} requests at {}/s against {base} (pid {pid})",
+        args.rate
+    );
     println!(
         "{:>7} {:>9} {:>10} {:>11} {:>8} {:>10}",
         "t (s)", "grants", "RSS (MiB)", "anon (MiB)", "sockets", "DB (MiB)"
@@ -249,7 +256,9 @@ async fn main() -> anyhow::Result<()> {
             // holders sweep every 300 grants.
             if i % 10 == 0 {
                 let _ = http
-                    .get(format!("{base}/api/v1/grants?user=alice@example.com&limit=20"))
+                    .get(format!(
+                        "{base}/api/v1/grants?user=alice@example.com&limit=20"
+                    ))
                     .bearer_auth(&key)
                     .send()
                     .await;
