@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use jit_e2e::app::{API_KEY, spawn_app};
 use jit_e2e::{Backend, Tenant, peer_program, workspace_root};
-use jit_server::http::ROUTES;
+use jit_server::api::ROUTES;
 use serde_json::Value;
 
 #[tokio::test]

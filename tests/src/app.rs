@@ -305,12 +305,12 @@ pub async fn spawn_app_with(
     config.api_keys = vec![
         ApiKeyConfig {
             name: "e2e".into(),
-            sha256: jit_server::http::hash_key(API_KEY),
+            sha256: jit_server::api::hash_key(API_KEY),
             admin: true,
         },
         ApiKeyConfig {
             name: "e2e-reader".into(),
-            sha256: jit_server::http::hash_key(READER_KEY),
+            sha256: jit_server::api::hash_key(READER_KEY),
             admin: false,
         },
     ];

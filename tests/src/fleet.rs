@@ -71,7 +71,7 @@ impl Fleet {
                     .unwrap_or_default(),
                 sn = targets.servicenow_url,
                 sn_user = SERVICENOW_USER,
-                hash = jit_server::http::hash_key(API_KEY),
+                hash = jit_server::api::hash_key(API_KEY),
                 extra = targets.extra,
             ),
         )

@@ -270,7 +270,7 @@ fn web_config(
     config.scim.bearer_token = Some(SecretString::from(SCIM_TOKEN));
     config.api_keys = vec![ApiKeyConfig {
         name: "e2e".into(),
-        sha256: jit_server::http::hash_key(API_KEY),
+        sha256: jit_server::api::hash_key(API_KEY),
         admin: true,
     }];
     config.web.secure_cookies = false;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::config::{Config, LogFormat};
-use crate::{DEV_DATABASE_URL, http, start};
+use crate::{DEV_DATABASE_URL, api, start};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use jit_app::{GrantFilter, Store, SystemClock};
@@ -531,7 +531,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             std::io::stdin().read_to_string(&mut key)?;
             let key = key.trim();
             anyhow::ensure!(key.len() >= 24, "an API key must be at least 24 characters");
-            println!("{}", http::hash_key(key));
+            println!("{}", api::hash_key(key));
         }
     }
     Ok(ExitCode::SUCCESS)

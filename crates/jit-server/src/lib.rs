@@ -2,10 +2,9 @@
 //! worker + HTTP. `start` is what the binary runs and what tests call on
 //! port 0 with a fresh database.
 
+pub mod api;
 pub mod cli;
 pub mod config;
-pub mod http;
-pub mod openapi;
 mod request_log;
 pub mod sandbox;
 pub mod sandbox_servicenow;
@@ -499,7 +498,7 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
     if dev && keys.is_empty() {
         keys.push(ApiKeyConfig {
             name: "dev".into(),
-            sha256: http::hash_key(DEV_API_KEY),
+            sha256: api::hash_key(DEV_API_KEY),
             admin: true,
         });
     }
@@ -626,7 +625,7 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
         jit_web::Login::Oidc(oidc) => Some(oidc.clone()),
         jit_web::Login::Sandbox(_) => None,
     });
-    let state = web::Data::new(http::ApiState {
+    let state = web::Data::new(api::ApiState {
         bearer,
         app: app.clone(),
         keys,
@@ -646,7 +645,7 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
         let mut a = ActixApp::new()
             .wrap(TracingLogger::<request_log::RequestLog>::new())
             .app_data(state.clone())
-            .configure(http::routes);
+            .configure(api::routes);
         if let Some(sandbox) = &sandbox {
             a = a.app_data(sandbox.clone()).configure(sandbox::routes);
         }

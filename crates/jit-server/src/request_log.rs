@@ -9,7 +9,7 @@ use actix_web::{Error, ResponseError};
 use tracing::Span;
 use tracing_actix_web::{DefaultRootSpanBuilder, RootSpanBuilder};
 
-use crate::http::ApiError;
+use crate::api::ApiError;
 
 pub struct RequestLog;
 

@@ -276,29 +276,6 @@ async fn patch(
         .finish()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_the_filters_the_broker_sends() {
-        assert_eq!(
-            parse_filter(r#"userName eq "a@b.c""#),
-            Some(Filter::UserName("a@b.c".into()))
-        );
-        assert_eq!(
-            parse_filter(r#"roles.value eq "Master Admin""#),
-            Some(Filter::Role("Master Admin".into()))
-        );
-        assert_eq!(parse_filter(r#"displayName eq "x""#), None);
-        assert_eq!(
-            role_path_value(r#"roles[value eq "Master Admin"]"#).as_deref(),
-            Some("Master Admin")
-        );
-        assert_eq!(role_path_value("roles"), None);
-    }
-}
-
 /// `/sandbox/mail` (JSON) and `/sandbox/mailbox` (a page): what the broker
 /// would have emailed, newest first.
 pub fn mailbox_routes(cfg: &mut web::ServiceConfig) {
@@ -320,5 +297,28 @@ async fn mail_page(box_: web::Data<jit_notify::sandbox::SandboxMailbox>) -> Http
             tracing::error!(error = %e, "sandbox mailbox page");
             HttpResponse::InternalServerError().finish()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_filters_the_broker_sends() {
+        assert_eq!(
+            parse_filter(r#"userName eq "a@b.c""#),
+            Some(Filter::UserName("a@b.c".into()))
+        );
+        assert_eq!(
+            parse_filter(r#"roles.value eq "Master Admin""#),
+            Some(Filter::Role("Master Admin".into()))
+        );
+        assert_eq!(parse_filter(r#"displayName eq "x""#), None);
+        assert_eq!(
+            role_path_value(r#"roles[value eq "Master Admin"]"#).as_deref(),
+            Some("Master Admin")
+        );
+        assert_eq!(role_path_value("roles"), None);
     }
 }

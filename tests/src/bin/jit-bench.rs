@@ -271,7 +271,7 @@ async fn main() -> anyhow::Result<()> {
     config.worker.concurrency = args.concurrency;
     config.api_keys = vec![ApiKeyConfig {
         name: "bench".into(),
-        sha256: jit_server::http::hash_key(API_KEY),
+        sha256: jit_server::api::hash_key(API_KEY),
         admin: true,
     }];
     config.log.level = "warn".into();

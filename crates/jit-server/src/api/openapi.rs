@@ -3,7 +3,7 @@
 //!
 //! The request and answer shapes below describe the JSON the handlers read
 //! and write (they validate bodies themselves, naming field and rule). A
-//! test checks that every registered route (`http::ROUTES`) is documented.
+//! test checks that every registered route (`api::ROUTES`) is documented.
 
 use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -178,24 +178,24 @@ impl Modify for Security {
         description = "Just-in-time privilege elevation for Genesys Cloud CX: grants, approvals, sweeps, the audit log."
     ),
     paths(
-        crate::http::create_grant,
-        crate::http::list_grants,
-        crate::http::get_grant,
-        crate::http::drop_grant,
-        crate::http::approve_grant,
-        crate::http::deny_grant,
-        crate::http::extend_grant,
-        crate::http::my_approvals,
-        crate::http::start_reconcile,
-        crate::http::list_runs,
-        crate::http::get_run,
-        crate::http::audit_events,
-        crate::http::revoke_sessions,
-        crate::http::openapi_json,
-        crate::http::servicenow_webhook,
-        crate::http::healthz,
-        crate::http::readyz,
-        crate::http::metrics_page,
+        crate::api::grants::create_grant,
+        crate::api::grants::list_grants,
+        crate::api::grants::get_grant,
+        crate::api::grants::drop_grant,
+        crate::api::approvals::approve_grant,
+        crate::api::approvals::deny_grant,
+        crate::api::grants::extend_grant,
+        crate::api::approvals::my_approvals,
+        crate::api::reconcile::start_reconcile,
+        crate::api::reconcile::list_runs,
+        crate::api::reconcile::get_run,
+        crate::api::audit::audit_events,
+        crate::api::sessions::revoke_sessions,
+        crate::api::ops::openapi_json,
+        crate::api::webhooks::servicenow_webhook,
+        crate::api::ops::healthz,
+        crate::api::ops::readyz,
+        crate::api::ops::metrics_page,
     ),
     components(schemas(GrantRequest, ExtendRequest, ReviewRequest, ErrorBody, ErrorDetail, FieldErrorDoc, GrantDoc, Page, AuditPageDoc, RunDoc, RevokeSessionsRequest, RevokedDoc, ExtensionRequestedDoc)),
     modifiers(&Security),
