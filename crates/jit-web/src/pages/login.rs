@@ -1,0 +1,216 @@
+//! Signing in (OpenID Connect, or the sandbox's picker), signing out
+//! (here and at the provider), and ending a person's sessions.
+
+use actix_session::Session;
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
+use jit_domain::UserName;
+use serde::Deserialize;
+
+use super::{html, see_other};
+use crate::session::{SignedIn, anonymous_csrf, check_csrf, sign_in};
+use crate::{Login, Web, WebError};
+
+pub(super) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/login", web::get().to(login_page))
+        .route("/login/sandbox", web::post().to(sandbox_login))
+        .route("/auth/callback", web::get().to(callback))
+        .route("/logout", web::post().to(logout))
+        .route("/signed-out", web::get().to(signed_out))
+        .route("/sessions/end", web::post().to(end_sessions));
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    users: Vec<(String, String)>,
+    csrf: String,
+}
+
+async fn login_page(web: web::Data<Web>, session: Session) -> Result<HttpResponse, WebError> {
+    match &web.login {
+        Login::Oidc(oidc) => {
+            let (url, pending) = oidc.start();
+            session.insert("login", pending)?;
+            Ok(HttpResponse::SeeOther()
+                .insert_header((header::LOCATION, url.to_string()))
+                .finish())
+        }
+        Login::Sandbox(users) => {
+            let page = LoginPage {
+                users: users
+                    .iter()
+                    .map(|u| {
+                        (
+                            u.user.to_string(),
+                            u.groups.iter().cloned().collect::<Vec<_>>().join(", "),
+                        )
+                    })
+                    .collect(),
+                csrf: anonymous_csrf(&session)?,
+            };
+            html(StatusCode::OK, &page)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct SandboxLogin {
+    #[serde(default)]
+    user: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn sandbox_login(
+    req: HttpRequest,
+    web: web::Data<Web>,
+    session: Session,
+    form: web::Form<SandboxLogin>,
+) -> Result<HttpResponse, WebError> {
+    let Login::Sandbox(users) = &web.login else {
+        return Err(WebError::NotFound("no sandbox login here".into()));
+    };
+    check_csrf(&req, &session, &form.csrf)?;
+    let chosen = users
+        .iter()
+        .find(|u| u.user.as_str() == form.user)
+        .ok_or_else(|| WebError::Forbidden("not a sandbox user".into()))?;
+    sign_in(
+        &session,
+        &chosen.user,
+        chosen.groups.clone(),
+        "sandbox",
+        None,
+        web.app.now(),
+    )?;
+    Ok(see_other("/"))
+}
+
+#[derive(Deserialize)]
+struct Callback {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+}
+
+async fn callback(
+    web: web::Data<Web>,
+    session: Session,
+    query: web::Query<Callback>,
+) -> Result<HttpResponse, WebError> {
+    let Login::Oidc(oidc) = &web.login else {
+        return Err(WebError::NotFound("no OpenID login here".into()));
+    };
+    if let Some(error) = &query.error {
+        return Err(WebError::Login(format!(
+            "the identity provider refused: {error}"
+        )));
+    }
+    // One use only: a replayed callback finds no login in progress.
+    let pending: crate::oidc::PendingLogin = session
+        .remove_as("login")
+        .and_then(Result::ok)
+        .ok_or_else(|| {
+            WebError::Login("no sign-in is in progress in this browser; start again".into())
+        })?;
+    let state = query.state.as_deref().unwrap_or_default();
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        pending.state.as_bytes(),
+        state.as_bytes(),
+    )) {
+        return Err(WebError::Login(
+            "the sign-in's state does not match; start again".into(),
+        ));
+    }
+    let code = query
+        .code
+        .as_deref()
+        .ok_or_else(|| WebError::Login("the identity provider sent no code".into()))?;
+    let signed_in = oidc.finish(pending, code).await.map_err(|e| {
+        jit_app::warn_throttled!("oidc_sign_in_refused", error = %e, "OIDC sign-in refused");
+        WebError::Login(e.to_string())
+    })?;
+    let person = signed_in.person;
+    tracing::info!(user = %person.user, groups = ?person.groups, "signed in");
+    sign_in(
+        &session,
+        &person.user,
+        person.groups,
+        "oidc",
+        Some(&signed_in.id_token),
+        web.app.now(),
+    )?;
+    Ok(see_other("/"))
+}
+
+#[derive(Deserialize)]
+struct CsrfOnly {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// Ends the session on the server, then at the provider where it offers
+/// RP-initiated logout (else its own session would sign the person straight
+/// back in), landing on the signed-out page.
+async fn logout(
+    req: HttpRequest,
+    web: web::Data<Web>,
+    who: SignedIn,
+    form: web::Form<CsrfOnly>,
+) -> Result<HttpResponse, WebError> {
+    who.check_csrf(&req, &form.csrf)?;
+    let id_token = who.sign_out();
+    tracing::info!(user = %who.person.user, "signed out");
+    let at_provider = match &web.login {
+        Login::Oidc(oidc) => oidc.logout_url(id_token.as_deref()),
+        Login::Sandbox(_) => None,
+    };
+    Ok(match at_provider {
+        Some(url) => see_other(url.as_str()),
+        None => see_other("/signed-out"),
+    })
+}
+
+#[derive(Template)]
+#[template(path = "signed_out.html")]
+struct SignedOutPage;
+
+async fn signed_out() -> Result<HttpResponse, WebError> {
+    html(StatusCode::OK, &SignedOutPage)
+}
+
+#[derive(Deserialize)]
+struct EndSessionsForm {
+    #[serde(default)]
+    csrf: String,
+    /// Whose sessions; empty: one's own.
+    #[serde(default)]
+    user: String,
+}
+
+/// "Sign out everywhere" (My access) and the SOC's "end sessions" for a
+/// stolen laptop: every session of the person, on every replica.
+async fn end_sessions(
+    req: HttpRequest,
+    web: web::Data<Web>,
+    who: SignedIn,
+    form: web::Form<EndSessionsForm>,
+) -> Result<HttpResponse, WebError> {
+    who.check_csrf(&req, &form.csrf)?;
+    let user = match form.user.trim() {
+        "" => who.person.user.clone(),
+        named => {
+            UserName::parse(named).map_err(|e| WebError::Invalid(format!("user: {}", e.message)))?
+        }
+    };
+    let ended = web.app.end_sessions(&who.caller(), &user).await?;
+    if user == who.person.user {
+        return Ok(see_other("/signed-out"));
+    }
+    Ok(see_other(&format!(
+        "/soc?sessions_ended={ended}&user={}",
+        url::form_urlencoded::byte_serialize(user.as_str().as_bytes()).collect::<String>()
+    )))
+}
