@@ -536,8 +536,6 @@ pub fn longest_extension(
     by_role.min(by_change).max(grant.expires_at)
 }
 
-/// The default wait for approvals before a request lapses.
-pub const DEFAULT_APPROVAL_TIMEOUT: TimeDelta = TimeDelta::hours(4);
 
 #[cfg(test)]
 mod tests {

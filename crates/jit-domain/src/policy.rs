@@ -166,6 +166,9 @@ struct RawEmergency {
     max_duration: Spanned<String>,
 }
 
+/// The default wait for approvals before a request lapses.
+pub const DEFAULT_APPROVAL_TIMEOUT: TimeDelta = TimeDelta::hours(4);
+
 /// The most approvals a policy may ask for; more is a typo.
 pub const MAX_APPROVALS: i64 = 5;
 
@@ -218,7 +221,7 @@ impl Policy {
                 .map_err(|m| err(Some(v.span()), "max_schedule_ahead", m))?,
         };
         let approval_timeout = match &raw.approval_timeout {
-            None => crate::approval::DEFAULT_APPROVAL_TIMEOUT,
+            None => DEFAULT_APPROVAL_TIMEOUT,
             Some(v) => parse_duration(v.get_ref())
                 .ok()
                 .filter(|d| *d > TimeDelta::zero() && *d <= TimeDelta::days(7))
