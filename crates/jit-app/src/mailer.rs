@@ -1,5 +1,5 @@
 //! Delivers the outbox: every audit event the SOC must hear about (see
-//! `ports::notifies`) was recorded with an outbox row in the event's own
+//! `jit_domain::soc_notice`) was recorded with an outbox row in the event's own
 //! transaction; the mailer leases due rows, renders and sends them through
 //! the `Notifier`, and retries with backoff while the SMTP server is down.
 //!

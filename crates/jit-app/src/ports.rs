@@ -236,36 +236,8 @@ pub struct OutboxItem {
     pub attempts: u32,
 }
 
-/// Whether an audit event is mailed to the SOC. The store calls this inside
-/// the event's own transaction, so the email is recorded with the event.
-pub fn notifies(kind: &str, data: &Value) -> bool {
-    match kind {
-        "grant_activated"
-        | "grant_ended"
-        | "converge_failed"
-        | "revocation_overdue"
-        | "conflicting_writer_detected" => true,
-        // A sweep's strips (and failures to strip) are new events each time:
-        // one email per sweep that made any. What a sweep only sees again
-        // (a break-glass account holding its role) is an incident, told
-        // when it opens and when it resolves.
-        "reconcile_run" => {
-            let count = |field: &str| data[field].as_u64().unwrap_or(0);
-            count("actions") > 0 || count("errors") > 0
-        }
-        "incident_opened" | "incident_resolved" | "break_glass_login" | "soc_digest" => true,
-        "grant_requested" => {
-            data["decision"]["emergency"].as_bool() == Some(true)
-                || data["state"] == "pending_approval"
-        }
-        // The requester hears the outcome of a request that waited for approval.
-        "grant_approved" | "grant_denied" => true,
-        // An extension past the approved end waits for the same approvers.
-        "extension_requested" | "extension_approved" | "extension_denied" => true,
-        "grant_cancelled" => data["from"] == "pending_approval",
-        _ => false,
-    }
-}
+/// Whether an audit event is mailed: jit-domain's one rule (`soc_notice`).
+pub use jit_domain::notifies;
 
 // ------------------------------------------------------------------- notify
 

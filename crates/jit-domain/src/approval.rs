@@ -536,7 +536,6 @@ pub fn longest_extension(
     by_role.min(by_change).max(grant.expires_at)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

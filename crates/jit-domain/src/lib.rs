@@ -31,5 +31,8 @@ pub use reconcile::{
     SweepRules, judge,
 };
 pub use request::{FieldError, ValidGrantRequest, validate_grant_request};
-pub use soc::{Severity, incident_over, is_incident, login_is_news, looked_for_by, severity};
+pub use soc::{
+    Severity, incident_over, is_incident, login_is_news, looked_for_by, notifies, severity,
+    soc_notice,
+};
 pub use ticket::{ChangeState, ChangeTicket, Person, Team};

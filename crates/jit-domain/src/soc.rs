@@ -40,21 +40,42 @@ impl Severity {
     }
 }
 
+/// Which audit events are told (to the SOC, or to the people a request
+/// concerns) and how loud: the one rule behind [`notifies`] and
+/// [`severity`]. `None`: the event stays in the audit log only.
+pub fn soc_notice(kind: &str, data: &Value) -> Option<Severity> {
+    // A sweep that stripped a role, or failed to, is a new event each time;
+    // what a sweep only sees again is an incident, told when it opens and
+    // when it resolves.
+    let acted =
+        || data["actions"].as_u64().unwrap_or(0) > 0 || data["errors"].as_u64().unwrap_or(0) > 0;
+    let emergency = data["decision"]["emergency"].as_bool() == Some(true);
+    match kind {
+        "break_glass_login" | "revocation_overdue" | "converge_failed" => Some(Severity::P1),
+        "conflicting_writer_detected" => Some(Severity::P2),
+        "grant_requested" if emergency => Some(Severity::P2),
+        "reconcile_run" if acted() => Some(Severity::P2),
+        "grant_activated" | "grant_ended" | "incident_opened" | "incident_resolved"
+        | "soc_digest" => Some(Severity::P3),
+        // Approvers hear of a request that waits for them, and of an
+        // extension past the approved end; the requester of the outcome.
+        "grant_requested" if data["state"] == "pending_approval" => Some(Severity::P3),
+        "grant_approved" | "grant_denied" => Some(Severity::P3),
+        "grant_cancelled" if data["from"] == "pending_approval" => Some(Severity::P3),
+        "extension_requested" | "extension_approved" | "extension_denied" => Some(Severity::P3),
+        _ => None,
+    }
+}
+
+/// Whether an audit event is mailed. The store calls this inside the
+/// event's own transaction, so the email is recorded with the event.
+pub fn notifies(kind: &str, data: &Value) -> bool {
+    soc_notice(kind, data).is_some()
+}
+
 /// The severity of an audit event of `kind` with `data`.
 pub fn severity(kind: &str, data: &Value) -> Severity {
-    match kind {
-        "break_glass_login" | "revocation_overdue" | "converge_failed" => Severity::P1,
-        "conflicting_writer_detected" => Severity::P2,
-        "grant_requested" if data["decision"]["emergency"].as_bool() == Some(true) => Severity::P2,
-        // A sweep that stripped a role, or failed to, is a new event each time.
-        "reconcile_run"
-            if data["actions"].as_u64().unwrap_or(0) > 0
-                || data["errors"].as_u64().unwrap_or(0) > 0 =>
-        {
-            Severity::P2
-        }
-        _ => Severity::P3,
-    }
+    soc_notice(kind, data).unwrap_or(Severity::P3)
 }
 
 /// Whether a finding is an incident: a state that persists from sweep to
@@ -126,6 +147,29 @@ pub fn login_is_news(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn one_rule_says_what_is_told_and_how_loud() {
+        use serde_json::json;
+        let none = json!({});
+        assert_eq!(soc_notice("revocation_overdue", &none), Some(Severity::P1));
+        assert_eq!(soc_notice("grant_ended", &none), Some(Severity::P3));
+        assert_eq!(soc_notice("grant_extended", &none), None, "audit only");
+        assert_eq!(soc_notice("sessions_ended", &none), None, "audit only");
+        assert_eq!(soc_notice("reconcile_run", &json!({"actions": 0})), None);
+        assert_eq!(
+            soc_notice("reconcile_run", &json!({"actions": 1})),
+            Some(Severity::P2)
+        );
+        let emergency = json!({"decision": {"emergency": true}, "state": "approved"});
+        assert_eq!(
+            soc_notice("grant_requested", &emergency),
+            Some(Severity::P2)
+        );
+        assert!(notifies("extension_requested", &none));
+        assert!(!notifies("grant_requested", &json!({"state": "approved"})));
+        assert_eq!(severity("grant_extended", &none), Severity::P3);
+    }
 
     #[test]
     fn a_break_glass_login_is_news_once() {
