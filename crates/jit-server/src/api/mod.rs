@@ -155,4 +155,17 @@ mod tests {
         );
         assert_eq!(json["openapi"], "3.1.0");
     }
+
+    /// utoipa takes literals only: the documented limits are checked
+    /// against the domain's constants, so the two cannot drift apart.
+    #[test]
+    fn the_documented_limits_are_the_domains() {
+        use jit_domain::{Justification, RoleName, UserName};
+        let doc = serde_json::to_value(super::openapi::ApiDoc::openapi()).unwrap();
+        let field = |name: &str| &doc["components"]["schemas"]["GrantRequest"]["properties"][name];
+        assert_eq!(field("user")["maxLength"], UserName::MAX_LEN);
+        assert_eq!(field("role")["maxLength"], RoleName::MAX_LEN);
+        assert_eq!(field("justification")["minLength"], Justification::MIN_LEN);
+        assert_eq!(field("justification")["maxLength"], Justification::MAX_LEN);
+    }
 }
