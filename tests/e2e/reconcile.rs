@@ -118,7 +118,7 @@ async fn one_sweep_strips_what_is_held_without_cause_and_keeps_break_glass(
     let (_, findings) = stack.app.reconcile_run(&run.id).await.unwrap();
     let mut got: Vec<(String, String, String)> = findings
         .into_iter()
-        .map(|f| (f.user, f.kind, f.action))
+        .map(|f| (f.user, f.kind, f.action.as_str().to_owned()))
         .collect();
     got.sort();
     assert_eq!(
@@ -183,7 +183,7 @@ async fn finding_kinds(stack: &Stack, run: &str) -> Vec<(String, String, String)
     let mut got: Vec<_> = findings
         .into_iter()
         .filter(|f| f.kind != "break_glass_held")
-        .map(|f| (f.user, f.kind, f.action))
+        .map(|f| (f.user, f.kind, f.action.as_str().to_owned()))
         .collect();
     got.sort();
     got
@@ -313,7 +313,7 @@ async fn a_dry_run_reports_and_changes_nothing() {
     assert_eq!(
         findings
             .iter()
-            .filter(|f| f.action == "would_remove")
+            .filter(|f| f.action == jit_domain::FindingOutcome::WouldRemove)
             .count(),
         2
     );

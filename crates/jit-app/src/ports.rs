@@ -6,8 +6,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use jit_domain::{
-    ChangeTicket, ExtensionRequest, ExtensionState, FindingKind, Grant, GrantId, GrantState,
-    PairHistory, Review, RoleChange, RoleName, SweepKind, TicketId, Transition, UserName,
+    ChangeTicket, ExtensionRequest, ExtensionState, FindingKind, FindingOutcome, Grant, GrantId,
+    GrantState, PairHistory, Review, RoleChange, RoleName, SweepKind, TicketId, Transition,
+    UserName,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -223,8 +224,7 @@ pub struct FindingRecord {
     pub user: String,
     pub role: String,
     pub kind: String,
-    /// `removed`, `would_remove`, `reported`, `failed`.
-    pub action: String,
+    pub action: FindingOutcome,
     pub detail: String,
 }
 

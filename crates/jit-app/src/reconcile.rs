@@ -24,8 +24,8 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use governor::{Quota, RateLimiter};
 use jit_domain::{
-    FindingAction, FindingKind, GrantId, Judgement, RoleChange, RoleName, SweepKind, SweepRules,
-    UserName, incident_over, is_incident, judge, looked_for_by,
+    FindingAction, FindingKind, FindingOutcome, GrantId, Judgement, RoleChange, RoleName,
+    SweepKind, SweepRules, UserName, incident_over, is_incident, judge, looked_for_by,
 };
 use serde_json::json;
 
@@ -332,7 +332,7 @@ impl App {
                     detail,
                     conflict: None,
                 };
-                self.record_finding(run, &who, &role, &judgement, "reported")
+                self.record_finding(run, &who, &role, &judgement, FindingOutcome::Reported)
                     .await?;
             }
         }
@@ -401,14 +401,14 @@ impl App {
             return Ok(());
         };
         let action = match (judgement.action, run.dry_run) {
-            (FindingAction::Report, _) => "reported",
+            (FindingAction::Report, _) => FindingOutcome::Reported,
             (FindingAction::StripAfter(at), _) => {
                 judgement
                     .detail
                     .push_str(&format!("; next strip not before {at}"));
-                "deferred"
+                FindingOutcome::Deferred
             }
-            (FindingAction::Strip, true) => "would_remove",
+            (FindingAction::Strip, true) => FindingOutcome::WouldRemove,
             (FindingAction::Strip, false) => {
                 // A converge costs the target two requests (read, PATCH
                 // whose answer is the read-back).
@@ -418,7 +418,7 @@ impl App {
                 match self.converge(user, role).await {
                     Ok(report) if report.change == Some(RoleChange::Remove) => {
                         run.actions += 1;
-                        "removed"
+                        FindingOutcome::Removed
                     }
                     // A grant covers it now (activated during the sweep), or
                     // it was already gone: no finding.
@@ -426,7 +426,7 @@ impl App {
                     Err(e) => {
                         tracing::warn!(%user, %role, error = %e, "reconcile: could not strip");
                         run.errors += 1;
-                        "failed"
+                        FindingOutcome::Failed
                     }
                 }
             }
@@ -445,11 +445,11 @@ impl App {
         who: &str,
         role: &RoleName,
         judgement: &Judgement,
-        action: &str,
+        action: FindingOutcome,
     ) -> Result<(), AppError> {
         let (kind, detail) = (judgement.kind, &judgement.detail);
         run.findings += 1;
-        metrics::counter!("jit_reconcile_findings_total", "kind" => kind.as_str(), "action" => action.to_owned())
+        metrics::counter!("jit_reconcile_findings_total", "kind" => kind.as_str(), "action" => action.as_str())
             .increment(1);
         let finding = FindingRecord {
             run_id: run.id.clone(),
@@ -457,7 +457,7 @@ impl App {
             user: who.to_owned(),
             role: role.to_string(),
             kind: kind.as_str().into(),
-            action: action.into(),
+            action,
             detail: detail.to_owned(),
         };
         let data = json!({

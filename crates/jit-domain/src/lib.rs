@@ -27,8 +27,8 @@ pub use lifecycle::{EndReason, GrantState};
 pub use names::{Invalid, Justification, RoleName, TicketId, UnknownName, UserName};
 pub use policy::{EmergencyRule, Policy, PolicyError, RequesterMatch, RolePolicy};
 pub use reconcile::{
-    ConflictAlert, ConflictRule, FindingAction, FindingKind, Judgement, PairHistory, SweepKind,
-    SweepRules, judge,
+    ConflictAlert, ConflictRule, FindingAction, FindingKind, FindingOutcome, Judgement,
+    PairHistory, SweepKind, SweepRules, judge,
 };
 pub use request::{FieldError, ValidGrantRequest, validate_grant_request};
 pub use soc::{

@@ -96,6 +96,50 @@ pub enum FindingAction {
     Report,
 }
 
+/// What a sweep did about a finding, as its record and the SOC see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingOutcome {
+    /// Stripped, and the removal verified.
+    Removed,
+    /// A dry run: it would have been stripped.
+    WouldRemove,
+    /// Left in place and reported (break-glass, `report_only`).
+    Reported,
+    /// Stripped before; the next strip waits (a conflicting writer).
+    Deferred,
+    /// The strip failed; the next sweep tries again.
+    Failed,
+}
+
+impl FindingOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Removed => "removed",
+            Self::WouldRemove => "would_remove",
+            Self::Reported => "reported",
+            Self::Deferred => "deferred",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl std::str::FromStr for FindingOutcome {
+    type Err = crate::names::UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            Self::Removed,
+            Self::WouldRemove,
+            Self::Reported,
+            Self::Deferred,
+            Self::Failed,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == s)
+        .ok_or_else(|| crate::names::UnknownName(s.to_owned()))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Judgement {
     pub kind: FindingKind,
@@ -314,6 +358,21 @@ mod tests {
     use super::*;
     use crate::grant::tests::grant;
     use crate::policy::tests::sample;
+
+    #[test]
+    fn a_finding_outcome_reads_back_as_written() {
+        for o in [
+            FindingOutcome::Removed,
+            FindingOutcome::WouldRemove,
+            FindingOutcome::Reported,
+            FindingOutcome::Deferred,
+            FindingOutcome::Failed,
+        ] {
+            assert_eq!(o.as_str().parse::<FindingOutcome>(), Ok(o));
+            assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
+        }
+        assert!("stripped".parse::<FindingOutcome>().is_err());
+    }
 
     fn t(secs: i64) -> DateTime<Utc> {
         DateTime::<Utc>::from_timestamp(1_800_000_000 + secs, 0).unwrap()

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use jit_app::{Notice, Notifier, NotifyError};
-use jit_domain::{Severity, severity};
+use jit_domain::{FindingOutcome, Severity, severity};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -344,16 +344,16 @@ pub fn compose(notice: &Notice, slo: Duration) -> Composed {
         }
         "reconcile_run" => {
             let acted: Vec<&jit_app::FindingRecord> =
-                notice.findings.iter().filter(|f| f.action != "reported").collect();
+                notice.findings.iter().filter(|f| f.action != FindingOutcome::Reported).collect();
             let n = acted.len();
-            let stripped = acted.iter().filter(|f| f.action == "removed").count();
+            let stripped = acted.iter().filter(|f| f.action == FindingOutcome::Removed).count();
             let headline = match acted.as_slice() {
                 [one] => format!(
                     "{}: {} held {} ({})",
                     one.kind.replace('_', " "),
                     one.user,
                     one.role,
-                    one.action.replace('_', " ")
+                    one.action.as_str().replace('_', " ")
                 ),
                 _ => format!("Reconciler: {n} findings, {stripped} roles stripped"),
             };
@@ -478,7 +478,7 @@ pub fn compose(notice: &Notice, slo: Duration) -> Composed {
         findings: notice
             .findings
             .iter()
-            .filter(|f| f.action != "reported")
+            .filter(|f| f.action != FindingOutcome::Reported)
             .cloned()
             .collect(),
         seq: e.seq,

@@ -518,7 +518,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 for f in &findings {
                     println!(
                         "{:<32}  {:<20}  {:<20}  {:<12}  {}",
-                        f.user, f.role, f.kind, f.action, f.detail
+                        f.user,
+                        f.role,
+                        f.kind,
+                        f.action.as_str(),
+                        f.detail
                     );
                 }
             }

@@ -193,7 +193,7 @@ macro_rules! sweep_store {
                 .bind(&f.user)
                 .bind(&f.role)
                 .bind(&f.kind)
-                .bind(&f.action)
+                .bind(f.action.as_str())
                 .bind(&f.detail)
                 .execute(&mut *tx)
                 .await
@@ -220,7 +220,7 @@ macro_rules! sweep_store {
                             user: r.user_name,
                             role: r.role,
                             kind: r.kind,
-                            action: r.action,
+                            action: r.action.parse().map_err(|e| corrupt("finding action", e))?,
                             detail: r.detail,
                         })
                     })
