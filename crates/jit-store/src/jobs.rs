@@ -97,12 +97,10 @@ macro_rules! job_store {
                 lease_until: DateTime<Utc>,
                 limit: u32,
             ) -> Result<Vec<Job>, StoreError> {
-                let rows: Vec<JobRow> = sqlx::query_as(concat!(
-                    "UPDATE jobs SET lease_owner = $1, lease_until = $2, attempts = attempts + 1 \
-                     WHERE id IN (SELECT id FROM jobs WHERE status = 'pending' AND next_attempt_at <= $3 \
-                     AND (lease_until IS NULL OR lease_until <= $3) ORDER BY next_attempt_at LIMIT $4 ",
-                    $claim_lock,
-                    ") RETURNING id, user_name, role, grant_id, due_at, attempts"
+                let rows: Vec<JobRow> = sqlx::query_as(crate::claim_leased_sql!(
+                    "jobs",
+                    lock = $claim_lock,
+                    returning = "id, user_name, role, grant_id, due_at, attempts"
                 ))
                 .bind(owner)
                 .bind(ms(lease_until))

@@ -100,6 +100,28 @@ fn migrate_err(e: sqlx::migrate::MigrateError) -> StoreError {
     StoreError::Database(format!("migration failed: {e}"))
 }
 
+/// The one claim of leased rows (`jobs`, `outbox`): the due rows nobody holds
+/// (or whose lease ran out), oldest due first, leased to `$1` until `$2`
+/// (`$3` now, `$4` at most). `$lock` is PostgreSQL's `FOR UPDATE SKIP
+/// LOCKED` (SQLite has one writer and needs none).
+macro_rules! claim_leased_sql {
+    ($table:literal, lock = $lock:literal, returning = $returning:literal) => {
+        concat!(
+            "UPDATE ",
+            $table,
+            " SET lease_owner = $1, lease_until = $2, attempts = attempts + 1 \
+             WHERE id IN (SELECT id FROM ",
+            $table,
+            " WHERE status = 'pending' AND next_attempt_at <= $3 \
+             AND (lease_until IS NULL OR lease_until <= $3) ORDER BY next_attempt_at LIMIT $4 ",
+            $lock,
+            ") RETURNING ",
+            $returning
+        )
+    };
+}
+pub(crate) use claim_leased_sql;
+
 /// A statement assembled at run time. Only static fragments (column lists,
 /// state lists) and `$N` placeholder numbers are ever interpolated; every
 /// value goes through `bind`.

@@ -17,12 +17,10 @@ macro_rules! outbox_store {
                 lease_until: DateTime<Utc>,
                 limit: u32,
             ) -> Result<Vec<OutboxItem>, StoreError> {
-                let rows: Vec<(i64, i64, i64)> = sqlx::query_as(concat!(
-                    "UPDATE outbox SET lease_owner = $1, lease_until = $2, attempts = attempts + 1 \
-                     WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= $3 \
-                     AND (lease_until IS NULL OR lease_until <= $3) ORDER BY next_attempt_at LIMIT $4 ",
-                    $claim_lock,
-                    ") RETURNING id, audit_seq, attempts"
+                let rows: Vec<(i64, i64, i64)> = sqlx::query_as(crate::claim_leased_sql!(
+                    "outbox",
+                    lock = $claim_lock,
+                    returning = "id, audit_seq, attempts"
                 ))
                 .bind(owner)
                 .bind(ms(lease_until))
