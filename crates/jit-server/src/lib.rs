@@ -9,15 +9,25 @@ mod request_log;
 pub mod sandbox;
 pub mod sandbox_servicenow;
 
+mod adapters;
+mod replicas;
+mod running;
+mod schedules;
+
+pub use adapters::{
+    bare_app, directory_from_config, load_policy, notifier_from_config, sinks_from_config,
+    tickets_from_config,
+};
+pub use running::Running;
+
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{App as ActixApp, HttpServer, web};
 use anyhow::{Context, bail};
 use jit_app::{App, Clock, Directory, TicketSystem, Worker};
-use jit_domain::{Policy, SweepKind};
+use jit_domain::SweepKind;
 use jit_itsm::{
     NoTicketSystem, ServiceNowAuth, ServiceNowClient, ServiceNowConfig, WebhookVerifier,
 };
@@ -27,6 +37,8 @@ use tokio::sync::{Notify, oneshot};
 use tracing_actix_web::TracingLogger;
 
 use crate::config::{ApiKeyConfig, Config, ScimProfile, secret};
+use crate::replicas::share_budget;
+use crate::schedules::{SocJob, start_schedules};
 
 /// The API key `serve --dev` accepts when no key is configured. Public by
 /// design: the sandbox holds nothing real.
@@ -38,194 +50,6 @@ pub const SANDBOX_MAILS_KEPT: usize = 300;
 pub const DEV_WEBHOOK_SECRET: &str = "dev-sandbox-webhook-secret";
 /// Where `serve --dev` keeps its data unless told otherwise.
 pub const DEV_DATABASE_URL: &str = "sqlite://jit-broker-dev.db";
-
-pub fn load_policy(path: &Path) -> anyhow::Result<Policy> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read policy file {}", path.display()))?;
-    Ok(Policy::from_toml(&path.display().to_string(), &text)?)
-}
-
-/// The SCIM client the config describes.
-pub fn directory_from_config(config: &Config) -> anyhow::Result<ScimClient> {
-    let s = &config.scim;
-    let timeout = Duration::from_secs(s.timeout_secs.max(1));
-    let parse = |key: &str, v: &str| {
-        url::Url::parse(v).with_context(|| format!("`scim.{key}` is not a URL"))
-    };
-    let mut scim = match s.profile {
-        ScimProfile::Generic => {
-            let Some(base) = &s.base_url else {
-                bail!("`scim.base_url` is required for the generic SCIM profile")
-            };
-            let token = secret("scim.bearer_token", &s.bearer_token, &s.bearer_token_file)?
-                .context("`scim.bearer_token` (or `scim.bearer_token_file`) is required for the generic SCIM profile")?;
-            ScimConfig {
-                base_url: parse("base_url", base)?,
-                users_path: "Users".into(),
-                auth: ScimAuth::Bearer(token),
-                timeout,
-                platform_api: None,
-            }
-        }
-        ScimProfile::Genesys => {
-            let client_id = s
-                .client_id
-                .clone()
-                .context("`scim.client_id` is required for the genesys profile")?;
-            let client_secret = secret("scim.client_secret", &s.client_secret, &s.client_secret_file)?
-                .context("`scim.client_secret` (or `scim.client_secret_file`) is required for the genesys profile")?;
-            let region = s.region.as_deref().unwrap_or("mypurecloud.com");
-            let mut c = ScimConfig::genesys(region, client_id, client_secret)?;
-            if let Some(base) = &s.base_url {
-                c.base_url = parse("base_url", base)?;
-            }
-            if let (Some(token_url), ScimAuth::ClientCredentials { token_url: t, .. }) =
-                (&s.token_url, &mut c.auth)
-            {
-                *t = parse("token_url", token_url)?;
-            }
-            c
-        }
-    };
-    if let Some(p) = &s.users_path {
-        scim.users_path = p.clone();
-    }
-    scim.timeout = timeout;
-    // One second of the pace as burst, rounded down: with the pace's 5 %
-    // headroom this leaves the target's own one-second burst a token of
-    // slack for requests that arrive closer together than they were sent.
-    let budget = match s.pace_per_minute() {
-        Some(pace) => jit_app::Budget::per_minute(pace, pace / 60),
-        None => jit_app::Budget::unlimited(),
-    };
-    Ok(ScimClient::new(scim)?.with_budget(Arc::new(budget)))
-}
-
-/// The ServiceNow client the config describes; `None` without `instance_url`.
-pub fn tickets_from_config(
-    config: &Config,
-    clock: Arc<dyn Clock>,
-) -> anyhow::Result<Option<ServiceNowClient>> {
-    let s = &config.servicenow;
-    let Some(instance) = &s.instance_url else {
-        return Ok(None);
-    };
-    let mut instance_url =
-        url::Url::parse(instance).context("`servicenow.instance_url` is not a URL")?;
-    if !instance_url.path().ends_with('/') {
-        let path = format!("{}/", instance_url.path());
-        instance_url.set_path(&path);
-    }
-    let password = secret("servicenow.password", &s.password, &s.password_file)?;
-    let client_secret = secret(
-        "servicenow.client_secret",
-        &s.client_secret,
-        &s.client_secret_file,
-    )?;
-    let auth = match (&s.user, password, &s.client_id, client_secret) {
-        (_, _, Some(client_id), Some(client_secret)) => ServiceNowAuth::ClientCredentials {
-            token_url: match &s.token_url {
-                Some(t) => url::Url::parse(t).context("`servicenow.token_url` is not a URL")?,
-                None => instance_url.join("oauth_token.do")?,
-            },
-            client_id: client_id.clone(),
-            client_secret,
-        },
-        (Some(user), Some(password), None, None) => ServiceNowAuth::Basic {
-            user: user.clone(),
-            password,
-        },
-        _ => bail!(
-            "`servicenow` needs `user` + `password` (basic auth) or `client_id` + `client_secret` (OAuth)"
-        ),
-    };
-    let config = ServiceNowConfig {
-        instance_url,
-        auth,
-        timeout: Duration::from_secs(s.timeout_secs.max(1)),
-        role_field: s.role_field.clone(),
-    };
-    Ok(Some(ServiceNowClient::new(config, clock)?))
-}
-
-/// The SMTP notifier the config describes; `None` without `notify.smtp_host`.
-pub fn notifier_from_config(config: &Config) -> anyhow::Result<Option<jit_notify::SmtpNotifier>> {
-    let n = &config.notify;
-    let Some(host) = &n.smtp_host else {
-        return Ok(None);
-    };
-    let smtp = jit_notify::SmtpConfig {
-        host: host.clone(),
-        port: n.smtp_port,
-        tls: match n.tls {
-            config::SmtpTls::Starttls => jit_notify::TlsMode::StartTls,
-            config::SmtpTls::Tls => jit_notify::TlsMode::Tls,
-            config::SmtpTls::None => jit_notify::TlsMode::None,
-        },
-        username: n.username.clone(),
-        password: secret("notify.password", &n.password, &n.password_file)?,
-        timeout: Duration::from_secs(n.timeout_secs.max(1)),
-        from: n.from.clone(),
-        recipients: jit_notify::Recipients {
-            default: n.to.clone(),
-            by_kind: n.recipients.clone(),
-        },
-        templates_dir: n.templates_dir.clone(),
-        ca_file: n.ca_file.clone(),
-    };
-    Ok(Some(jit_notify::SmtpNotifier::new(
-        smtp,
-        Duration::from_secs(n.revocation_slo_secs),
-    )?))
-}
-
-/// The directory of commands that never reach it (audit export,
-/// checkpoints): any call is a permanent error.
-struct NoDirectory;
-
-#[async_trait::async_trait]
-impl Directory for NoDirectory {
-    async fn list_users(
-        &self,
-        _start_index: u64,
-        _count: u32,
-    ) -> Result<jit_app::DirectoryPage, jit_app::DirectoryError> {
-        Err(no_directory())
-    }
-    async fn find_user(
-        &self,
-        _user: &jit_domain::UserName,
-    ) -> Result<jit_app::DirectoryUser, jit_app::DirectoryError> {
-        Err(no_directory())
-    }
-    async fn get_user(&self, _id: &str) -> Result<jit_app::DirectoryUser, jit_app::DirectoryError> {
-        Err(no_directory())
-    }
-    async fn change_role(
-        &self,
-        _user: &jit_app::DirectoryUser,
-        _role: &jit_domain::RoleName,
-        _change: jit_domain::RoleChange,
-    ) -> Result<Option<jit_app::DirectoryUser>, jit_app::DirectoryError> {
-        Err(no_directory())
-    }
-}
-
-fn no_directory() -> jit_app::DirectoryError {
-    jit_app::DirectoryError::Permanent("this command does not reach the directory".into())
-}
-
-/// The use cases over the store alone, for commands that read or sign the
-/// audit log and never reach the directory or ServiceNow.
-pub fn bare_app(config: &Config, store: Arc<dyn jit_app::Store>) -> anyhow::Result<App> {
-    Ok(App::new(
-        store,
-        Arc::new(NoDirectory),
-        Arc::new(jit_itsm::NoTicketSystem),
-        Arc::new(jit_app::SystemClock),
-        Arc::new(load_policy(&config.policy)?),
-    ))
-}
 
 /// The process's metrics recorder, installed once (several brokers in one
 /// test process share it).
@@ -247,172 +71,6 @@ fn prometheus() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle>
         .install_recorder()?;
     *handle = Some(installed.clone());
     Ok(installed)
-}
-
-/// How often a replica renews its presence, and how long it counts for.
-const REPLICA_BEAT: Duration = Duration::from_secs(2);
-const REPLICA_LEASE: Duration = Duration::from_secs(15);
-
-/// Keeps this replica counted among the live ones and its budget at
-/// `pace` over their number, until `stop`; then leaves the count at once.
-async fn share_budget(
-    store: Arc<dyn jit_app::Store>,
-    clock: Arc<dyn Clock>,
-    owner: String,
-    budget: Arc<jit_app::Budget>,
-    pace: u32,
-    stop: impl std::future::Future<Output = ()>,
-) {
-    const PREFIX: &str = "replica:";
-    let name = format!("{PREFIX}{owner}");
-    let lease =
-        chrono::TimeDelta::from_std(REPLICA_LEASE).unwrap_or(chrono::TimeDelta::seconds(15));
-    tokio::pin!(stop);
-    loop {
-        let now = clock.now();
-        let live = match store.try_lease(&name, &owner, now, now + lease).await {
-            Ok(_) => store.live_leases(PREFIX, now).await,
-            Err(e) => Err(e),
-        };
-        match live {
-            Ok(n) => {
-                let share = (pace / n.max(1)).max(1);
-                if budget.pace_per_minute() != Some(share) {
-                    tracing::info!(
-                        replicas = n,
-                        requests_per_minute = share,
-                        "directory budget shared"
-                    );
-                    budget.set_per_minute(share);
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "counting live replicas failed; the pace stays"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(REPLICA_BEAT) => {}
-            _ = &mut stop => break,
-        }
-    }
-    if let Err(e) = store.release_lease(&name, &owner).await {
-        tracing::warn!(error = %e, "leaving the replica count failed; it lapses by itself");
-    }
-}
-
-/// The SIEM endpoints the config describes (`[[notify.webhooks]]`).
-pub fn sinks_from_config(config: &Config) -> anyhow::Result<Vec<jit_notify::webhook::WebhookSink>> {
-    let mut names = std::collections::BTreeSet::new();
-    let mut sinks = Vec::new();
-    for w in &config.notify.webhooks {
-        if !names.insert(w.name.as_str()) {
-            bail!("notify.webhooks: the name `{}` is used twice", w.name);
-        }
-        let url = url::Url::parse(&w.url)
-            .with_context(|| format!("notify.webhooks `{}`: url `{}`", w.name, w.url))?;
-        let Some(signing) = secret("notify.webhooks.secret", &w.secret, &w.secret_file)? else {
-            bail!(
-                "notify.webhooks `{}`: a `secret` (or `secret_file`) signs every event",
-                w.name
-            );
-        };
-        sinks.push(jit_notify::webhook::WebhookSink::new(
-            jit_notify::webhook::WebhookConfig {
-                name: w.name.clone(),
-                url,
-                secret: signing,
-                bearer_token: secret(
-                    "notify.webhooks.bearer_token",
-                    &w.bearer_token,
-                    &w.bearer_token_file,
-                )?,
-                timeout: Duration::from_secs(w.timeout_secs.max(1)),
-            },
-        )?);
-    }
-    Ok(sinks)
-}
-
-/// A started broker: HTTP server and worker.
-pub struct Running {
-    pub addr: SocketAddr,
-    pub app: Arc<App>,
-    pub worker_wake: Arc<Notify>,
-    server: actix_web::dev::ServerHandle,
-    /// `None` once [`Running::stopped`] saw it end.
-    server_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    worker_stop: oneshot::Sender<()>,
-    worker_task: tokio::task::JoinHandle<()>,
-    /// Who this replica is in every lease it takes.
-    owner: String,
-    scheduler: Option<tokio_cron_scheduler::JobScheduler>,
-    /// The directory budget, when its pace is shared among live replicas.
-    pub shared_budget: Option<Arc<jit_app::Budget>>,
-    /// Held while serving a SQLite file.
-    _serve_lock: Option<jit_store::ServeLock>,
-    /// The mailer and the SIEM feeds: stopped with the broker.
-    background: Vec<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
-    /// `serve --dev`: the sandbox ServiceNow's changes (tests edit them).
-    pub sandbox_changes: Option<sandbox_servicenow::ChangeBook>,
-}
-
-impl Running {
-    /// Waits until the HTTP server stops by itself (it does not handle signals).
-    pub async fn stopped(&mut self) {
-        if let Some(task) = &mut self.server_task {
-            let _ = task.await;
-            self.server_task = None;
-        }
-    }
-
-    /// Stops gracefully, as on SIGTERM: no new schedule fires, no connection
-    /// or job is taken; jobs and the email in flight finish within their
-    /// bounds (`worker.shutdown_grace_secs` for jobs); everything still
-    /// leased to this replica is handed back so another one takes it at
-    /// once; then requests in flight get 5 s more.
-    pub async fn stop(mut self) {
-        tracing::info!("stopping");
-        if let Some(mut scheduler) = self.scheduler.take() {
-            let _ = scheduler.shutdown().await;
-        }
-        // No new connection is accepted, but the HTTP server stops last.
-        // Each of its workers runs its own runtime, and a PostgreSQL or HTTP
-        // connection a request opened lives on it: whoever uses that
-        // connection while the runtime ends loses the call. So the jobs, the
-        // mailer and the hand-back all finish while those runtimes are up.
-        self.server.pause().await;
-        let _ = self.worker_stop.send(());
-        let background = self.background.drain(..).map(|(stop, task)| {
-            let _ = stop.send(());
-            task
-        });
-        let background = futures_util::future::join_all(background);
-        let _ = tokio::join!(&mut self.worker_task, background);
-        hand_back(&self.app, &self.owner).await;
-        self.server.stop(true).await;
-        if let Some(task) = self.server_task.take() {
-            let _ = task.await;
-        }
-        tracing::info!("stopped");
-    }
-}
-
-/// Everything still leased to this replica goes back in one
-/// transaction. A request still in flight cannot claim a job (the
-/// worker has stopped); a sweep one started loses its lease and may
-/// overlap another replica's for at most the 5 s the requests have
-/// left, which the re-decision before every write keeps harmless.
-async fn hand_back(app: &App, owner: &str) {
-    match app.store.release_owner(owner).await {
-        Ok(released) => tracing::info!(
-            jobs = released.job_ids.len(),
-            job_ids = ?released.job_ids,
-            outbox = released.outbox,
-            leases = released.leases,
-            "leases handed back"
-        ),
-        Err(e) => {
-            tracing::warn!(error = %e, "handing back leases failed; they lapse by themselves")
-        }
-    }
 }
 
 /// Starts the broker. `dev`: the in-memory sandbox directory and, when no
@@ -825,101 +483,4 @@ async fn web_from_config(
     Ok(Some(web::Data::new(jit_web::Web::new(
         app, login, settings, wake,
     )?)))
-}
-
-/// The periodic triggers: the ticket poll behind the webhook and the
-/// reconciler sweep. Both are idempotent, so a missed or doubled tick (or
-/// several replicas firing) does no harm; per-grant timing never depends on
-/// them (expiry comes from the durable jobs table).
-/// The SOC's and the auditor's periodic work.
-#[derive(Clone)]
-enum SocJob {
-    Digest,
-    BreakGlassLogins,
-    Checkpoint(Arc<jit_store::CheckpointKey>),
-}
-
-async fn start_schedules(
-    app: Arc<App>,
-    ticket_poll: Option<&str>,
-    sweeps: &[(SweepKind, &str, &str)],
-    soc: Vec<(SocJob, &str, &str)>,
-    config: jit_app::ReconcileConfig,
-    owner: String,
-) -> anyhow::Result<Option<tokio_cron_scheduler::JobScheduler>> {
-    use tokio_cron_scheduler::{Job, JobScheduler};
-    if ticket_poll.is_none() && sweeps.is_empty() && soc.is_empty() {
-        return Ok(None);
-    }
-    let scheduler = JobScheduler::new().await?;
-    if let Some(cron) = ticket_poll {
-        let app = app.clone();
-        let job = Job::new_async(cron, move |_, _| {
-            let app = app.clone();
-            Box::pin(async move {
-                match app.recheck_tickets().await {
-                    Ok(report) => tracing::info!(
-                        checked = report.tickets_checked, ended = report.grants_ended,
-                        unavailable = report.unavailable.len(), "ticket poll"
-                    ),
-                    Err(e) => tracing::error!(error = %e, "ticket poll failed"),
-                }
-            })
-        })
-        .with_context(|| format!("`servicenow.poll_cron` `{cron}` is not a cron schedule (sec min hour day month weekday)"))?;
-        scheduler.add(job).await?;
-    }
-    for &(kind, setting, cron) in sweeps {
-        let (app, config, owner) = (app.clone(), config.clone(), owner.clone());
-        let job = Job::new_async(cron, move |_, _| {
-            let (app, config, owner) = (app.clone(), config.clone(), owner.clone());
-            Box::pin(async move {
-                match app.reconcile(kind, "cron", false, &owner, &config).await {
-                    Ok(_) => {}
-                    Err(jit_app::AppError::Busy(why)) => tracing::debug!(%why, "reconcile skipped"),
-                    Err(e) => {
-                        tracing::error!(kind = kind.as_str(), error = %e, "reconcile sweep failed")
-                    }
-                }
-            })
-        })
-        .with_context(|| {
-            format!("`{setting}` `{cron}` is not a cron schedule (sec min hour day month weekday)")
-        })?;
-        scheduler.add(job).await?;
-    }
-    for (what, setting, cron) in soc {
-        let (app, owner) = (app.clone(), owner.clone());
-        let job = Job::new_async(cron, move |_, _| {
-            let (app, owner, what) = (app.clone(), owner.clone(), what.clone());
-            Box::pin(async move {
-                match what {
-                    SocJob::Checkpoint(key) => match app.checkpoint_audit(key.as_ref()).await {
-                        Ok(Some(cp)) => tracing::info!(seq = cp.seq, "audit checkpoint signed"),
-                        Ok(None) => {}
-                        Err(e) => tracing::error!(error = %e, "signing an audit checkpoint failed"),
-                    },
-                    SocJob::Digest => {
-                        if let Err(e) = app.soc_digest().await {
-                            tracing::error!(error = %e, "the SOC digest failed");
-                        }
-                    }
-                    SocJob::BreakGlassLogins => match app.check_break_glass_logins(&owner).await {
-                        Ok(check) if check.unsupported => tracing::warn!(
-                            "the directory cannot tell when a break-glass account last logged in"
-                        ),
-                        Ok(_) => {}
-                        Err(jit_app::AppError::Busy(why)) => tracing::debug!(%why, "skipped"),
-                        Err(e) => tracing::error!(error = %e, "checking break-glass logins failed"),
-                    },
-                }
-            })
-        })
-        .with_context(|| {
-            format!("`{setting}` `{cron}` is not a cron schedule (sec min hour day month weekday)")
-        })?;
-        scheduler.add(job).await?;
-    }
-    scheduler.start().await?;
-    Ok(Some(scheduler))
 }

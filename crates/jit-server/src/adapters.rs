@@ -1,0 +1,236 @@
+//! The adapters the configuration describes: the directory (SCIM, with the
+//! Genesys Cloud profile), ServiceNow, SMTP, the SIEM endpoints, and the
+//! policy file; and the use cases over the store alone for offline commands.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use jit_app::{App, Clock, Directory};
+use jit_domain::Policy;
+use jit_itsm::{ServiceNowAuth, ServiceNowClient, ServiceNowConfig};
+use jit_scim::{ScimAuth, ScimClient, ScimConfig};
+
+use crate::config::{self, Config, ScimProfile, secret};
+
+pub fn load_policy(path: &Path) -> anyhow::Result<Policy> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read policy file {}", path.display()))?;
+    Ok(Policy::from_toml(&path.display().to_string(), &text)?)
+}
+
+/// The SCIM client the config describes.
+pub fn directory_from_config(config: &Config) -> anyhow::Result<ScimClient> {
+    let s = &config.scim;
+    let timeout = Duration::from_secs(s.timeout_secs.max(1));
+    let parse = |key: &str, v: &str| {
+        url::Url::parse(v).with_context(|| format!("`scim.{key}` is not a URL"))
+    };
+    let mut scim = match s.profile {
+        ScimProfile::Generic => {
+            let Some(base) = &s.base_url else {
+                bail!("`scim.base_url` is required for the generic SCIM profile")
+            };
+            let token = secret("scim.bearer_token", &s.bearer_token, &s.bearer_token_file)?
+                .context("`scim.bearer_token` (or `scim.bearer_token_file`) is required for the generic SCIM profile")?;
+            ScimConfig {
+                base_url: parse("base_url", base)?,
+                users_path: "Users".into(),
+                auth: ScimAuth::Bearer(token),
+                timeout,
+                platform_api: None,
+            }
+        }
+        ScimProfile::Genesys => {
+            let client_id = s
+                .client_id
+                .clone()
+                .context("`scim.client_id` is required for the genesys profile")?;
+            let client_secret = secret("scim.client_secret", &s.client_secret, &s.client_secret_file)?
+                .context("`scim.client_secret` (or `scim.client_secret_file`) is required for the genesys profile")?;
+            let region = s.region.as_deref().unwrap_or("mypurecloud.com");
+            let mut c = ScimConfig::genesys(region, client_id, client_secret)?;
+            if let Some(base) = &s.base_url {
+                c.base_url = parse("base_url", base)?;
+            }
+            if let (Some(token_url), ScimAuth::ClientCredentials { token_url: t, .. }) =
+                (&s.token_url, &mut c.auth)
+            {
+                *t = parse("token_url", token_url)?;
+            }
+            c
+        }
+    };
+    if let Some(p) = &s.users_path {
+        scim.users_path = p.clone();
+    }
+    scim.timeout = timeout;
+    // One second of the pace as burst, rounded down: with the pace's 5 %
+    // headroom this leaves the target's own one-second burst a token of
+    // slack for requests that arrive closer together than they were sent.
+    let budget = match s.pace_per_minute() {
+        Some(pace) => jit_app::Budget::per_minute(pace, pace / 60),
+        None => jit_app::Budget::unlimited(),
+    };
+    Ok(ScimClient::new(scim)?.with_budget(Arc::new(budget)))
+}
+
+/// The ServiceNow client the config describes; `None` without `instance_url`.
+pub fn tickets_from_config(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Option<ServiceNowClient>> {
+    let s = &config.servicenow;
+    let Some(instance) = &s.instance_url else {
+        return Ok(None);
+    };
+    let mut instance_url =
+        url::Url::parse(instance).context("`servicenow.instance_url` is not a URL")?;
+    if !instance_url.path().ends_with('/') {
+        let path = format!("{}/", instance_url.path());
+        instance_url.set_path(&path);
+    }
+    let password = secret("servicenow.password", &s.password, &s.password_file)?;
+    let client_secret = secret(
+        "servicenow.client_secret",
+        &s.client_secret,
+        &s.client_secret_file,
+    )?;
+    let auth = match (&s.user, password, &s.client_id, client_secret) {
+        (_, _, Some(client_id), Some(client_secret)) => ServiceNowAuth::ClientCredentials {
+            token_url: match &s.token_url {
+                Some(t) => url::Url::parse(t).context("`servicenow.token_url` is not a URL")?,
+                None => instance_url.join("oauth_token.do")?,
+            },
+            client_id: client_id.clone(),
+            client_secret,
+        },
+        (Some(user), Some(password), None, None) => ServiceNowAuth::Basic {
+            user: user.clone(),
+            password,
+        },
+        _ => bail!(
+            "`servicenow` needs `user` + `password` (basic auth) or `client_id` + `client_secret` (OAuth)"
+        ),
+    };
+    let config = ServiceNowConfig {
+        instance_url,
+        auth,
+        timeout: Duration::from_secs(s.timeout_secs.max(1)),
+        role_field: s.role_field.clone(),
+    };
+    Ok(Some(ServiceNowClient::new(config, clock)?))
+}
+
+/// The SMTP notifier the config describes; `None` without `notify.smtp_host`.
+pub fn notifier_from_config(config: &Config) -> anyhow::Result<Option<jit_notify::SmtpNotifier>> {
+    let n = &config.notify;
+    let Some(host) = &n.smtp_host else {
+        return Ok(None);
+    };
+    let smtp = jit_notify::SmtpConfig {
+        host: host.clone(),
+        port: n.smtp_port,
+        tls: match n.tls {
+            config::SmtpTls::Starttls => jit_notify::TlsMode::StartTls,
+            config::SmtpTls::Tls => jit_notify::TlsMode::Tls,
+            config::SmtpTls::None => jit_notify::TlsMode::None,
+        },
+        username: n.username.clone(),
+        password: secret("notify.password", &n.password, &n.password_file)?,
+        timeout: Duration::from_secs(n.timeout_secs.max(1)),
+        from: n.from.clone(),
+        recipients: jit_notify::Recipients {
+            default: n.to.clone(),
+            by_kind: n.recipients.clone(),
+        },
+        templates_dir: n.templates_dir.clone(),
+        ca_file: n.ca_file.clone(),
+    };
+    Ok(Some(jit_notify::SmtpNotifier::new(
+        smtp,
+        Duration::from_secs(n.revocation_slo_secs),
+    )?))
+}
+
+/// The directory of commands that never reach it (audit export,
+/// checkpoints): any call is a permanent error.
+struct NoDirectory;
+
+#[async_trait::async_trait]
+impl Directory for NoDirectory {
+    async fn list_users(
+        &self,
+        _start_index: u64,
+        _count: u32,
+    ) -> Result<jit_app::DirectoryPage, jit_app::DirectoryError> {
+        Err(no_directory())
+    }
+    async fn find_user(
+        &self,
+        _user: &jit_domain::UserName,
+    ) -> Result<jit_app::DirectoryUser, jit_app::DirectoryError> {
+        Err(no_directory())
+    }
+    async fn get_user(&self, _id: &str) -> Result<jit_app::DirectoryUser, jit_app::DirectoryError> {
+        Err(no_directory())
+    }
+    async fn change_role(
+        &self,
+        _user: &jit_app::DirectoryUser,
+        _role: &jit_domain::RoleName,
+        _change: jit_domain::RoleChange,
+    ) -> Result<Option<jit_app::DirectoryUser>, jit_app::DirectoryError> {
+        Err(no_directory())
+    }
+}
+
+fn no_directory() -> jit_app::DirectoryError {
+    jit_app::DirectoryError::Permanent("this command does not reach the directory".into())
+}
+
+/// The use cases over the store alone, for commands that read or sign the
+/// audit log and never reach the directory or ServiceNow.
+pub fn bare_app(config: &Config, store: Arc<dyn jit_app::Store>) -> anyhow::Result<App> {
+    Ok(App::new(
+        store,
+        Arc::new(NoDirectory),
+        Arc::new(jit_itsm::NoTicketSystem),
+        Arc::new(jit_app::SystemClock),
+        Arc::new(load_policy(&config.policy)?),
+    ))
+}
+
+/// The SIEM endpoints the config describes (`[[notify.webhooks]]`).
+pub fn sinks_from_config(config: &Config) -> anyhow::Result<Vec<jit_notify::webhook::WebhookSink>> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut sinks = Vec::new();
+    for w in &config.notify.webhooks {
+        if !names.insert(w.name.as_str()) {
+            bail!("notify.webhooks: the name `{}` is used twice", w.name);
+        }
+        let url = url::Url::parse(&w.url)
+            .with_context(|| format!("notify.webhooks `{}`: url `{}`", w.name, w.url))?;
+        let Some(signing) = secret("notify.webhooks.secret", &w.secret, &w.secret_file)? else {
+            bail!(
+                "notify.webhooks `{}`: a `secret` (or `secret_file`) signs every event",
+                w.name
+            );
+        };
+        sinks.push(jit_notify::webhook::WebhookSink::new(
+            jit_notify::webhook::WebhookConfig {
+                name: w.name.clone(),
+                url,
+                secret: signing,
+                bearer_token: secret(
+                    "notify.webhooks.bearer_token",
+                    &w.bearer_token,
+                    &w.bearer_token_file,
+                )?,
+                timeout: Duration::from_secs(w.timeout_secs.max(1)),
+            },
+        )?);
+    }
+    Ok(sinks)
+}
