@@ -1,0 +1,262 @@
+//! Genesys Cloud's Platform API beside SCIM: a role's holders (users by role
+//! id), a user's last login, and the OAuth clients with their roles.
+
+use crate::{ScimClient, ScimError};
+use jit_app::{DirectoryUser, OAuthClientRoles, RoleHolders};
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::Value;
+use url::Url;
+
+/// Holders a page, when asking the target who holds a role (a few, usually).
+pub(crate) const HOLDERS_PAGE: u32 = 100;
+
+/// A user as Genesys Cloud's Platform API lists a role's holders.
+#[derive(Deserialize)]
+struct PlatformUser {
+    id: String,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PlatformPage<T> {
+    #[serde(default = "Vec::new")]
+    entities: Vec<T>,
+    #[serde(rename = "pageCount")]
+    page_count: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct PlatformRole {
+    id: String,
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct PlatformClient {
+    id: String,
+    name: String,
+    #[serde(rename = "roleIds", default)]
+    role_ids: Vec<String>,
+    #[serde(rename = "roleDivisions", default)]
+    role_divisions: Vec<RoleDivision>,
+}
+
+#[derive(Deserialize)]
+struct RoleDivision {
+    #[serde(rename = "roleId")]
+    role_id: String,
+}
+
+impl ScimClient {
+    /// Every OAuth client of the org with the names of the roles it holds
+    /// (Genesys Platform API: `/api/v2/oauth/clients`, role names from
+    /// `/api/v2/authorization/roles`). `None` without a Platform API base.
+    pub async fn oauth_clients(&self) -> Result<Option<Vec<OAuthClientRoles>>, ScimError> {
+        if self.config.platform_api.is_none() {
+            return Ok(None);
+        }
+        let join = |path: &str| self.platform_url(path);
+        let mut role_names = std::collections::HashMap::new();
+        let mut page = 1;
+        loop {
+            let mut url = join("api/v2/authorization/roles")?;
+            url.query_pairs_mut()
+                .append_pair("pageSize", "100")
+                .append_pair("pageNumber", &page.to_string());
+            let roles: PlatformPage<PlatformRole> =
+                Self::json(self.send(Method::GET, url, |r| r).await?).await?;
+            let done = roles.entities.is_empty() || roles.page_count.is_none_or(|n| page >= n);
+            role_names.extend(roles.entities.into_iter().map(|r| (r.id, r.name)));
+            if done {
+                break;
+            }
+            page += 1;
+        }
+        let clients: PlatformPage<PlatformClient> = Self::json(
+            self.send(Method::GET, join("api/v2/oauth/clients")?, |r| r)
+                .await?,
+        )
+        .await?;
+        Ok(Some(
+            clients
+                .entities
+                .into_iter()
+                .map(|c| {
+                    let ids = c
+                        .role_ids
+                        .into_iter()
+                        .chain(c.role_divisions.into_iter().map(|rd| rd.role_id));
+                    let mut roles: Vec<String> = ids
+                        .map(|id| role_names.get(&id).cloned().unwrap_or(id))
+                        .collect();
+                    roles.sort();
+                    roles.dedup();
+                    OAuthClientRoles {
+                        id: c.id,
+                        name: c.name,
+                        roles,
+                    }
+                })
+                .collect(),
+        ))
+    }
+
+    /// Genesys Cloud: the role's id (cached), then its users page by page.
+    /// A role id that is gone (the role was re-created) is resolved again once.
+    pub(crate) async fn platform_role_holders(&self, role: &str) -> Result<RoleHolders, ScimError> {
+        let mut requests = 0;
+        let mut resolved_again = false;
+        'resolve: loop {
+            let id = match self.known_role_id(role) {
+                Some(id) => id,
+                None => {
+                    requests += 1;
+                    match self.resolve_role_id(role).await? {
+                        Some(id) => id,
+                        // No such role in the org: nobody holds it.
+                        None => {
+                            return Ok(RoleHolders {
+                                users: Vec::new(),
+                                requests,
+                            });
+                        }
+                    }
+                }
+            };
+            let mut holders = Vec::new();
+            let mut page: u64 = 1;
+            loop {
+                let mut url =
+                    self.platform_url(&format!("api/v2/authorization/roles/{id}/users"))?;
+                url.query_pairs_mut()
+                    .append_pair("pageSize", &HOLDERS_PAGE.to_string())
+                    .append_pair("pageNumber", &page.to_string());
+                requests += 1;
+                let answer = match self.send(Method::GET, url, |r| r).await {
+                    Err(ScimError::Status {
+                        status: StatusCode::NOT_FOUND,
+                        ..
+                    }) if !resolved_again => {
+                        resolved_again = true;
+                        self.forget_role_id(role);
+                        continue 'resolve;
+                    }
+                    other => other?,
+                };
+                let users: PlatformPage<PlatformUser> = Self::json(answer).await?;
+                let done = users.entities.is_empty() || users.page_count.is_none_or(|n| page >= n);
+                for user in users.entities {
+                    if let Some(name) = user.username.or(user.email) {
+                        self.remember_id(&DirectoryUser {
+                            id: user.id,
+                            user_name: name.clone(),
+                            roles: Vec::new(),
+                            version: None,
+                        });
+                        holders.push(name);
+                    }
+                }
+                if done {
+                    return Ok(RoleHolders {
+                        users: holders,
+                        requests,
+                    });
+                }
+                page += 1;
+            }
+        }
+    }
+
+    /// When `user_name` last logged in, from Genesys Cloud's Platform API
+    /// (`GET /api/v2/users/{id}?expand=lasttokenissued`: the last token
+    /// issued, or `dateLastLogin` where present; the newer of the two).
+    /// `None` without a Platform API.
+    pub async fn last_login(
+        &self,
+        user_name: &str,
+    ) -> Result<Option<Option<chrono::DateTime<chrono::Utc>>>, ScimError> {
+        if self.config.platform_api.is_none() {
+            return Ok(None);
+        }
+        let id = match self.known_id(user_name) {
+            Some(id) => id,
+            None => self.find_user(user_name).await?.id,
+        };
+        let mut url = self.platform_url(&format!("api/v2/users/{id}"))?;
+        url.query_pairs_mut()
+            .append_pair("expand", "lasttokenissued")
+            .append_pair("expand", "dateLastLogin");
+        let user: Value = match self.send(Method::GET, url, |r| r).await {
+            Ok(response) => Self::json(response).await?,
+            Err(ScimError::Status {
+                status: StatusCode::NOT_FOUND,
+                ..
+            }) => {
+                // A stale id: ask again by name next time.
+                self.forget_id(user_name);
+                return Err(ScimError::UserNotFound(user_name.to_owned()));
+            }
+            Err(e) => return Err(e),
+        };
+        let date = |v: &Value| {
+            v.as_str()
+                .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+                .map(|d| d.with_timezone(&chrono::Utc))
+        };
+        Ok(Some(
+            date(&user["lastTokenIssued"]["dateIssued"]).max(date(&user["dateLastLogin"])),
+        ))
+    }
+
+    /// `GET /api/v2/authorization/roles?name=…`: the id of the role named
+    /// exactly `role` (the search may match more than one name).
+    pub(crate) async fn resolve_role_id(&self, role: &str) -> Result<Option<String>, ScimError> {
+        let mut url = self.platform_url("api/v2/authorization/roles")?;
+        url.query_pairs_mut()
+            .append_pair("name", role)
+            .append_pair("pageSize", "25");
+        let roles: PlatformPage<PlatformRole> =
+            Self::json(self.send(Method::GET, url, |r| r).await?).await?;
+        let id = roles
+            .entities
+            .into_iter()
+            .find(|r| r.name == role)
+            .map(|r| r.id);
+        if let Some(id) = &id {
+            self.role_ids
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(role.to_owned(), id.clone());
+        }
+        Ok(id)
+    }
+
+    pub(crate) fn known_role_id(&self, role: &str) -> Option<String> {
+        self.role_ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(role)
+            .cloned()
+    }
+
+    pub(crate) fn forget_role_id(&self, role: &str) {
+        self.role_ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(role);
+    }
+
+    pub(crate) fn platform_url(&self, path: &str) -> Result<Url, ScimError> {
+        let api = self
+            .config
+            .platform_api
+            .as_ref()
+            .ok_or_else(|| ScimError::Config("no Platform API base URL".into()))?;
+        api.join(path)
+            .map_err(|e| ScimError::Config(format!("platform API URL: {e}")))
+    }
+}
