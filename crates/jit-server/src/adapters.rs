@@ -7,10 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use jit_app::{App, Clock, Directory};
+use jit_app::{App, Clock, Directory, TicketSystem};
 use jit_domain::Policy;
-use jit_itsm::{ServiceNowAuth, ServiceNowClient, ServiceNowConfig};
+use jit_itsm::webhook::WebhookVerifier;
+use jit_itsm::{NoTicketSystem, ServiceNowAuth, ServiceNowClient, ServiceNowConfig};
 use jit_scim::{ScimAuth, ScimClient, ScimConfig};
+use secrecy::SecretString;
 
 use crate::config::{self, Config, ScimProfile, secret};
 
@@ -233,4 +235,105 @@ pub fn sinks_from_config(config: &Config) -> anyhow::Result<Vec<jit_notify::webh
         )?);
     }
     Ok(sinks)
+}
+
+/// A directory budget whose pace replicas split among the live ones.
+pub(crate) type SharedBudget = Arc<jit_app::Budget>;
+
+/// The directory: `--dev`'s in-memory SCIM sandbox (served by the broker
+/// itself at `addr`), else the configured target. With it, the budget the
+/// replicas share when the pace is split among the live ones.
+pub(crate) fn directory_for(
+    config: &Config,
+    dev: bool,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<(Arc<dyn Directory>, Option<SharedBudget>)> {
+    if dev {
+        let sandbox = ScimClient::new(ScimConfig {
+            base_url: url::Url::parse(&format!("http://{addr}{}", crate::sandbox::BASE_PATH))?,
+            users_path: "Users".into(),
+            auth: ScimAuth::Bearer(SecretString::from("sandbox")),
+            timeout: Duration::from_secs(5),
+            platform_api: None,
+        })?;
+        return Ok((Arc::new(sandbox), None));
+    }
+    let client = directory_from_config(config)?;
+    let shared = (config.scim.replicas == 0 && client.budget().pace_per_minute().is_some())
+        .then(|| client.budget());
+    Ok((Arc::new(client), shared))
+}
+
+/// ServiceNow: the configured instance; with `--dev` (`sandbox` set) the
+/// broker's own stand-in; without either, none (refused at start if the
+/// policy requires a ticket).
+pub(crate) fn tickets_for(
+    config: &Config,
+    addr: std::net::SocketAddr,
+    clock: Arc<dyn jit_app::Clock>,
+    policy: &Policy,
+    sandbox: Option<&crate::sandbox_servicenow::ChangeBook>,
+) -> anyhow::Result<Arc<dyn TicketSystem>> {
+    if let Some(client) = tickets_from_config(config, clock.clone())? {
+        return Ok(Arc::new(client));
+    }
+    if let Some(book) = sandbox {
+        book.require_basic_auth("sandbox", "sandbox");
+        return Ok(Arc::new(ServiceNowClient::new(
+            ServiceNowConfig {
+                instance_url: url::Url::parse(&format!(
+                    "http://{addr}{}/",
+                    crate::sandbox_servicenow::BASE_PATH
+                ))?,
+                auth: ServiceNowAuth::Basic {
+                    user: "sandbox".into(),
+                    password: SecretString::from("sandbox"),
+                },
+                timeout: Duration::from_secs(5),
+                role_field: config.servicenow.role_field.clone(),
+            },
+            clock,
+        )?));
+    }
+    if let Some(role) = policy.roles().find(|r| r.privileged && r.require_ticket) {
+        anyhow::bail!(
+            "the policy requires a change ticket for `{}` but no ServiceNow instance is configured \
+             (set servicenow.instance_url, or require_ticket = false in the policy)",
+            role.name
+        );
+    }
+    Ok(Arc::new(NoTicketSystem))
+}
+
+/// The ServiceNow webhook's verifier; `None` (every delivery refused)
+/// without a secret, except in `--dev`.
+pub(crate) fn webhook_for(config: &Config, dev: bool) -> anyhow::Result<Option<WebhookVerifier>> {
+    let secret = secret(
+        "servicenow.webhook_secret",
+        &config.servicenow.webhook_secret,
+        &config.servicenow.webhook_secret_file,
+    )?
+    .or_else(|| dev.then(|| SecretString::from(crate::DEV_WEBHOOK_SECRET)));
+    Ok(secret.map(|secret| {
+        WebhookVerifier::new(
+            secret,
+            Duration::from_secs(config.servicenow.webhook_max_skew_secs),
+        )
+    }))
+}
+
+/// The API keys; `--dev` without any accepts the public sandbox key.
+pub(crate) fn api_keys_for(config: &Config, dev: bool) -> Vec<crate::config::ApiKeyConfig> {
+    let mut keys = config.api_keys.clone();
+    if dev && keys.is_empty() {
+        keys.push(crate::config::ApiKeyConfig {
+            name: "dev".into(),
+            sha256: crate::api::hash_key(crate::DEV_API_KEY),
+            admin: true,
+        });
+    }
+    if keys.is_empty() {
+        tracing::warn!("no api_keys configured: every API call will be refused");
+    }
+    keys
 }

@@ -10,6 +10,7 @@ pub mod sandbox;
 pub mod sandbox_servicenow;
 
 mod adapters;
+mod background;
 mod replicas;
 mod running;
 mod schedules;
@@ -26,19 +27,12 @@ use std::time::Duration;
 
 use actix_web::{App as ActixApp, HttpServer, web};
 use anyhow::{Context, bail};
-use jit_app::{App, Clock, Directory, TicketSystem, Worker};
-use jit_domain::SweepKind;
-use jit_itsm::{
-    NoTicketSystem, ServiceNowAuth, ServiceNowClient, ServiceNowConfig, WebhookVerifier,
-};
-use jit_scim::{ScimAuth, ScimClient, ScimConfig};
-use secrecy::{ExposeSecret, SecretString};
+use jit_app::{App, Clock, Worker};
+use secrecy::ExposeSecret;
 use tokio::sync::{Notify, oneshot};
 use tracing_actix_web::TracingLogger;
 
-use crate::config::{ApiKeyConfig, Config, ScimProfile, secret};
-use crate::replicas::share_budget;
-use crate::schedules::{SocJob, start_schedules};
+use crate::config::{Config, ScimProfile, secret};
 
 /// The API key `serve --dev` accepts when no key is configured. Public by
 /// design: the sandbox holds nothing real.
@@ -90,80 +84,18 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
 
-    let mut shared_budget = None;
-    let directory: Arc<dyn Directory> = if dev {
-        Arc::new(ScimClient::new(ScimConfig {
-            base_url: url::Url::parse(&format!("http://{addr}{}", sandbox::BASE_PATH))?,
-            users_path: "Users".into(),
-            auth: ScimAuth::Bearer(SecretString::from("sandbox")),
-            timeout: Duration::from_secs(5),
-            platform_api: None,
-        })?)
-    } else {
-        let client = directory_from_config(&config)?;
-        shared_budget = (config.scim.replicas == 0 && client.budget().pace_per_minute().is_some())
-            .then(|| client.budget());
-        Arc::new(client)
-    };
+    let (directory, shared_budget) = adapters::directory_for(&config, dev, addr)?;
     let sandbox_changes = dev.then(|| sandbox_servicenow::ChangeBook::seeded(clock.now()));
-    let tickets: Arc<dyn TicketSystem> = match (dev, tickets_from_config(&config, clock.clone())?) {
-        (_, Some(client)) => Arc::new(client),
-        (true, None) => {
-            if let Some(book) = &sandbox_changes {
-                book.require_basic_auth("sandbox", "sandbox");
-            }
-            Arc::new(ServiceNowClient::new(
-                ServiceNowConfig {
-                    instance_url: url::Url::parse(&format!(
-                        "http://{addr}{}/",
-                        sandbox_servicenow::BASE_PATH
-                    ))?,
-                    auth: ServiceNowAuth::Basic {
-                        user: "sandbox".into(),
-                        password: SecretString::from("sandbox"),
-                    },
-                    timeout: Duration::from_secs(5),
-                    role_field: config.servicenow.role_field.clone(),
-                },
-                clock.clone(),
-            )?)
-        }
-        (false, None) => {
-            if let Some(role) = policy.roles().find(|r| r.privileged && r.require_ticket) {
-                bail!(
-                    "the policy requires a change ticket for `{}` but no ServiceNow instance is configured \
-                     (set servicenow.instance_url, or require_ticket = false in the policy)",
-                    role.name
-                );
-            }
-            Arc::new(NoTicketSystem)
-        }
-    };
+    let tickets = adapters::tickets_for(
+        &config,
+        addr,
+        clock.clone(),
+        &policy,
+        sandbox_changes.as_ref(),
+    )?;
     let ticket_system_configured = dev || config.servicenow.instance_url.is_some();
-    let webhook_secret = secret(
-        "servicenow.webhook_secret",
-        &config.servicenow.webhook_secret,
-        &config.servicenow.webhook_secret_file,
-    )?
-    .or_else(|| dev.then(|| SecretString::from(DEV_WEBHOOK_SECRET)));
-    let webhook = webhook_secret.map(|secret| {
-        WebhookVerifier::new(
-            secret,
-            Duration::from_secs(config.servicenow.webhook_max_skew_secs),
-        )
-    });
-    let mut keys = config.api_keys.clone();
-    if dev && keys.is_empty() {
-        keys.push(ApiKeyConfig {
-            name: "dev".into(),
-            sha256: api::hash_key(DEV_API_KEY),
-            admin: true,
-        });
-    }
-    if keys.is_empty() {
-        tracing::warn!("no api_keys configured: every API call will be refused");
-    }
-
+    let webhook = adapters::webhook_for(&config, dev)?;
+    let keys = adapters::api_keys_for(&config, dev);
     if config.reconciler.oauth_clients && (dev || config.scim.profile != ScimProfile::Genesys) {
         bail!(
             "`reconciler.oauth_clients` needs the genesys SCIM profile (the Platform API lists OAuth clients)"
@@ -192,88 +124,16 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
     let worker_wake = worker.waker();
     let pulse = worker.pulse();
     let pages = web_from_config(&config, dev, addr, app.clone(), worker_wake.clone()).await?;
-    let mut background = Vec::new();
-    let mut spawn = |run: Box<dyn FnOnce(oneshot::Receiver<()>) -> tokio::task::JoinHandle<()>>| {
-        let (stop, stop_rx) = oneshot::channel::<()>();
-        background.push((stop, run(stop_rx)));
-    };
-    // `--dev` without SMTP: the emails go to the sandbox mailbox instead, so
-    // the outbox drains and a newcomer can read them.
-    let mailbox = (dev && notifier.is_none())
-        .then(|| {
-            jit_notify::sandbox::SandboxMailbox::new(
-                SANDBOX_MAILS_KEPT,
-                Duration::from_secs(config.notify.revocation_slo_secs),
-            )
-        })
-        .transpose()?
-        .map(Arc::new);
-    let mail_to: Option<Arc<dyn jit_app::Notifier>> = match (notifier, &mailbox) {
-        (Some(smtp), _) => Some(Arc::new(smtp)),
-        (None, Some(sandbox)) => Some(sandbox.clone()),
-        (None, None) => None,
-    };
-    match mail_to {
-        Some(notifier) => {
-            let mailer = Arc::new(jit_app::Mailer::new(
-                app.store.clone(),
-                notifier,
-                app.clock.clone(),
-                owner.clone(),
-                jit_app::MailerConfig::default(),
-            ));
-            spawn(Box::new(move |stop| {
-                tokio::spawn(mailer.run(async {
-                    let _ = stop.await;
-                }))
-            }));
-        }
-        None => {
-            tracing::warn!(
-                "notify.smtp_host is not set: SOC email is queued in the outbox but not sent"
-            );
-        }
-    }
-    // Replicas sharing one OAuth client split its budget: each renews a
-    // lease of its own and paces at the pace over the live leases.
-    if let Some(budget) = shared_budget.clone() {
-        let (store, clock, me) = (app.store.clone(), app.clock.clone(), owner.clone());
-        let pace = budget.pace_per_minute().unwrap_or(1);
-        spawn(Box::new(move |stop| {
-            tokio::spawn(share_budget(store, clock, me, budget, pace, async {
-                let _ = stop.await;
-            }))
-        }));
-    }
-    // Histograms keep every sample until upkeep folds them into buckets; a
-    // broker nobody scrapes would otherwise keep each grant's latencies.
     let metrics = prometheus()?;
-    let upkeep = metrics.clone();
-    spawn(Box::new(move |stop| {
-        tokio::spawn(async move {
-            tokio::pin!(stop);
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => upkeep.run_upkeep(),
-                    _ = &mut stop => break,
-                }
-            }
-        })
-    }));
-    for sink in sinks_from_config(&config)? {
-        let feed = Arc::new(jit_app::Feed::new(
-            app.store.clone(),
-            Arc::new(sink),
-            app.clock.clone(),
-            owner.clone(),
-            jit_app::FeedConfig::default(),
-        ));
-        spawn(Box::new(move |stop| {
-            tokio::spawn(feed.run(async {
-                let _ = stop.await;
-            }))
-        }));
-    }
+    let background = background::start(
+        &config,
+        dev,
+        &app,
+        &owner,
+        shared_budget.clone(),
+        notifier,
+        metrics.clone(),
+    )?;
     let (worker_stop, stop_rx) = oneshot::channel::<()>();
     let worker_task = tokio::spawn(worker.run(async {
         let _ = stop_rx.await;
@@ -297,91 +157,26 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
         ticket_system_configured,
         servicenow_seen: tokio::sync::Mutex::new(None),
     });
-    let sandbox = dev.then(|| web::Data::new(sandbox::SandboxDirectory::seeded()));
-    let sandbox_book = sandbox_changes.clone().map(web::Data::new);
-    let server = HttpServer::new(move || {
-        let mut a = ActixApp::new()
-            .wrap(TracingLogger::<request_log::RequestLog>::new())
-            .app_data(state.clone())
-            .configure(api::routes);
-        if let Some(sandbox) = &sandbox {
-            a = a.app_data(sandbox.clone()).configure(sandbox::routes);
-        }
-        if let Some(mailbox) = &mailbox {
-            a = a
-                .app_data(web::Data::from(mailbox.clone()))
-                .configure(sandbox::mailbox_routes);
-        }
-        if let Some(book) = &sandbox_book {
-            a = a
-                .app_data(book.clone())
-                .configure(sandbox_servicenow::routes(sandbox_servicenow::BASE_PATH));
-        }
-        // Last: the pages own `/`.
-        if let Some(pages) = &pages {
-            a = a.service(jit_web::service(pages.clone()));
-        }
-        a
-    })
-    .workers(2)
-    .disable_signals()
-    .shutdown_timeout(5)
-    .listen(listener)?
-    .run();
+    let server = http_server(
+        listener,
+        state,
+        Sandboxes {
+            directory: dev.then(|| web::Data::new(sandbox::SandboxDirectory::seeded())),
+            changes: sandbox_changes.clone().map(web::Data::new),
+            mailbox: background.mailbox.clone(),
+        },
+        pages,
+    )?;
     let handle = server.handle();
     let server_task = tokio::spawn(server);
     if dev {
         tracing::warn!(%addr, api_key = DEV_API_KEY, "SANDBOX MODE: in-memory SCIM directory at {}; nothing real is touched", sandbox::BASE_PATH);
     }
-    let ticket_poll = ticket_system_configured.then_some(config.servicenow.poll_cron.as_str());
-    let sweeps = if config.reconciler.enabled {
-        vec![
-            (
-                SweepKind::Holders,
-                "reconciler.holders_cron",
-                config.reconciler.holders_cron.as_str(),
-            ),
-            (
-                SweepKind::Deep,
-                "reconciler.deep_cron",
-                config.reconciler.deep_cron.as_str(),
-            ),
-        ]
-    } else {
-        Vec::new()
-    };
-    let mut soc = Vec::new();
-    if !config.notify.digest_cron.is_empty() {
-        soc.push((
-            SocJob::Digest,
-            "notify.digest_cron",
-            config.notify.digest_cron.as_str(),
-        ));
-    }
-    // Only Genesys Cloud says when a user last logged in.
-    let logins_readable = !dev && config.scim.profile == ScimProfile::Genesys;
-    if logins_readable
-        && !config.notify.break_glass_cron.is_empty()
-        && app.policy.break_glass_users().next().is_some()
-    {
-        soc.push((
-            SocJob::BreakGlassLogins,
-            "notify.break_glass_cron",
-            config.notify.break_glass_cron.as_str(),
-        ));
-    }
-    if let Some(key) = config.audit.checkpoint_key()? {
-        soc.push((
-            SocJob::Checkpoint(Arc::new(key)),
-            "audit.checkpoint_cron",
-            config.audit.checkpoint_cron.as_str(),
-        ));
-    }
-    let scheduler = start_schedules(
+    let scheduler = schedules::start_from_config(
+        &config,
+        dev,
+        ticket_system_configured,
         app.clone(),
-        ticket_poll,
-        &sweeps,
-        soc,
         reconcile,
         owner.clone(),
     )
@@ -399,9 +194,55 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
         scheduler,
         shared_budget,
         _serve_lock: serve_lock,
-        background,
+        background: background.tasks,
         sandbox_changes,
     })
+}
+
+/// The sandboxes `serve --dev` mounts beside the API.
+struct Sandboxes {
+    directory: Option<web::Data<sandbox::SandboxDirectory>>,
+    changes: Option<web::Data<sandbox_servicenow::ChangeBook>>,
+    mailbox: Option<Arc<jit_notify::sandbox::SandboxMailbox>>,
+}
+
+/// The HTTP server: the API and webhooks, the sandboxes, then the pages
+/// (which own `/`). Two workers; signals are the broker's to handle.
+fn http_server(
+    listener: TcpListener,
+    state: web::Data<api::ApiState>,
+    sandboxes: Sandboxes,
+    pages: Option<web::Data<jit_web::Web>>,
+) -> anyhow::Result<actix_web::dev::Server> {
+    Ok(HttpServer::new(move || {
+        let mut a = ActixApp::new()
+            .wrap(TracingLogger::<request_log::RequestLog>::new())
+            .app_data(state.clone())
+            .configure(api::routes);
+        if let Some(directory) = &sandboxes.directory {
+            a = a.app_data(directory.clone()).configure(sandbox::routes);
+        }
+        if let Some(mailbox) = &sandboxes.mailbox {
+            a = a
+                .app_data(web::Data::from(mailbox.clone()))
+                .configure(sandbox::mailbox_routes);
+        }
+        if let Some(book) = &sandboxes.changes {
+            a = a
+                .app_data(book.clone())
+                .configure(sandbox_servicenow::routes(sandbox_servicenow::BASE_PATH));
+        }
+        // Last: the pages own `/`.
+        if let Some(pages) = &pages {
+            a = a.service(jit_web::service(pages.clone()));
+        }
+        a
+    })
+    .workers(2)
+    .disable_signals()
+    .shutdown_timeout(5)
+    .listen(listener)?
+    .run())
 }
 
 /// The engineer's pages as configured: OpenID Connect when `[web.oidc]` names

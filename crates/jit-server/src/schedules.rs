@@ -4,8 +4,10 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use jit_app::App;
+use jit_app::{App, ReconcileConfig};
 use jit_domain::SweepKind;
+
+use crate::config::{Config, ScimProfile};
 
 /// The SOC's and the auditor's periodic work.
 #[derive(Clone)]
@@ -102,4 +104,62 @@ pub(crate) async fn start_schedules(
     }
     scheduler.start().await?;
     Ok(Some(scheduler))
+}
+
+/// The schedules the configuration asks for, started: the ticket poll (where
+/// a ServiceNow is configured), the two sweeps (when the reconciler is on),
+/// the SOC digest, break-glass login checks (Genesys Cloud only says when a
+/// user last logged in) and audit checkpoints (with a key).
+pub(crate) async fn start_from_config(
+    config: &Config,
+    dev: bool,
+    ticket_system_configured: bool,
+    app: Arc<App>,
+    reconcile: ReconcileConfig,
+    owner: String,
+) -> anyhow::Result<Option<tokio_cron_scheduler::JobScheduler>> {
+    let ticket_poll = ticket_system_configured.then_some(config.servicenow.poll_cron.as_str());
+    let sweeps = if config.reconciler.enabled {
+        vec![
+            (
+                SweepKind::Holders,
+                "reconciler.holders_cron",
+                config.reconciler.holders_cron.as_str(),
+            ),
+            (
+                SweepKind::Deep,
+                "reconciler.deep_cron",
+                config.reconciler.deep_cron.as_str(),
+            ),
+        ]
+    } else {
+        Vec::new()
+    };
+    let mut soc = Vec::new();
+    if !config.notify.digest_cron.is_empty() {
+        soc.push((
+            SocJob::Digest,
+            "notify.digest_cron",
+            config.notify.digest_cron.as_str(),
+        ));
+    }
+    let logins_readable = !dev && config.scim.profile == ScimProfile::Genesys;
+    if logins_readable
+        && !config.notify.break_glass_cron.is_empty()
+        && app.policy.break_glass_users().next().is_some()
+    {
+        soc.push((
+            SocJob::BreakGlassLogins,
+            "notify.break_glass_cron",
+            config.notify.break_glass_cron.as_str(),
+        ));
+    }
+    if let Some(key) = config.audit.checkpoint_key()? {
+        soc.push((
+            SocJob::Checkpoint(Arc::new(key)),
+            "audit.checkpoint_cron",
+            config.audit.checkpoint_cron.as_str(),
+        ));
+    }
+    start_schedules(app, ticket_poll, &sweeps, soc, reconcile, owner).await
 }
