@@ -8,8 +8,7 @@ use rstest::rstest;
 use serde_json::{Value, json};
 
 fn body(user: &str, duration: &str) -> Value {
-    json!({"user": user, "role": "Master Admin", "ticket": "CHG0012345", "duration": duration,
-           "justification": "Restart the stuck outbound campaign"})
+    jit_e2e::app::grant_request(user, "CHG0012345", duration)
 }
 
 #[rstest]

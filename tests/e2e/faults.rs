@@ -103,8 +103,7 @@ async fn stack_on(server: &MockServer, timeout: Duration) -> Stack {
 }
 
 fn grant_body() -> Value {
-    json!({"user": USER, "role": "Master Admin", "ticket": "CHG0012345", "duration": "1h",
-           "justification": "Rotate the SIP trunk certificate"})
+    jit_e2e::app::grant_request(USER, "CHG0012345", "1h")
 }
 
 #[tokio::test]

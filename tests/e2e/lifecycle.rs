@@ -12,8 +12,7 @@ use serde_json::{Value, json};
 const ENG: &str = "eng@example.com";
 
 fn request(user: &str, extra: Value) -> Value {
-    let mut body = json!({"user": user, "role": "Master Admin", "ticket": "CHG0012345",
-                          "duration": "1h", "justification": "Rotate the SIP trunk certificate"});
+    let mut body = jit_e2e::app::grant_request(user, "CHG0012345", "1h");
     for (k, v) in extra.as_object().into_iter().flatten() {
         body[k] = v.clone();
     }

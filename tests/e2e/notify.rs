@@ -28,8 +28,7 @@ fn recipients() -> Recipients {
 }
 
 fn request(user: &str, ticket: &str) -> serde_json::Value {
-    json!({"user": user, "role": "Master Admin", "ticket": ticket, "duration": "30m",
-           "justification": "Rotate the SIP trunk certificate"})
+    jit_e2e::app::grant_request(user, ticket, "30m")
 }
 
 #[tokio::test]

@@ -20,8 +20,7 @@ use serde_json::{Value, json};
 const ENG: &str = "eng@example.com";
 
 fn request(user: &str, ticket: &str, duration: &str) -> Value {
-    json!({"user": user, "role": "Master Admin", "ticket": ticket, "duration": duration,
-           "justification": "Rotate the SIP trunk certificate"})
+    jit_e2e::app::grant_request(user, ticket, duration)
 }
 
 /// A change that allows `user` a Master Admin grant now.

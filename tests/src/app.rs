@@ -18,6 +18,18 @@ use serde_json::Value;
 use crate::{Backend, SCIM_TOKEN, fresh_database, workspace_root};
 
 pub const API_KEY: &str = "e2e-api-key-0123456789abcdef";
+
+/// The justification every test grant gives.
+pub const GRANT_JUSTIFICATION: &str = "Rotate the SIP trunk certificate";
+
+/// The one grant-request body the tests send: `Master Admin` for `user`
+/// under `ticket`, lasting `duration` (callers add or override fields).
+pub fn grant_request(user: &str, ticket: &str, duration: &str) -> Value {
+    serde_json::json!({
+        "user": user, "role": "Master Admin", "ticket": ticket, "duration": duration,
+        "justification": GRANT_JUSTIFICATION,
+    })
+}
 /// A key without `admin`: may request grants, may not start sweeps.
 pub const READER_KEY: &str = "e2e-reader-key-0123456789abcdef";
 

@@ -268,11 +268,9 @@ pub async fn request_grants(
 
 /// A grant request body for `user`'s own change ticket.
 pub fn grant_body(user: &str, ticket: &str, starts_at: DateTime<Utc>, duration: &str) -> Value {
-    json!({
-        "user": user, "role": "Master Admin", "ticket": ticket,
-        "starts_at": starts_at.to_rfc3339(), "duration": duration,
-        "justification": "replica test: one change, done once",
-    })
+    let mut body = crate::app::grant_request(user, ticket, duration);
+    body["starts_at"] = json!(starts_at.to_rfc3339());
+    body
 }
 
 /// Every grant in the database, read directly.
