@@ -144,6 +144,15 @@ fn text(v: &Value) -> String {
     }
 }
 
+/// " Comment: …" when an approver left one.
+fn comment_suffix(d: &Value) -> String {
+    d["comment"]
+        .as_str()
+        .filter(|c| !c.is_empty())
+        .map(|c| format!(" Comment: {c}"))
+        .unwrap_or_default()
+}
+
 /// The approvers a request names (users; groups hear through
 /// `[notify.recipients] approval_requested`).
 fn approvers(d: &Value) -> Vec<String> {
@@ -220,11 +229,7 @@ pub fn compose(notice: &Notice, slo: Duration) -> Composed {
         "extension_approved" | "extension_denied" => {
             people.push(text(&d["requested_by"]));
             let outcome = if e.kind == "extension_approved" { "approved" } else { "denied" };
-            let comment = d["comment"]
-                .as_str()
-                .filter(|c| !c.is_empty())
-                .map(|c| format!(" Comment: {c}"))
-                .unwrap_or_default();
+            let comment = comment_suffix(d);
             (
                 "request_outcome",
                 false,
@@ -252,11 +257,7 @@ pub fn compose(notice: &Notice, slo: Duration) -> Composed {
                 "grant_cancelled" => String::new(),
                 _ => format!(" by {}", e.actor),
             };
-            let comment = d["comment"]
-                .as_str()
-                .filter(|c| !c.is_empty())
-                .map(|c| format!(" Comment: {c}"))
-                .unwrap_or_default();
+            let comment = comment_suffix(d);
             (
                 "request_outcome",
                 false,
