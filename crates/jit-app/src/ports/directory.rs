@@ -1,0 +1,138 @@
+//! The directory port: who holds which role, and the one-role change.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use jit_domain::{RoleChange, RoleName, UserName};
+use serde::Serialize;
+
+/// A user as the directory holds them, with the roles it lists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DirectoryUser {
+    pub id: String,
+    pub user_name: String,
+    pub roles: Vec<String>,
+    /// `meta.version` (an ETag), used as `If-Match` on the next write.
+    pub version: Option<String>,
+}
+
+impl DirectoryUser {
+    pub fn holds(&self, role: &RoleName) -> bool {
+        self.roles.iter().any(|r| r == role.as_str())
+    }
+}
+
+/// How a directory call failed, sorted by what the caller should do next.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("user `{0}` not found in the directory")]
+    UserNotFound(String),
+    /// The user changed since it was read (`If-Match` refused): read again.
+    #[error("the user changed since it was read: {0}")]
+    VersionConflict(String),
+    /// Worth trying again, no sooner than `retry_after` when the target said so.
+    #[error("{message}")]
+    Transient {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// Trying again will not help.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl DirectoryError {
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::UserNotFound(_) | Self::Permanent(_))
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Transient { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The target could not be reached or failed without saying when to
+    /// come back (connection refused, timeout, 5xx): it is probably down.
+    pub fn target_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Self::Transient {
+                retry_after: None,
+                ..
+            }
+        )
+    }
+}
+
+/// An OAuth client of the org and the roles it holds (by name where known).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OAuthClientRoles {
+    pub id: String,
+    pub name: String,
+    pub roles: Vec<String>,
+}
+
+/// One page of the directory listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryPage {
+    pub users: Vec<DirectoryUser>,
+    /// The directory's count of all users (the listing ends past it).
+    pub total_results: u64,
+}
+
+/// The users holding one role, as the directory answered in one go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleHolders {
+    /// Their `userName`s.
+    pub users: Vec<String>,
+    /// Requests the answer took (pages, and the role's id when resolved).
+    pub requests: u64,
+}
+
+#[async_trait]
+pub trait Directory: Send + Sync {
+    /// Users `start_index ..` (1-based, SCIM) with their roles, at most `count`.
+    async fn list_users(
+        &self,
+        start_index: u64,
+        count: u32,
+    ) -> Result<DirectoryPage, DirectoryError>;
+    /// Who holds `role`, where the target can say without listing everyone
+    /// (a SCIM filter on `roles.value` it announces, or Genesys Cloud's role
+    /// users); `None` where it cannot: the caller lists everyone instead.
+    async fn role_holders(&self, role: &RoleName) -> Result<Option<RoleHolders>, DirectoryError> {
+        let _ = role;
+        Ok(None)
+    }
+    /// When `user` last logged in (Genesys Cloud: the last token issued to
+    /// them), where the target can tell; `None` where it cannot, `Some(None)`
+    /// for a user who never did.
+    async fn last_login(
+        &self,
+        user: &UserName,
+    ) -> Result<Option<Option<DateTime<Utc>>>, DirectoryError> {
+        let _ = user;
+        Ok(None)
+    }
+    /// The user whose `userName` is `user`.
+    async fn find_user(&self, user: &UserName) -> Result<DirectoryUser, DirectoryError>;
+    /// The user by directory id (the read-back after a write).
+    async fn get_user(&self, id: &str) -> Result<DirectoryUser, DirectoryError>;
+    /// The org's OAuth clients with their roles, where the target offers it
+    /// (Genesys Platform API); `None` on targets without it.
+    async fn oauth_clients(&self) -> Result<Option<Vec<OAuthClientRoles>>, DirectoryError> {
+        Ok(None)
+    }
+    /// Adds or removes one role, touching no other, guarded by `user.version`.
+    /// Answers the user as the write left it when the target says (the
+    /// read-back, for free); `None` when the caller must read it back.
+    async fn change_role(
+        &self,
+        user: &DirectoryUser,
+        role: &RoleName,
+        change: RoleChange,
+    ) -> Result<Option<DirectoryUser>, DirectoryError>;
+}
