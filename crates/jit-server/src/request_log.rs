@@ -60,7 +60,7 @@ impl ApiError {
                 .iter()
                 .map(|f| format!("{}/{}", f.field, f.rule))
                 .collect(),
-            Self::Refused { rule, .. } => vec![(*rule).to_owned()],
+            Self::Refused { rule, .. } | Self::Access { rule, .. } => vec![(*rule).to_owned()],
             Self::Webhook(e) => vec![format!("{}/{}", e.field(), e.rule())],
             other => vec![
                 ResponseError::status_code(other)

@@ -182,12 +182,18 @@ impl FromRequest for SignedIn {
                 who.seen_at = now;
                 session.insert(WHO, who.clone())?;
             }
-            let soc = !web.app.soc_group.is_empty() && who.groups.contains(&web.app.soc_group);
+            let person = Person {
+                user,
+                groups: who.groups,
+            };
+            // Who is the SOC is jit-domain's rule, as for every door.
+            let soc = Caller::Person {
+                user: person.user.clone(),
+                groups: person.groups.clone(),
+            }
+            .is_soc(&web.app.soc_group);
             Ok(SignedIn {
-                person: Person {
-                    user,
-                    groups: who.groups,
-                },
+                person,
                 csrf,
                 soc,
                 via: who.via,

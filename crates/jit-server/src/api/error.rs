@@ -26,11 +26,11 @@ pub enum ApiError {
     BadIdToken(String),
     #[error("this API key may not do that (admin = true is required)")]
     Forbidden,
-    #[error(
-        "only a person may do that: send an ID token from the identity provider as the bearer token, not an API key"
-    )]
-    PersonRequired,
-    /// A rule refused an approver's answer or an extension by whom it came from.
+    /// The caller may see the grant but not do this to it (jit-domain's
+    /// `access` rules: not their grant, a person's act, ...).
+    #[error("{message}")]
+    Access { rule: &'static str, message: String },
+    /// A rule refused an approver's answer (self-approval, twice, lapsed).
     #[error("{message}")]
     Refused {
         rule: &'static str,
@@ -73,11 +73,9 @@ impl From<AppError> for ApiError {
             AppError::Busy(what) => Self::Conflict(what),
             AppError::NotFound(what) => Self::NotFound(what),
             AppError::Access(AccessRefusal::NotFound) => Self::NotFound("grant not found".into()),
-            AppError::Access(AccessRefusal::Forbidden { rule, message }) => Self::Refused {
-                rule,
-                message,
-                forbidden: true,
-            },
+            AppError::Access(AccessRefusal::Forbidden { rule, message }) => {
+                Self::Access { rule, message }
+            }
             AppError::Directory(e) => Self::Internal(e.to_string()),
             AppError::Store(inner) => Self::Internal(inner.to_string()),
         }
@@ -91,7 +89,7 @@ impl ResponseError for ApiError {
             Self::MalformedJson(_) | Self::EmptyBody => StatusCode::BAD_REQUEST,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthorized | Self::BadIdToken(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden | Self::PersonRequired => StatusCode::FORBIDDEN,
+            Self::Forbidden | Self::Access { .. } => StatusCode::FORBIDDEN,
             Self::Refused {
                 forbidden: true, ..
             } => StatusCode::FORBIDDEN,
@@ -128,7 +126,11 @@ impl ResponseError for ApiError {
                 "unauthorized",
                 vec![FieldError::new("Authorization", "id_token", why.clone())],
             ),
-            Self::Forbidden | Self::PersonRequired => ("forbidden", vec![]),
+            Self::Forbidden => ("forbidden", vec![]),
+            Self::Access { rule, message } => (
+                "forbidden",
+                vec![FieldError::new("caller", rule, message.clone())],
+            ),
             Self::Refused { rule, message, .. } => (
                 "refused",
                 vec![FieldError::new("approver", rule, message.clone())],
