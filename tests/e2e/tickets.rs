@@ -237,7 +237,11 @@ async fn assignment_group_members_and_approvals(#[case] backend: Backend) {
     book.put_change(c);
     let mut body = request("tel@example.com", "CHG0000040", "1h");
     body["role"] = json!("Telephony Admin");
-    let refused = stack.app.request_grant("test", &body).await.unwrap_err();
+    let refused = stack
+        .app
+        .request_grant("test", &jit_e2e::app::command(&body))
+        .await
+        .unwrap_err();
     assert!(
         matches!(refused, jit_app::AppError::Denied(_)),
         "{refused:?}"

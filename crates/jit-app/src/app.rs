@@ -1,36 +1,26 @@
-//! The use cases: request, drop, converge, and the job that ties them to time.
+//! The application: its ports and settings, and the grant use cases that
+//! every door shares (request, read, end). Converging the directory is in
+//! [`crate::converge`].
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use std::collections::BTreeSet;
 
 use jit_domain::{
-    ChangeTicket, Desired, EndReason, Grant, GrantId, GrantState, Policy, RequesterMatch,
-    RoleChange, RoleName, TicketEvidence, Transition, UserName, ValidGrantRequest, decide, desired,
-    validate_grant_request,
+    ChangeTicket, EndReason, Grant, GrantId, GrantRequestForm, GrantState, Policy, RequesterMatch,
+    TicketEvidence, Transition, ValidGrantRequest, decide, validate_grant_request,
 };
-use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::budget::{Lane, Turn, on_turn};
+use crate::converge::PairLocks;
 use crate::error::AppError;
 use crate::ports::{
-    Clock, Directory, DirectoryError, GrantFilter, GrantMark, Job, NewAudit, NewJob, Store,
-    StoreError, TicketSystem,
+    Clock, Directory, GrantFilter, NewAudit, NewJob, Store, StoreError, TicketSystem,
 };
 
 /// The actor name the broker's own actions are audited under.
 pub const SYSTEM_ACTOR: &str = "jit-broker";
-
-/// A read–write of the directory can lose to a concurrent writer; this many
-/// fresh reads are tried before the job is retried later.
-const VERSION_CONFLICT_ATTEMPTS: usize = 3;
-
-/// Writes one converge may make before it gives the job back to the backoff:
-/// an answer that keeps flipping means something else is writing the role.
-const MAX_WRITES_PER_CONVERGE: usize = 3;
 
 pub struct App {
     pub store: Arc<dyn Store>,
@@ -43,7 +33,7 @@ pub struct App {
     /// Members of this identity-provider group are the SOC: they see every
     /// grant and may end anyone's sessions (`web.soc_group`; empty: nobody).
     pub soc_group: String,
-    pair_locks: PairLocks,
+    pub(crate) pair_locks: PairLocks,
 }
 
 /// Who asks for a grant, and through which door.
@@ -64,51 +54,6 @@ impl Requester {
             groups: BTreeSet::new(),
             origin: "api",
         }
-    }
-}
-
-/// What one converge saw and did.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ConvergeReport {
-    pub user: UserName,
-    pub role: RoleName,
-    pub desired: Desired,
-    /// Whether the directory held the role before converge acted.
-    pub held: Option<bool>,
-    pub change: Option<RoleChange>,
-    pub directory_id: Option<String>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConvergeError {
-    #[error(transparent)]
-    Directory(#[from] DirectoryError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("read-back after {change:?} shows the role {}", if *.still_held { "still present" } else { "still absent" })]
-    NotVerified {
-        change: RoleChange,
-        still_held: bool,
-    },
-    #[error("the role kept changing under converge ({0} writes); trying again later")]
-    Unsettled(usize),
-}
-
-impl ConvergeError {
-    pub fn is_permanent(&self) -> bool {
-        matches!(self, Self::Directory(e) if e.is_permanent())
-    }
-
-    pub fn retry_after(&self) -> Option<std::time::Duration> {
-        match self {
-            Self::Directory(e) => e.retry_after(),
-            _ => None,
-        }
-    }
-
-    /// The directory seems down (see [`DirectoryError::target_unavailable`]).
-    pub fn target_unavailable(&self) -> bool {
-        matches!(self, Self::Directory(e) if e.target_unavailable())
     }
 }
 
@@ -139,8 +84,12 @@ impl App {
     }
 
     /// An API request (no OIDC groups known).
-    pub async fn request_grant(&self, actor: &str, body: &Value) -> Result<Grant, AppError> {
-        self.request_grant_as(&Requester::api(actor), body).await
+    pub async fn request_grant(
+        &self,
+        actor: &str,
+        form: &GrantRequestForm,
+    ) -> Result<Grant, AppError> {
+        self.request_grant_as(&Requester::api(actor), form).await
     }
 
     /// Validates the fields, reads the cited change from ServiceNow, decides,
@@ -149,10 +98,10 @@ impl App {
     pub async fn request_grant_as(
         &self,
         requester: &Requester,
-        body: &Value,
+        form: &GrantRequestForm,
     ) -> Result<Grant, AppError> {
         let now = self.now();
-        let valid = validate_grant_request(body, &self.policy, now).map_err(AppError::Invalid)?;
+        let valid = validate_grant_request(form, &self.policy, now).map_err(AppError::Invalid)?;
         let ticket = match &valid.ticket {
             None => None,
             Some(number) => Some(self.tickets.change(number).await?),
@@ -287,237 +236,6 @@ impl App {
             "grant {id} kept changing while being ended"
         ))))
     }
-
-    /// The job: apply whatever lifecycle transition time has made due for its
-    /// grant, then converge its (user, role). Safe to run any number of times.
-    pub async fn run_job(&self, job: &Job) -> Result<ConvergeReport, ConvergeError> {
-        if let Some(id) = job.grant {
-            self.advance_grant(id).await?;
-        }
-        let result = self.converge(&job.user, &job.role).await;
-        let (Err(e), Some(id)) = (&result, job.grant) else {
-            return result;
-        };
-        self.raise_if_overdue(id, e).await?;
-        if e.is_permanent() {
-            let audit = NewAudit {
-                at: self.now(),
-                actor: SYSTEM_ACTOR.into(),
-                kind: "converge_failed",
-                grant: Some(id),
-                ticket: None,
-                data: json!({"user": job.user, "role": job.role, "error": e.to_string(), "permanent": true}),
-            };
-            self.store
-                .mark(
-                    &GrantMark::Failed(id, e.to_string()),
-                    self.now(),
-                    Some(audit),
-                )
-                .await?;
-        }
-        result
-    }
-
-    async fn advance_grant(&self, id: GrantId) -> Result<(), StoreError> {
-        let Some(grant) = self.store.grant(id).await? else {
-            return Ok(());
-        };
-        let now = self.now();
-        if let Some(t) = grant
-            .advance(now)
-            .or_else(|| grant.lapse(&self.policy, now))
-        {
-            let note = (t.from == GrantState::PendingApproval).then_some("approval lapsed");
-            let audit = transition_audit(SYSTEM_ACTOR, &grant, &t, note);
-            // `false` means another worker applied it first: nothing to do.
-            self.store.transition(id, &t, note, &[], audit).await?;
-        }
-        Ok(())
-    }
-
-    /// Makes the directory match `desired` for one (user, role): read, compare,
-    /// PATCH only the difference, read back to verify, record the outcome.
-    pub async fn converge(
-        &self,
-        user: &UserName,
-        role: &RoleName,
-    ) -> Result<ConvergeReport, ConvergeError> {
-        // One converge per pair at a time in this process; across replicas the
-        // re-decision after each write below keeps the result right.
-        let _guard = self.pair_locks.lock(user, role).await;
-        let mut report = ConvergeReport {
-            user: user.clone(),
-            role: role.clone(),
-            desired: Desired::Unmanaged,
-            held: None,
-            change: None,
-            directory_id: None,
-        };
-        let mut conflicts = 0;
-        let mut writes = 0;
-        // One place in the directory budget's queue for every call below, so
-        // that a converge which has read goes on to write before converges
-        // begun after it read.
-        let begun = Turn::begin(Lane::Activation);
-        loop {
-            if writes == MAX_WRITES_PER_CONVERGE {
-                return Err(ConvergeError::Unsettled(writes));
-            }
-            let grants = self.store.grants_for(user, role).await?;
-            let decision = desired(&self.policy, user, role, &grants, self.now());
-            report.desired = decision;
-            if decision == Desired::Unmanaged {
-                return Ok(report);
-            }
-            // Taking a role away goes first in the directory budget.
-            let turn = begun.in_lane(if decision == Desired::Absent {
-                Lane::Revocation
-            } else {
-                Lane::Activation
-            });
-            let current = on_turn(turn, self.directory.find_user(user)).await?;
-            report.directory_id = Some(current.id.clone());
-            let holds = current.holds(role);
-            report.held.get_or_insert(holds);
-            let Some(change) = decision.change(holds) else {
-                self.record_in_sync(user, role, decision, holds).await?;
-                return Ok(report);
-            };
-            let answered =
-                match on_turn(turn, self.directory.change_role(&current, role, change)).await {
-                    Err(DirectoryError::VersionConflict(_))
-                        if conflicts + 1 < VERSION_CONFLICT_ATTEMPTS =>
-                    {
-                        conflicts += 1;
-                        continue;
-                    }
-                    Err(e) => return Err(e.into()),
-                    Ok(answered) => {
-                        writes += 1;
-                        answered
-                    }
-                };
-            // The write's own answer is the read-back where the target gives
-            // one; otherwise read the user again.
-            let after = match answered {
-                Some(user) => user,
-                None => on_turn(turn, self.directory.get_user(&current.id)).await?,
-            };
-            let still_held = after.holds(role);
-            if still_held != (change == RoleChange::Add) {
-                return Err(ConvergeError::NotVerified { change, still_held });
-            }
-            report.change = Some(change);
-            self.record_change(user, role, decision, change, &current, &after)
-                .await?;
-            // Time or another replica may have changed the answer while we wrote.
-            let grants = self.store.grants_for(user, role).await?;
-            if desired(&self.policy, user, role, &grants, self.now())
-                .change(still_held)
-                .is_none()
-            {
-                return Ok(report);
-            }
-        }
-    }
-
-    async fn record_in_sync(
-        &self,
-        user: &UserName,
-        role: &RoleName,
-        decision: Desired,
-        holds: bool,
-    ) -> Result<(), StoreError> {
-        let now = self.now();
-        match decision {
-            Desired::HeldByGrant { grant } => {
-                self.store
-                    .mark(&GrantMark::RoleAdded(grant), now, None)
-                    .await
-            }
-            Desired::Absent if !holds => {
-                let mark = GrantMark::RoleRemoved {
-                    user: user.clone(),
-                    role: role.clone(),
-                };
-                self.store.mark(&mark, now, None).await
-            }
-            _ => Ok(()),
-        }
-    }
-
-    async fn record_change(
-        &self,
-        user: &UserName,
-        role: &RoleName,
-        decision: Desired,
-        change: RoleChange,
-        before: &crate::ports::DirectoryUser,
-        after: &crate::ports::DirectoryUser,
-    ) -> Result<(), StoreError> {
-        let now = self.now();
-        let grant = match decision {
-            Desired::HeldByGrant { grant } => Some(grant),
-            _ => None,
-        };
-        let (kind, mark) = match (change, grant) {
-            (RoleChange::Add, Some(grant)) => ("role_added", Some(GrantMark::RoleAdded(grant))),
-            // Added for a break-glass account: no grant to mark.
-            (RoleChange::Add, None) => ("role_added", None),
-            (RoleChange::Remove, _) => (
-                "role_removed",
-                Some(GrantMark::RoleRemoved {
-                    user: user.clone(),
-                    role: role.clone(),
-                }),
-            ),
-        };
-        let audit = NewAudit {
-            at: now,
-            actor: SYSTEM_ACTOR.into(),
-            kind,
-            grant,
-            ticket: None,
-            data: json!({
-                "user": user, "role": role, "cause": decision, "directory_id": before.id,
-                "version_before": before.version, "version_after": after.version, "verified": true,
-            }),
-        };
-        match mark {
-            Some(mark) => self.store.mark(&mark, now, Some(audit)).await,
-            None => self.store.append_audit(audit).await,
-        }
-    }
-}
-
-impl App {
-    /// A removal that keeps failing past the SLO is raised once per grant.
-    async fn raise_if_overdue(&self, id: GrantId, error: &ConvergeError) -> Result<(), StoreError> {
-        let Some(grant) = self.store.grant(id).await? else {
-            return Ok(());
-        };
-        let now = self.now();
-        let Some(overdue) = grant.revocation_overdue(now, self.revocation_slo) else {
-            return Ok(());
-        };
-        let audit = NewAudit {
-            at: now,
-            actor: SYSTEM_ACTOR.into(),
-            kind: "revocation_overdue",
-            grant: Some(id),
-            ticket: grant.ticket.clone(),
-            data: json!({
-                "user": grant.user, "role": grant.role, "ended_at": grant.ended_at,
-                "end_reason": grant.end_reason, "overdue_secs": overdue.num_seconds(),
-                "slo_secs": self.revocation_slo.num_seconds(), "error": error.to_string(),
-            }),
-        };
-        if self.store.mark_overdue(id, audit).await? {
-            tracing::error!(grant = %id, user = %grant.user, role = %grant.role, "revocation overdue");
-        }
-        Ok(())
-    }
 }
 
 /// A converge job for a grant's pair, due at `due_at`.
@@ -562,45 +280,5 @@ pub(crate) fn transition_audit(
             "user": grant.user, "role": grant.role, "from": t.from, "to": t.to,
             "reason": t.end_reason, "note": note,
         }),
-    }
-}
-
-/// One async mutex per (user, role), dropped when nobody holds or waits for it.
-#[derive(Default)]
-struct PairLocks(Mutex<HashMap<Pair, Arc<tokio::sync::Mutex<()>>>>);
-
-type Pair = (UserName, RoleName);
-
-struct PairGuard<'a> {
-    locks: &'a PairLocks,
-    key: Pair,
-    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
-}
-
-impl PairLocks {
-    async fn lock(&self, user: &UserName, role: &RoleName) -> PairGuard<'_> {
-        let key = (user.clone(), role.clone());
-        let mutex = {
-            let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-            map.entry(key.clone()).or_default().clone()
-        };
-        PairGuard {
-            locks: self,
-            key,
-            guard: Some(mutex.lock_owned().await),
-        }
-    }
-}
-
-impl Drop for PairGuard<'_> {
-    fn drop(&mut self) {
-        self.guard.take();
-        let mut map = self.locks.0.lock().unwrap_or_else(|p| p.into_inner());
-        if map
-            .get(&self.key)
-            .is_some_and(|m| Arc::strong_count(m) == 1)
-        {
-            map.remove(&self.key);
-        }
     }
 }

@@ -4,11 +4,12 @@
 //! Handlers and pages only translate input and answers.
 
 use jit_domain::{
-    Caller, EndReason, ExtensionRequest, ExtensionState, Grant, GrantId, GrantState, Review,
-    Verdict, validate_drop_reason, validate_extension, validate_review_comment,
+    Caller, EndReason, ExtensionForm, ExtensionRequest, ExtensionState, Given, Grant, GrantId,
+    GrantRequestForm, GrantState, Review, Verdict, validate_drop_reason, validate_extension,
+    validate_review_comment,
 };
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::app::{App, Requester, job_at};
 use crate::error::AppError;
@@ -52,24 +53,25 @@ impl App {
         &self,
         caller: &Caller,
         origin: &'static str,
-        body: &Value,
+        form: &GrantRequestForm,
     ) -> Result<Grant, AppError> {
-        let mut body = body.clone();
-        if let Some(obj) = body.as_object_mut() {
-            let named = obj.get("user").and_then(Value::as_str);
-            let user = caller
-                .request_for(named)
-                .map_err(|e| AppError::Invalid(vec![e]))?;
-            if let Some(user) = user {
-                obj.insert("user".into(), json!(user));
-            }
+        let named = match &form.user {
+            Given::Text(user) => Some(user.as_str()),
+            _ => None,
+        };
+        let mut form = form.clone();
+        if let Some(user) = caller
+            .request_for(named)
+            .map_err(|e| AppError::Invalid(vec![e]))?
+        {
+            form.user = Given::Text(user);
         }
         let requester = Requester {
             actor: caller.actor(),
             groups: caller.groups(),
             origin,
         };
-        self.request_grant_as(&requester, &body).await
+        self.request_grant_as(&requester, &form).await
     }
 
     /// One grant, if the caller may see it (else not found).
@@ -113,12 +115,12 @@ impl App {
         &self,
         caller: &Caller,
         id: GrantId,
-        body: &Value,
+        form: &ExtensionForm,
     ) -> Result<Extended, AppError> {
         for _ in 0..3 {
             let grant = self.grant(id).await?;
             caller.may_change(&grant, &self.policy, &self.soc_group, "extend")?;
-            let until = validate_extension(body, grant.expires_at).map_err(AppError::Invalid)?;
+            let until = validate_extension(form, grant.expires_at).map_err(AppError::Invalid)?;
             let ticket = match &grant.ticket {
                 Some(number) => self.tickets.change(number).await?,
                 None => None,

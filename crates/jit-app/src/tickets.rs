@@ -205,13 +205,8 @@ impl App {
         role: &RoleName,
         now: DateTime<Utc>,
     ) -> Result<Grant, AppError> {
-        let Some(rp) = self.policy.role(role).filter(|rp| rp.privileged) else {
-            return Err(AppError::Invalid(vec![jit_domain::FieldError::new(
-                "role",
-                "known_role",
-                format!("`{role}` is not a privileged role in the policy's catalogue"),
-            )]));
-        };
+        let rp = jit_domain::privileged_role(&self.policy, role)
+            .map_err(|refusal| AppError::Invalid(vec![refusal]))?;
         let state = ticket.state.map_or("its current state", |s| s.as_str());
         let justification = Justification::parse(&format!(
             "ServiceNow change {} is {state} and approved ({})",

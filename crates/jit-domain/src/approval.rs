@@ -1,18 +1,17 @@
 //! Approving, denying and extending a grant, and letting an unanswered
 //! request lapse: who may, and what it changes.
 
-use std::collections::BTreeSet;
-use std::fmt;
-use std::str::FromStr;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, TimeDelta, Utc};
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
 use crate::grant::{Grant, Transition};
 use crate::lifecycle::GrantState;
-use crate::names::{UnknownName, UserName};
+use crate::names::UserName;
 use crate::policy::{Policy, format_duration};
-use crate::request::FieldError;
+use crate::request::{FieldError, Given};
 use crate::ticket::ChangeTicket;
 
 /// An approver's answer.
@@ -23,31 +22,10 @@ pub enum Verdict {
     Deny,
 }
 
-impl Verdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Approve => "approve",
-            Self::Deny => "deny",
-        }
-    }
-}
-
-impl fmt::Display for Verdict {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Verdict {
-    type Err = UnknownName;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "approve" => Ok(Self::Approve),
-            "deny" => Ok(Self::Deny),
-            other => Err(UnknownName(other.to_owned())),
-        }
-    }
-}
+snake_names!(Verdict {
+    Approve => "approve",
+    Deny => "deny",
+});
 
 /// One approver's recorded answer on one grant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -304,33 +282,11 @@ pub enum ExtensionState {
     Denied,
 }
 
-impl ExtensionState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Approved => "approved",
-            Self::Denied => "denied",
-        }
-    }
-}
-
-impl fmt::Display for ExtensionState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for ExtensionState {
-    type Err = UnknownName;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "pending" => Ok(Self::Pending),
-            "approved" => Ok(Self::Approved),
-            "denied" => Ok(Self::Denied),
-            other => Err(UnknownName(other.to_owned())),
-        }
-    }
-}
+snake_names!(ExtensionState {
+    Pending => "pending",
+    Approved => "approved",
+    Denied => "denied",
+});
 
 /// A request to move a live grant's end past what its approvers approved.
 /// The grant keeps its end until the request is approved.
@@ -474,46 +430,56 @@ pub fn validate_review_comment(verdict: Verdict, raw: &str) -> Result<String, Fi
     Ok(comment.to_owned())
 }
 
-/// The new end an extension request asks for: exactly one of `until`
-/// (RFC 3339) or `by` (a duration added to the current end, like "30m").
+/// An extension as a door received it: exactly one of `until` (RFC 3339)
+/// or `by` (a duration added to the current end, like "30m").
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct ExtensionForm {
+    pub until: Given,
+    pub by: Given,
+    /// Keys that are not fields of an extension (refused by name).
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, IgnoredAny>,
+}
+
+/// The new end an extension asks for.
 pub fn validate_extension(
-    body: &serde_json::Value,
+    form: &ExtensionForm,
     current_end: DateTime<Utc>,
 ) -> Result<DateTime<Utc>, Vec<FieldError>> {
-    let Some(obj) = body.as_object() else {
-        return Err(vec![FieldError::new("", "object", "must be a JSON object")]);
-    };
-    if let Some(extra) = obj.keys().find(|k| !matches!(k.as_str(), "until" | "by")) {
+    if let Some(extra) = form.unknown.keys().next() {
         return Err(vec![FieldError::new(
             extra,
             "unknown_field",
             "only `until` or `by` is accepted",
         )]);
     }
-    match (obj.get("until"), obj.get("by")) {
-        (Some(until), None) => until
-            .as_str()
-            .and_then(|u| DateTime::parse_from_rfc3339(u).ok())
-            .map(|u| u.with_timezone(&Utc))
-            .ok_or_else(|| {
-                vec![FieldError::new(
-                    "until",
-                    "format",
-                    "must be an RFC 3339 time, e.g. 2026-11-26T14:30:00Z",
-                )]
-            }),
-        (None, Some(by)) => by
-            .as_str()
-            .ok_or_else(|| "must be a string like \"30m\"".to_owned())
-            .and_then(crate::policy::parse_duration)
-            .and_then(|d| {
-                if d > TimeDelta::zero() {
-                    Ok(current_end + d)
-                } else {
-                    Err("must be more than 0".to_owned())
-                }
-            })
-            .map_err(|m| vec![FieldError::new("by", "duration", m)]),
+    match (&form.until, &form.by) {
+        (until, Given::Absent) if !until.is_absent() => match until {
+            Given::Text(u) => DateTime::parse_from_rfc3339(u).ok(),
+            _ => None,
+        }
+        .map(|u| u.with_timezone(&Utc))
+        .ok_or_else(|| {
+            vec![FieldError::new(
+                "until",
+                "format",
+                "must be an RFC 3339 time, e.g. 2026-11-26T14:30:00Z",
+            )]
+        }),
+        (Given::Absent, by) if !by.is_absent() => match by {
+            Given::Text(b) => Ok(b.as_str()),
+            _ => Err("must be a string like \"30m\"".to_owned()),
+        }
+        .and_then(crate::policy::parse_duration)
+        .and_then(|d| {
+            if d > TimeDelta::zero() {
+                Ok(current_end + d)
+            } else {
+                Err("must be more than 0".to_owned())
+            }
+        })
+        .map_err(|m| vec![FieldError::new("by", "duration", m)]),
         _ => Err(vec![FieldError::new(
             "until",
             "one_of",
@@ -728,6 +694,10 @@ approver_users = ["boss@example.com"]
             Ok("ok".into())
         );
         let end = t(3600);
+        let validate_extension = |body: &serde_json::Value, end| {
+            let form: ExtensionForm = serde_json::from_value(body.clone()).unwrap();
+            super::validate_extension(&form, end)
+        };
         let by = serde_json::json!({"by": "30m"});
         assert_eq!(validate_extension(&by, end), Ok(t(5400)));
         let until = serde_json::json!({"until": "2027-01-15T08:00:00Z"});

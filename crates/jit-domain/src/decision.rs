@@ -204,51 +204,7 @@ pub fn decide(
             reasons.push(approval);
             reasons.push(state_reason(rp, ticket));
             reasons.push(requester_reason(rp, ticket, &request.user, group_member));
-            match (ticket.start_date, ticket.end_date) {
-                (Some(start), Some(end))
-                    if start <= now && now < end && request.starts_at < end =>
-                {
-                    reasons.push(Reason::new(
-                        true,
-                        "ticket",
-                        "ticket_window",
-                        "ticket.start_date".into(),
-                        format!("now is inside the change window {start} – {end}"),
-                    ));
-                    if expires_at > end {
-                        reasons.push(Reason::new(
-                            true,
-                            "expires_at",
-                            "clipped_to_change",
-                            "ticket.end_date".into(),
-                            format!(
-                                "expiry clipped from {expires_at} to the change's planned end {end}"
-                            ),
-                        ));
-                        expires_at = end;
-                    }
-                }
-                (Some(start), Some(end)) => reasons.push(Reason::new(
-                    false,
-                    "ticket",
-                    "ticket_window",
-                    "ticket.start_date".into(),
-                    if now < start {
-                        format!("the change window opens at {start}")
-                    } else if now >= end {
-                        format!("the change window closed at {end}")
-                    } else {
-                        format!("the grant would start after the change window closes at {end}")
-                    },
-                )),
-                _ => reasons.push(Reason::new(
-                    false,
-                    "ticket",
-                    "ticket_window",
-                    "ticket.start_date".into(),
-                    format!("{} has no planned start and end date", ticket.number),
-                )),
-            }
+            expires_at = window_reasons(request, ticket, now, expires_at, &mut reasons);
             if emergency && let Some(rule) = &rp.emergency {
                 let cap = request.starts_at + rule.max_duration;
                 if expires_at > cap {
@@ -291,6 +247,59 @@ pub fn decide(
         expires_at,
         reasons,
     }
+}
+
+/// Whether now, and the grant's start, are inside the change's planned
+/// window; the expiry is clipped to the window's end. Returns the expiry.
+fn window_reasons(
+    request: &ValidGrantRequest,
+    ticket: &ChangeTicket,
+    now: DateTime<Utc>,
+    mut expires_at: DateTime<Utc>,
+    reasons: &mut Vec<Reason>,
+) -> DateTime<Utc> {
+    match (ticket.start_date, ticket.end_date) {
+        (Some(start), Some(end)) if start <= now && now < end && request.starts_at < end => {
+            reasons.push(Reason::new(
+                true,
+                "ticket",
+                "ticket_window",
+                "ticket.start_date".into(),
+                format!("now is inside the change window {start} – {end}"),
+            ));
+            if expires_at > end {
+                reasons.push(Reason::new(
+                    true,
+                    "expires_at",
+                    "clipped_to_change",
+                    "ticket.end_date".into(),
+                    format!("expiry clipped from {expires_at} to the change's planned end {end}"),
+                ));
+                expires_at = end;
+            }
+        }
+        (Some(start), Some(end)) => reasons.push(Reason::new(
+            false,
+            "ticket",
+            "ticket_window",
+            "ticket.start_date".into(),
+            if now < start {
+                format!("the change window opens at {start}")
+            } else if now >= end {
+                format!("the change window closed at {end}")
+            } else {
+                format!("the grant would start after the change window closes at {end}")
+            },
+        )),
+        _ => reasons.push(Reason::new(
+            false,
+            "ticket",
+            "ticket_window",
+            "ticket.start_date".into(),
+            format!("{} has no planned start and end date", ticket.number),
+        )),
+    }
+    expires_at
 }
 
 fn approval_reason(rp: &RolePolicy, ticket: &ChangeTicket) -> Reason {

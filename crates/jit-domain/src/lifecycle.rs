@@ -2,12 +2,7 @@
 //! stored spelling. Kept apart from `grant` so the policy decision can name
 //! the state it leads to without depending on the grant itself.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
-
-use crate::names::UnknownName;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -27,27 +22,6 @@ pub enum EndReason {
     Dropped,
     TicketClosed,
     RevokedByAdmin,
-}
-
-/// The one place state and reason names meet their stored spelling.
-macro_rules! snake_names {
-    ($ty:ty { $($variant:ident => $name:literal),+ $(,)? }) => {
-        impl $ty {
-            pub const ALL: &'static [$ty] = &[$(<$ty>::$variant),+];
-            pub fn as_str(self) -> &'static str {
-                match self { $(<$ty>::$variant => $name),+ }
-            }
-        }
-        impl FromStr for $ty {
-            type Err = UnknownName;
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                match s { $($name => Ok(<$ty>::$variant),)+ _ => Err(UnknownName(s.to_owned())) }
-            }
-        }
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
-        }
-    };
 }
 
 snake_names!(GrantState {

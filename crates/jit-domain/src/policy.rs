@@ -196,20 +196,250 @@ pub fn format_duration(d: TimeDelta) -> String {
         .unwrap_or_else(|_| format!("{}s", d.num_seconds()))
 }
 
-impl Policy {
-    pub fn from_toml(file: &str, text: &str) -> Result<Self, PolicyError> {
-        let err = |span: Option<std::ops::Range<usize>>, key: &str, message: String| PolicyError {
-            file: file.to_owned(),
-            line: span.map_or(1, |s| line_of(text, s.start)),
+/// Reads one policy file, each error naming the file, line and key.
+struct Reader<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Reader<'_> {
+    fn err(&self, span: Option<std::ops::Range<usize>>, key: &str, message: String) -> PolicyError {
+        PolicyError {
+            file: self.file.to_owned(),
+            line: span.map_or(1, |s| line_of(self.text, s.start)),
             key: key.to_owned(),
             message,
+        }
+    }
+
+    fn user(&self, user: &Spanned<String>, key: &str) -> Result<UserName, PolicyError> {
+        UserName::parse(user.get_ref())
+            .map_err(|e| self.err(Some(user.span()), key, format!("user name {}", e.message)))
+    }
+
+    fn duration(&self, v: &Spanned<String>, key: &str) -> Result<TimeDelta, PolicyError> {
+        parse_duration(v.get_ref()).map_err(|m| self.err(Some(v.span()), key, m))
+    }
+
+    fn role(&self, name: &str, role: &Spanned<RawRole>) -> Result<RolePolicy, PolicyError> {
+        let key = format!("roles.\"{name}\"");
+        let span = Some(role.span());
+        let name = RoleName::parse(name)
+            .map_err(|e| self.err(span.clone(), &key, format!("role name {}", e.message)))?;
+        let role = role.get_ref();
+        let default_duration =
+            self.duration(&role.default_duration, &format!("{key}.default_duration"))?;
+        let max_duration = self.duration(&role.max_duration, &format!("{key}.max_duration"))?;
+        if max_duration <= TimeDelta::zero() || max_duration > HARD_MAX_DURATION {
+            return Err(self.err(
+                Some(role.max_duration.span()),
+                &format!("{key}.max_duration"),
+                format!(
+                    "must be more than 0 and at most {}",
+                    format_duration(HARD_MAX_DURATION)
+                ),
+            ));
+        }
+        if default_duration <= TimeDelta::zero() || default_duration > max_duration {
+            return Err(self.err(
+                Some(role.default_duration.span()),
+                &format!("{key}.default_duration"),
+                "must be more than 0 and at most max_duration".into(),
+            ));
+        }
+        let eligible = self.eligible(&key, role)?;
+        if role.privileged && eligible.is_empty() {
+            return Err(self.err(
+                span.clone(),
+                &format!("{key}.eligible_users"),
+                "a privileged role must say who may hold it: eligible_users and/or \
+                 eligible_groups (eligible_users = [\"*\"] for anyone)"
+                    .into(),
+            ));
+        }
+        let change_states = self.change_states(&key, role)?;
+        let requester = match role
+            .requester
+            .as_ref()
+            .map(|r| (r.get_ref().as_str(), r.span()))
+        {
+            None | Some(("assignee", _)) => RequesterMatch::Assignee,
+            Some(("assignment_group", _)) => RequesterMatch::AssignmentGroup,
+            Some((other, span)) => {
+                return Err(self.err(
+                    Some(span),
+                    &format!("{key}.requester"),
+                    format!("`{other}` is not \"assignee\" or \"assignment_group\""),
+                ));
+            }
         };
+        let approvals = match &role.approvals {
+            None => 0,
+            Some(a) => u8::try_from(*a.get_ref())
+                .ok()
+                .filter(|n| i64::from(*n) <= MAX_APPROVALS)
+                .ok_or_else(|| {
+                    self.err(
+                        Some(a.span()),
+                        &format!("{key}.approvals"),
+                        format!("must be between 0 and {MAX_APPROVALS}"),
+                    )
+                })?,
+        };
+        let approvers = self.approvers(&key, role)?;
+        if approvals > 0 && approvers.is_empty() {
+            return Err(self.err(
+                span.clone(),
+                &format!("{key}.approvals"),
+                "a role that needs approvals must say who approves: approver_users and/or approver_groups".into(),
+            ));
+        }
+        Ok(RolePolicy {
+            name,
+            privileged: role.privileged,
+            default_duration,
+            max_duration,
+            eligible,
+            require_ticket: role.require_ticket,
+            change_states,
+            requester,
+            approvals,
+            approvers,
+            // The approvers approved a window: privilege beyond it is
+            // unapproved unless the policy explicitly says otherwise.
+            extension_needs_approval: role.extension_needs_approval.unwrap_or(approvals > 0),
+            emergency: self.emergency(&key, role, max_duration)?,
+            report_only: role.report_only,
+        })
+    }
+
+    fn eligible(&self, key: &str, role: &RawRole) -> Result<Eligibility, PolicyError> {
+        let mut eligible = Eligibility::default();
+        for user in &role.eligible_users {
+            if user.get_ref() == "*" {
+                eligible.anyone = true;
+            } else {
+                eligible
+                    .users
+                    .insert(self.user(user, &format!("{key}.eligible_users"))?);
+            }
+        }
+        for group in &role.eligible_groups {
+            if group.get_ref().trim().is_empty() {
+                return Err(self.err(
+                    Some(group.span()),
+                    &format!("{key}.eligible_groups"),
+                    "group names must not be empty".into(),
+                ));
+            }
+            eligible.groups.insert(group.get_ref().trim().to_owned());
+        }
+        Ok(eligible)
+    }
+
+    fn change_states(
+        &self,
+        key: &str,
+        role: &RawRole,
+    ) -> Result<BTreeSet<ChangeState>, PolicyError> {
+        let Some(states) = &role.change_states else {
+            return Ok(BTreeSet::from([ChangeState::Implement]));
+        };
+        let mut change_states = BTreeSet::new();
+        for state in states.get_ref() {
+            let parsed = state
+                .get_ref()
+                .parse::<ChangeState>()
+                .ok()
+                .filter(|s| matches!(s, ChangeState::Implement | ChangeState::Scheduled))
+                .ok_or_else(|| {
+                    self.err(
+                        Some(state.span()),
+                        &format!("{key}.change_states"),
+                        format!(
+                            "`{}` is not a state a grant may be made in: use \"implement\" and/or \"scheduled\"",
+                            state.get_ref()
+                        ),
+                    )
+                })?;
+            change_states.insert(parsed);
+        }
+        if change_states.is_empty() {
+            return Err(self.err(
+                Some(states.span()),
+                &format!("{key}.change_states"),
+                "must name at least one state".into(),
+            ));
+        }
+        Ok(change_states)
+    }
+
+    fn approvers(&self, key: &str, role: &RawRole) -> Result<Eligibility, PolicyError> {
+        let mut approvers = Eligibility::default();
+        for user in &role.approver_users {
+            approvers
+                .users
+                .insert(self.user(user, &format!("{key}.approver_users"))?);
+        }
+        for group in &role.approver_groups {
+            let g = group.get_ref().trim();
+            if g.is_empty() || g == "*" {
+                return Err(self.err(
+                    Some(group.span()),
+                    &format!("{key}.approver_groups"),
+                    "must name a group (\"*\" is not allowed for approvers)".into(),
+                ));
+            }
+            approvers.groups.insert(g.to_owned());
+        }
+        Ok(approvers)
+    }
+
+    fn emergency(
+        &self,
+        key: &str,
+        role: &RawRole,
+        max_duration: TimeDelta,
+    ) -> Result<Option<EmergencyRule>, PolicyError> {
+        let Some(e) = &role.emergency else {
+            return Ok(None);
+        };
+        let inner = e.get_ref();
+        let change_type = inner.change_type.get_ref().trim().to_owned();
+        if change_type.is_empty() {
+            return Err(self.err(
+                Some(inner.change_type.span()),
+                &format!("{key}.emergency.change_type"),
+                "must name the change type, e.g. \"emergency\"".into(),
+            ));
+        }
+        let max = self.duration(
+            &inner.max_duration,
+            &format!("{key}.emergency.max_duration"),
+        )?;
+        if max <= TimeDelta::zero() || max > max_duration {
+            return Err(self.err(
+                Some(inner.max_duration.span()),
+                &format!("{key}.emergency.max_duration"),
+                "must be more than 0 and at most the role's max_duration".into(),
+            ));
+        }
+        Ok(Some(EmergencyRule {
+            change_type,
+            max_duration: max,
+        }))
+    }
+}
+
+impl Policy {
+    pub fn from_toml(file: &str, text: &str) -> Result<Self, PolicyError> {
+        let r = Reader { file, text };
         let raw: RawPolicy = toml::from_str(text).map_err(|e| {
             let key = e.message().split('`').nth(1).unwrap_or_default().to_owned();
-            err(e.span(), &key, e.message().to_owned())
+            r.err(e.span(), &key, e.message().to_owned())
         })?;
         if *raw.version.get_ref() != 1 {
-            return Err(err(
+            return Err(r.err(
                 Some(raw.version.span()),
                 "version",
                 "only policy format version 1 is understood".into(),
@@ -218,7 +448,7 @@ impl Policy {
         let max_schedule_ahead = match &raw.max_schedule_ahead {
             None => TimeDelta::days(7),
             Some(v) => parse_duration(v.get_ref())
-                .map_err(|m| err(Some(v.span()), "max_schedule_ahead", m))?,
+                .map_err(|m| r.err(Some(v.span()), "max_schedule_ahead", m))?,
         };
         let approval_timeout = match &raw.approval_timeout {
             None => DEFAULT_APPROVAL_TIMEOUT,
@@ -226,7 +456,7 @@ impl Policy {
                 .ok()
                 .filter(|d| *d > TimeDelta::zero() && *d <= TimeDelta::days(7))
                 .ok_or_else(|| {
-                    err(
+                    r.err(
                         Some(v.span()),
                         "approval_timeout",
                         "must be a duration between 1s and 7d, like \"4h\"".into(),
@@ -235,205 +465,11 @@ impl Policy {
         };
         let mut roles = BTreeMap::new();
         for (name, role) in raw.roles.get_ref() {
-            let key = format!("roles.\"{name}\"");
-            let span = Some(role.span());
-            let name = RoleName::parse(name)
-                .map_err(|e| err(span.clone(), &key, format!("role name {}", e.message)))?;
-            let role = role.get_ref();
-            let duration = |v: &Spanned<String>, field: &str| {
-                parse_duration(v.get_ref())
-                    .map_err(|m| err(Some(v.span()), &format!("{key}.{field}"), m))
-            };
-            let default_duration = duration(&role.default_duration, "default_duration")?;
-            let max_duration = duration(&role.max_duration, "max_duration")?;
-            if max_duration <= TimeDelta::zero() || max_duration > HARD_MAX_DURATION {
-                return Err(err(
-                    Some(role.max_duration.span()),
-                    &format!("{key}.max_duration"),
-                    format!(
-                        "must be more than 0 and at most {}",
-                        format_duration(HARD_MAX_DURATION)
-                    ),
-                ));
-            }
-            if default_duration <= TimeDelta::zero() || default_duration > max_duration {
-                return Err(err(
-                    Some(role.default_duration.span()),
-                    &format!("{key}.default_duration"),
-                    "must be more than 0 and at most max_duration".into(),
-                ));
-            }
-            let mut eligible = Eligibility::default();
-            for user in &role.eligible_users {
-                if user.get_ref() == "*" {
-                    eligible.anyone = true;
-                    continue;
-                }
-                let parsed = UserName::parse(user.get_ref()).map_err(|e| {
-                    err(
-                        Some(user.span()),
-                        &format!("{key}.eligible_users"),
-                        format!("user name {}", e.message),
-                    )
-                })?;
-                eligible.users.insert(parsed);
-            }
-            for group in &role.eligible_groups {
-                if group.get_ref().trim().is_empty() {
-                    return Err(err(
-                        Some(group.span()),
-                        &format!("{key}.eligible_groups"),
-                        "group names must not be empty".into(),
-                    ));
-                }
-                eligible.groups.insert(group.get_ref().trim().to_owned());
-            }
-            if role.privileged
-                && !eligible.anyone
-                && eligible.users.is_empty()
-                && eligible.groups.is_empty()
-            {
-                return Err(err(
-                    span.clone(),
-                    &format!("{key}.eligible_users"),
-                    "a privileged role must say who may hold it: eligible_users and/or \
-                     eligible_groups (eligible_users = [\"*\"] for anyone)"
-                        .into(),
-                ));
-            }
-            let mut change_states = BTreeSet::from([ChangeState::Implement]);
-            if let Some(states) = &role.change_states {
-                change_states.clear();
-                for state in states.get_ref() {
-                    let parsed = state
-                        .get_ref()
-                        .parse::<ChangeState>()
-                        .ok()
-                        .filter(|s| matches!(s, ChangeState::Implement | ChangeState::Scheduled))
-                        .ok_or_else(|| {
-                            err(
-                                Some(state.span()),
-                                &format!("{key}.change_states"),
-                                format!(
-                                    "`{}` is not a state a grant may be made in: use \"implement\" and/or \"scheduled\"",
-                                    state.get_ref()
-                                ),
-                            )
-                        })?;
-                    change_states.insert(parsed);
-                }
-                if change_states.is_empty() {
-                    return Err(err(
-                        Some(states.span()),
-                        &format!("{key}.change_states"),
-                        "must name at least one state".into(),
-                    ));
-                }
-            }
-            let requester = match role
-                .requester
-                .as_ref()
-                .map(|r| (r.get_ref().as_str(), r.span()))
-            {
-                None | Some(("assignee", _)) => RequesterMatch::Assignee,
-                Some(("assignment_group", _)) => RequesterMatch::AssignmentGroup,
-                Some((other, span)) => {
-                    return Err(err(
-                        Some(span),
-                        &format!("{key}.requester"),
-                        format!("`{other}` is not \"assignee\" or \"assignment_group\""),
-                    ));
-                }
-            };
-            let approvals = match &role.approvals {
-                None => 0,
-                Some(a) => u8::try_from(*a.get_ref())
-                    .ok()
-                    .filter(|n| i64::from(*n) <= MAX_APPROVALS)
-                    .ok_or_else(|| {
-                        err(
-                            Some(a.span()),
-                            &format!("{key}.approvals"),
-                            format!("must be between 0 and {MAX_APPROVALS}"),
-                        )
-                    })?,
-            };
-            let mut approvers = Eligibility::default();
-            for user in &role.approver_users {
-                let parsed = UserName::parse(user.get_ref()).map_err(|e| {
-                    err(
-                        Some(user.span()),
-                        &format!("{key}.approver_users"),
-                        format!("user name {}", e.message),
-                    )
-                })?;
-                approvers.users.insert(parsed);
-            }
-            for group in &role.approver_groups {
-                let g = group.get_ref().trim();
-                if g.is_empty() || g == "*" {
-                    return Err(err(
-                        Some(group.span()),
-                        &format!("{key}.approver_groups"),
-                        "must name a group (\"*\" is not allowed for approvers)".into(),
-                    ));
-                }
-                approvers.groups.insert(g.to_owned());
-            }
-            if approvals > 0 && approvers.is_empty() {
-                return Err(err(
-                    span.clone(),
-                    &format!("{key}.approvals"),
-                    "a role that needs approvals must say who approves: approver_users and/or approver_groups".into(),
-                ));
-            }
-            let emergency = match &role.emergency {
-                None => None,
-                Some(e) => {
-                    let inner = e.get_ref();
-                    let change_type = inner.change_type.get_ref().trim().to_owned();
-                    if change_type.is_empty() {
-                        return Err(err(
-                            Some(inner.change_type.span()),
-                            &format!("{key}.emergency.change_type"),
-                            "must name the change type, e.g. \"emergency\"".into(),
-                        ));
-                    }
-                    let max = duration(&inner.max_duration, "emergency.max_duration")?;
-                    if max <= TimeDelta::zero() || max > max_duration {
-                        return Err(err(
-                            Some(inner.max_duration.span()),
-                            &format!("{key}.emergency.max_duration"),
-                            "must be more than 0 and at most the role's max_duration".into(),
-                        ));
-                    }
-                    Some(EmergencyRule {
-                        change_type,
-                        max_duration: max,
-                    })
-                }
-            };
-            let policy = RolePolicy {
-                name: name.clone(),
-                privileged: role.privileged,
-                default_duration,
-                max_duration,
-                eligible,
-                require_ticket: role.require_ticket,
-                change_states,
-                requester,
-                approvals,
-                approvers,
-                // The approvers approved a window: privilege beyond it is
-                // unapproved unless the policy explicitly says otherwise.
-                extension_needs_approval: role.extension_needs_approval.unwrap_or(approvals > 0),
-                emergency,
-                report_only: role.report_only,
-            };
-            roles.insert(name, policy);
+            let policy = r.role(name, role)?;
+            roles.insert(policy.name.clone(), policy);
         }
         if !roles.values().any(|r| r.privileged) {
-            return Err(err(
+            return Err(r.err(
                 Some(raw.roles.span()),
                 "roles",
                 "the catalogue must name at least one privileged role".into(),
@@ -441,14 +477,7 @@ impl Policy {
         }
         let mut break_glass = BTreeSet::new();
         for user in raw.break_glass.iter().flat_map(|b| &b.users) {
-            let parsed = UserName::parse(user.get_ref()).map_err(|e| {
-                err(
-                    Some(user.span()),
-                    "break_glass.users",
-                    format!("user name {}", e.message),
-                )
-            })?;
-            break_glass.insert(parsed);
+            break_glass.insert(r.user(user, "break_glass.users")?);
         }
         Ok(Self {
             roles,

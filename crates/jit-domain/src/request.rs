@@ -1,14 +1,17 @@
-//! A grant request as it arrives (JSON), checked against the policy.
+//! A grant request as it arrived (from the API's JSON or the page's form),
+//! checked against the policy.
 //!
 //! Every problem is reported at once, each naming its field, its rule and,
 //! where a policy clause decided it, that clause.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, TimeDelta, Utc};
-use serde::Serialize;
-use serde_json::{Map, Value};
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::names::{Invalid, Justification, RoleName, TicketId, UserName};
-use crate::policy::{Policy, format_duration, parse_duration};
+use crate::policy::{Policy, RolePolicy, format_duration, parse_duration};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FieldError {
@@ -51,6 +54,59 @@ pub struct ValidGrantRequest {
     pub expires_at: DateTime<Utc>,
 }
 
+/// One field as a door received it. Only the shape is known here; every
+/// rule about its content is checked by the validators of this crate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Given {
+    /// Missing, or JSON `null`.
+    #[default]
+    Absent,
+    Text(String),
+    /// Present but not a string (a number, a list...): a `type` error.
+    NotText,
+}
+
+impl Given {
+    /// Text that is blank after trimming counts as absent (a form's empty box).
+    pub fn text_or_absent(raw: &str) -> Self {
+        match raw.trim() {
+            "" => Self::Absent,
+            t => Self::Text(t.to_owned()),
+        }
+    }
+
+    pub fn is_absent(&self) -> bool {
+        matches!(self, Self::Absent)
+    }
+}
+
+impl<'de> Deserialize<'de> for Given {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(match serde_json::Value::deserialize(deserializer)? {
+            serde_json::Value::Null => Self::Absent,
+            serde_json::Value::String(s) => Self::Text(s),
+            _ => Self::NotText,
+        })
+    }
+}
+
+/// The grant-request command every door builds: the API by serde from its
+/// JSON body, the page from its form. Nothing in it is trusted yet.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct GrantRequestForm {
+    pub user: Given,
+    pub role: Given,
+    pub ticket: Given,
+    pub duration: Given,
+    pub expires_at: Given,
+    pub starts_at: Given,
+    pub justification: Given,
+    /// Keys that are not fields of a request (refused, each by name).
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, IgnoredAny>,
+}
+
 const FIELDS: &[&str] = &[
     "user",
     "role",
@@ -64,17 +120,17 @@ const FIELDS: &[&str] = &[
 /// A start this little in the past is clock skew, taken as "now".
 const START_SKEW: TimeDelta = TimeDelta::seconds(60);
 
-struct Fields<'a> {
-    body: &'a Map<String, Value>,
+#[derive(Default)]
+struct Fields {
     errors: Vec<FieldError>,
 }
 
-impl<'a> Fields<'a> {
-    fn string(&mut self, name: &str) -> Option<&'a str> {
-        match self.body.get(name) {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s),
-            Some(_) => {
+impl Fields {
+    fn string<'a>(&mut self, name: &str, given: &'a Given) -> Option<&'a str> {
+        match given {
+            Given::Absent => None,
+            Given::Text(s) => Some(s),
+            Given::NotText => {
                 self.errors
                     .push(FieldError::new(name, "type", "must be a string"));
                 None
@@ -82,22 +138,24 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn required<T>(&mut self, name: &str, parse: impl Fn(&str) -> Result<T, Invalid>) -> Option<T> {
-        match self.string(name) {
-            None if self.body.get(name).is_none_or(|v| v.is_null()) => {
-                self.errors
-                    .push(FieldError::new(name, "required", "is required"));
-                None
-            }
-            None => None,
-            Some(raw) => parse(raw)
-                .map_err(|e| self.errors.push(FieldError::from_invalid(name, e)))
-                .ok(),
+    fn required<T>(
+        &mut self,
+        name: &str,
+        given: &Given,
+        parse: impl Fn(&str) -> Result<T, Invalid>,
+    ) -> Option<T> {
+        if given.is_absent() {
+            self.errors
+                .push(FieldError::new(name, "required", "is required"));
         }
+        let raw = self.string(name, given)?;
+        parse(raw)
+            .map_err(|e| self.errors.push(FieldError::from_invalid(name, e)))
+            .ok()
     }
 
-    fn timestamp(&mut self, name: &str) -> Option<DateTime<Utc>> {
-        let raw = self.string(name)?;
+    fn timestamp(&mut self, name: &str, given: &Given) -> Option<DateTime<Utc>> {
+        let raw = self.string(name, given)?;
         match DateTime::parse_from_rfc3339(raw) {
             Ok(t) => Some(t.with_timezone(&Utc)),
             Err(_) => {
@@ -112,24 +170,14 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// Checks a JSON body against the policy at `now`.
+/// Checks a request against the policy at `now`.
 pub fn validate_grant_request(
-    body: &Value,
+    form: &GrantRequestForm,
     policy: &Policy,
     now: DateTime<Utc>,
 ) -> Result<ValidGrantRequest, Vec<FieldError>> {
-    let Some(body) = body.as_object() else {
-        return Err(vec![FieldError::new(
-            "",
-            "type",
-            "the body must be a JSON object",
-        )]);
-    };
-    let mut f = Fields {
-        body,
-        errors: Vec::new(),
-    };
-    for key in body.keys().filter(|k| !FIELDS.contains(&k.as_str())) {
+    let mut f = Fields::default();
+    for key in form.unknown.keys() {
         f.errors.push(FieldError::new(
             key,
             "unknown_field",
@@ -139,52 +187,28 @@ pub fn validate_grant_request(
             ),
         ));
     }
-    let user = f.required("user", UserName::parse);
-    let role = f.required("role", RoleName::parse);
-    let ticket = match f.string("ticket") {
+    let user = f.required("user", &form.user, UserName::parse);
+    let role = f.required("role", &form.role, RoleName::parse);
+    let ticket = match f.string("ticket", &form.ticket) {
         Some(raw) => TicketId::parse(raw)
             .map_err(|e| f.errors.push(FieldError::from_invalid("ticket", e)))
             .ok()
             .map(Some),
         None => Some(None),
     };
-    let justification = f.required("justification", Justification::parse);
-    let starts_at = f.timestamp("starts_at");
-    let expires_at = f.timestamp("expires_at");
-    let duration = f.string("duration");
+    let justification = f.required("justification", &form.justification, Justification::parse);
+    let starts_at = f.timestamp("starts_at", &form.starts_at);
+    let expires_at = f.timestamp("expires_at", &form.expires_at);
+    let duration = f.string("duration", &form.duration);
 
     let role_policy = role.as_ref().and_then(|r| {
-        let clause = format!("roles.\"{r}\"");
-        match policy.role(r) {
-            None => {
-                f.errors.push(
-                    FieldError::new(
-                        "role",
-                        "known_role",
-                        format!("`{r}` is not in the policy's role catalogue"),
-                    )
-                    .clause("roles".into()),
-                );
-                None
-            }
-            Some(rp) if !rp.privileged => {
-                f.errors.push(
-                    FieldError::new(
-                        "role",
-                        "privileged_role",
-                        format!("`{r}` is a baseline role the broker never grants or removes"),
-                    )
-                    .clause(format!("{clause}.privileged")),
-                );
-                None
-            }
-            Some(rp) => Some(rp),
-        }
+        privileged_role(policy, r)
+            .map_err(|e| f.errors.push(e))
+            .ok()
     });
-
     if let (Some(None), Some(rp)) = (&ticket, role_policy)
         && rp.require_ticket
-        && body.get("ticket").is_none_or(|v| v.is_null())
+        && form.ticket.is_absent()
     {
         f.errors.push(
             FieldError::new(
@@ -195,76 +219,11 @@ pub fn validate_grant_request(
             .clause(format!("roles.\"{}\".require_ticket", rp.name)),
         );
     }
-
-    let start = match starts_at {
-        Some(s) if s < now - START_SKEW => {
-            f.errors.push(FieldError::new(
-                "starts_at",
-                "not_in_past",
-                "must not be in the past",
-            ));
-            None
-        }
-        Some(s) if s > now + policy.max_schedule_ahead => {
-            f.errors.push(
-                FieldError::new(
-                    "starts_at",
-                    "max_schedule_ahead",
-                    format!(
-                        "must be within {} from now",
-                        format_duration(policy.max_schedule_ahead)
-                    ),
-                )
-                .clause("max_schedule_ahead".into()),
-            );
-            None
-        }
-        Some(s) => Some(s.max(now)),
-        None => Some(now),
+    let start = f.start(starts_at, policy, now);
+    let requested = match (duration, expires_at) {
+        (None, None) => role_policy.map(|rp| ("duration", rp.default_duration)),
+        given => f.length(given, start, now),
     };
-
-    let requested: Option<(&str, TimeDelta)> = match (duration, expires_at, start) {
-        (Some(_), Some(_), _) => {
-            f.errors.push(FieldError::new(
-                "expires_at",
-                "exclusive",
-                "give either duration or expires_at, not both",
-            ));
-            None
-        }
-        (Some(raw), None, _) => match parse_duration(raw) {
-            Ok(d) if d > TimeDelta::zero() => Some(("duration", d)),
-            Ok(_) => {
-                f.errors.push(FieldError::new(
-                    "duration",
-                    "positive",
-                    "must be longer than zero",
-                ));
-                None
-            }
-            Err(m) => {
-                f.errors.push(FieldError::new("duration", "format", m));
-                None
-            }
-        },
-        (None, Some(e), _) if e <= now => {
-            f.errors
-                .push(FieldError::new("expires_at", "in_future", "is in the past"));
-            None
-        }
-        (None, Some(e), Some(s)) if e <= s => {
-            f.errors.push(FieldError::new(
-                "expires_at",
-                "after_starts_at",
-                "must be after starts_at",
-            ));
-            None
-        }
-        (None, Some(e), Some(s)) => Some(("expires_at", e - s)),
-        (None, None, _) => role_policy.map(|rp| ("duration", rp.default_duration)),
-        (None, Some(_), None) => None,
-    };
-
     if let (Some(rp), Some((field, length))) = (role_policy, requested)
         && length > rp.max_duration
     {
@@ -303,11 +262,124 @@ pub fn validate_grant_request(
     }
 }
 
+/// The rule every door applies to a role it is asked to grant: in the
+/// policy's catalogue, and privileged (baseline roles are never touched).
+pub fn privileged_role<'p>(
+    policy: &'p Policy,
+    role: &RoleName,
+) -> Result<&'p RolePolicy, FieldError> {
+    match policy.role(role) {
+        None => Err(FieldError::new(
+            "role",
+            "known_role",
+            format!("`{role}` is not in the policy's role catalogue"),
+        )
+        .clause("roles".into())),
+        Some(rp) if !rp.privileged => Err(FieldError::new(
+            "role",
+            "privileged_role",
+            format!("`{role}` is a baseline role the broker never grants or removes"),
+        )
+        .clause(format!("roles.\"{role}\".privileged"))),
+        Some(rp) => Ok(rp),
+    }
+}
+
+impl Fields {
+    /// When the grant starts: now unless a (near) future start was asked.
+    fn start(
+        &mut self,
+        starts_at: Option<DateTime<Utc>>,
+        policy: &Policy,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        match starts_at {
+            Some(s) if s < now - START_SKEW => {
+                self.errors.push(FieldError::new(
+                    "starts_at",
+                    "not_in_past",
+                    "must not be in the past",
+                ));
+                None
+            }
+            Some(s) if s > now + policy.max_schedule_ahead => {
+                self.errors.push(
+                    FieldError::new(
+                        "starts_at",
+                        "max_schedule_ahead",
+                        format!(
+                            "must be within {} from now",
+                            format_duration(policy.max_schedule_ahead)
+                        ),
+                    )
+                    .clause("max_schedule_ahead".into()),
+                );
+                None
+            }
+            Some(s) => Some(s.max(now)),
+            None => Some(now),
+        }
+    }
+
+    /// The length asked for by `duration` or `expires_at`, with the field
+    /// that asked (a `max_duration` refusal names it).
+    fn length(
+        &mut self,
+        (duration, expires_at): (Option<&str>, Option<DateTime<Utc>>),
+        start: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Option<(&'static str, TimeDelta)> {
+        let refused = |f: &mut Self, field: &str, rule: &str, message: String| {
+            f.errors.push(FieldError::new(field, rule, message));
+            None
+        };
+        match (duration, expires_at, start) {
+            (Some(_), Some(_), _) => refused(
+                self,
+                "expires_at",
+                "exclusive",
+                "give either duration or expires_at, not both".into(),
+            ),
+            (Some(raw), None, _) => match parse_duration(raw) {
+                Ok(d) if d > TimeDelta::zero() => Some(("duration", d)),
+                Ok(_) => refused(
+                    self,
+                    "duration",
+                    "positive",
+                    "must be longer than zero".into(),
+                ),
+                Err(m) => refused(self, "duration", "format", m),
+            },
+            (None, Some(e), _) if e <= now => {
+                refused(self, "expires_at", "in_future", "is in the past".into())
+            }
+            (None, Some(e), Some(s)) if e <= s => refused(
+                self,
+                "expires_at",
+                "after_starts_at",
+                "must be after starts_at".into(),
+            ),
+            (None, Some(e), Some(s)) => Some(("expires_at", e - s)),
+            (None, Some(_), None) | (None, None, _) => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::policy::tests::sample;
-    use serde_json::json;
+    use serde_json::{Value, json};
+
+    /// The API's edge: JSON to the typed form, then the rules.
+    fn validate_grant_request(
+        body: &Value,
+        policy: &Policy,
+        now: DateTime<Utc>,
+    ) -> Result<ValidGrantRequest, Vec<FieldError>> {
+        let form: GrantRequestForm = serde_json::from_value(body.clone()).unwrap();
+        super::validate_grant_request(&form, policy, now)
+    }
 
     fn now() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z")

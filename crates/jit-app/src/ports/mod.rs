@@ -3,11 +3,13 @@
 
 mod directory;
 mod notify;
+mod soc_store;
 mod store;
 mod tickets;
 
 pub use directory::*;
 pub use notify::*;
+pub use soc_store::*;
 pub use store::*;
 pub use tickets::*;
 

@@ -8,6 +8,7 @@ use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
 use futures_util::StreamExt;
 use jit_domain::{FieldError, GrantId};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{ApiError, ApiState};
@@ -34,6 +35,19 @@ impl FromRequest for JsonBody {
                 .map(JsonBody)
                 .map_err(|e| ApiError::MalformedJson(e.to_string()))
         })
+    }
+}
+
+impl JsonBody {
+    /// The typed command a JSON object carries. Every field's shape is taken
+    /// as given (the rules are jit-domain's); a body that is not an object
+    /// is refused here, naming `rule`.
+    pub(super) fn command<T: DeserializeOwned>(self, rule: &str) -> Result<T, ApiError> {
+        let refused = |message: String| ApiError::Invalid(vec![FieldError::new("", rule, message)]);
+        if !self.0.is_object() {
+            return Err(refused("the body must be a JSON object".into()));
+        }
+        serde_json::from_value(self.0).map_err(|e| refused(e.to_string()))
     }
 }
 

@@ -30,7 +30,7 @@ pub(crate) async fn create_grant(
 ) -> Result<HttpResponse, ApiError> {
     let grant = state
         .app
-        .request_grant_by(&caller.as_caller(), "api", &body.0)
+        .request_grant_by(&caller.as_caller(), "api", &body.command("type")?)
         .await?;
     if grant.starts_at <= state.app.now() {
         state.worker_wake.notify_one();
@@ -53,7 +53,7 @@ pub(crate) async fn extend_grant(
     let id = parse_id(&id)?;
     match state
         .app
-        .extend_grant(&caller.as_caller(), id, &body.0)
+        .extend_grant(&caller.as_caller(), id, &body.command("object")?)
         .await?
     {
         Extended::Moved { grant } => Ok(HttpResponse::Ok().json(&grant)),

@@ -4,9 +4,8 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use jit_app::{Extended, GrantFilter};
-use jit_domain::GrantState;
+use jit_domain::{ExtensionForm, Given, GrantState};
 use serde::Deserialize;
-use serde_json::json;
 
 use super::{GrantView, Nav, html, parse_id, see_other};
 use crate::session::SignedIn;
@@ -105,7 +104,14 @@ async fn extend_grant(
     let id = parse_id(&id)?;
     let extended = web
         .app
-        .extend_grant(&who.caller(), id, &json!({"by": form.by.trim()}))
+        .extend_grant(
+            &who.caller(),
+            id,
+            &ExtensionForm {
+                by: Given::text_or_absent(&form.by),
+                ..ExtensionForm::default()
+            },
+        )
         .await?;
     if let Extended::Requested { extension, .. } = &extended {
         tracing::info!(grant = %id, extension = %extension.id, "extension waits for approval");

@@ -6,9 +6,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use jit_app::AppError;
 use jit_domain::policy::format_duration;
-use jit_domain::{RolePolicy, UserName};
+use jit_domain::{Given, GrantRequestForm, RolePolicy};
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::{Msg, Nav, html, see_other, when_opt};
 use crate::session::SignedIn;
@@ -89,34 +88,28 @@ pub struct RequestForm {
 }
 
 impl RequestForm {
-    /// The JSON body the API would receive for the same request.
-    fn body(&self, user: &UserName) -> Value {
-        let mut body = json!({
-            "user": user,
-            "role": self.role,
-            "justification": self.justification,
-        });
+    /// The grant-request command, as the API's JSON would give it. The
+    /// user is left to the caller's identity (a person asks for themselves).
+    fn command(&self) -> GrantRequestForm {
         let ticket = match self.ticket_other.trim() {
             "" => self.ticket.trim(),
             typed => typed,
         };
-        if !ticket.is_empty() {
-            body["ticket"] = json!(ticket);
-        }
-        if !self.duration.trim().is_empty() {
-            body["duration"] = json!(self.duration.trim());
-        }
         let start = self.starts_at.trim();
-        if !start.is_empty() {
-            // `datetime-local` sends no zone: the form says the time is UTC.
-            let with_seconds = if start.len() == 16 {
-                format!("{start}:00Z")
-            } else {
-                format!("{start}Z")
-            };
-            body["starts_at"] = json!(with_seconds);
+        // `datetime-local` sends no zone: the form says the time is UTC.
+        let start = match start.len() {
+            0 => String::new(),
+            16 => format!("{start}:00Z"),
+            _ => format!("{start}Z"),
+        };
+        GrantRequestForm {
+            role: Given::Text(self.role.clone()),
+            justification: Given::Text(self.justification.clone()),
+            ticket: Given::text_or_absent(ticket),
+            duration: Given::text_or_absent(&self.duration),
+            starts_at: Given::text_or_absent(&start),
+            ..GrantRequestForm::default()
         }
-        body
     }
 }
 
@@ -219,7 +212,7 @@ async fn submit_request(
     let form = form.into_inner();
     match web
         .app
-        .request_grant_by(&who.caller(), "web", &form.body(&who.person.user))
+        .request_grant_by(&who.caller(), "web", &form.command())
         .await
     {
         Ok(grant) => {
