@@ -22,6 +22,26 @@ pub fn load_policy(path: &Path) -> anyhow::Result<Policy> {
     Ok(Policy::from_toml(&path.display().to_string(), &text)?)
 }
 
+/// The shipped policy, built in: `serve --dev` runs from any directory.
+const SANDBOX_POLICY: &str = include_str!("../../../policies/policy.toml");
+
+/// The policy to run under. The sandbox falls back to the built-in copy of
+/// the shipped policy when the configured file is not there (started outside
+/// the repository); everything else needs its file.
+pub fn policy_for(config: &crate::config::Config, dev: bool) -> anyhow::Result<Policy> {
+    if dev && !config.policy.exists() {
+        tracing::info!(
+            missing = %config.policy.display(),
+            "sandbox: the policy file is not here; using the built-in copy of policies/policy.toml"
+        );
+        return Ok(Policy::from_toml(
+            "policies/policy.toml (built in)",
+            SANDBOX_POLICY,
+        )?);
+    }
+    load_policy(&config.policy)
+}
+
 /// The SCIM client the config describes.
 pub fn directory_from_config(config: &Config) -> anyhow::Result<ScimClient> {
     let s = &config.scim;
@@ -55,6 +75,11 @@ pub fn directory_from_config(config: &Config) -> anyhow::Result<ScimClient> {
             let mut c = ScimConfig::genesys(region, client_id, client_secret)?;
             if let Some(base) = &s.base_url {
                 c.base_url = parse("base_url", base)?;
+            }
+            if let Some(platform) = &s.platform_url {
+                // A base without a trailing slash would lose its last segment in `join`.
+                let with_slash = format!("{}/", platform.trim_end_matches('/'));
+                c.platform_api = Some(parse("platform_url", &with_slash)?);
             }
             if let (Some(token_url), ScimAuth::ClientCredentials { token_url: t, .. }) =
                 (&s.token_url, &mut c.auth)

@@ -70,7 +70,7 @@ fn prometheus() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle>
 /// Starts the broker. `dev`: the in-memory sandbox directory and, when no
 /// API key is configured, [`DEV_API_KEY`].
 pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::Result<Running> {
-    let policy = Arc::new(load_policy(&config.policy)?);
+    let policy = Arc::new(adapters::policy_for(&config, dev)?);
     // Before opening: a second `serve` on one SQLite file must not write.
     let serve_lock = jit_store::lock_for_serving(config.database.url.expose_secret())?;
     let store = jit_store::open(
@@ -109,18 +109,7 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
     let app = Arc::new(app);
     let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
     let reconcile = config.reconciler.to_reconcile_config();
-    let mut worker = Worker::new(
-        app.clone(),
-        owner.clone(),
-        config
-            .worker
-            .to_worker_config()
-            .within_budget(config.scim.pace_per_minute()),
-    );
-    if let Some(budget) = &shared_budget {
-        worker = worker.following(budget.clone());
-    }
-    let worker = Arc::new(worker);
+    let worker = worker_for(&config, &app, &owner, shared_budget.as_ref());
     let worker_wake = worker.waker();
     let pulse = worker.pulse();
     let pages = web_from_config(&config, dev, addr, app.clone(), worker_wake.clone()).await?;
@@ -197,6 +186,28 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
         background: background.tasks,
         sandbox_changes,
     })
+}
+
+/// The converge worker, paced inside the directory's budget (and following
+/// the replicas' shared lease, if any).
+fn worker_for(
+    config: &Config,
+    app: &Arc<App>,
+    owner: &str,
+    shared_budget: Option<&Arc<jit_app::Budget>>,
+) -> Arc<Worker> {
+    let mut worker = Worker::new(
+        app.clone(),
+        owner.to_owned(),
+        config
+            .worker
+            .to_worker_config()
+            .within_budget(config.scim.pace_per_minute()),
+    );
+    if let Some(budget) = shared_budget {
+        worker = worker.following(budget.clone());
+    }
+    Arc::new(worker)
 }
 
 /// The sandboxes `serve --dev` mounts beside the API.

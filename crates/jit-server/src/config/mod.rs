@@ -11,6 +11,12 @@ use figment::providers::{Env, Format, Toml};
 use secrecy::SecretString;
 use serde::Deserialize;
 
+mod directory;
+mod notify;
+
+pub use directory::{ScimProfile, ScimSettings};
+pub use notify::{NotifySettings, SmtpTls, WebhookSettings};
+
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -137,82 +143,6 @@ impl Default for DatabaseConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ScimProfile {
-    /// Any RFC 7644 service provider, bearer token.
-    #[default]
-    Generic,
-    /// Genesys Cloud: URLs from `region`, OAuth client credentials, `users`.
-    Genesys,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ScimSettings {
-    pub profile: ScimProfile,
-    /// Genesys region domain, e.g. `mypurecloud.ie`.
-    pub region: Option<String>,
-    /// Generic: the SCIM base URL. Genesys: overrides the derived one.
-    pub base_url: Option<String>,
-    /// Genesys: overrides the derived token URL.
-    pub token_url: Option<String>,
-    pub users_path: Option<String>,
-    pub bearer_token: Option<SecretString>,
-    pub bearer_token_file: Option<PathBuf>,
-    pub client_id: Option<String>,
-    pub client_secret: Option<SecretString>,
-    pub client_secret_file: Option<PathBuf>,
-    pub timeout_secs: u64,
-    /// The directory client's request budget, shared by every caller
-    /// (revocations first, then activations, sweeps, reports). Default: 300
-    /// with the genesys profile (its per-client limit), unlimited otherwise.
-    pub requests_per_minute: Option<u32>,
-    /// Broker replicas sharing that client (and so its budget): each paces
-    /// at its share, so that together they stay inside the limit. 0 (the
-    /// default): count the live replicas through the database.
-    pub replicas: u32,
-}
-
-impl ScimSettings {
-    /// The budget this profile runs under; `None`: unlimited.
-    pub fn budget_per_minute(&self) -> Option<u32> {
-        match (self.requests_per_minute, self.profile) {
-            (Some(0), _) => None,
-            (Some(n), _) => Some(n),
-            (None, ScimProfile::Genesys) => Some(300),
-            (None, ScimProfile::Generic) => None,
-        }
-    }
-
-    /// The pace this replica keeps: its share of 5 % below the target's
-    /// limit, so that arrival jitter never turns it into the target's 429.
-    pub fn pace_per_minute(&self) -> Option<u32> {
-        self.budget_per_minute()
-            .map(|limit| (limit.saturating_mul(19) / 20 / self.replicas.max(1)).max(1))
-    }
-}
-
-impl Default for ScimSettings {
-    fn default() -> Self {
-        Self {
-            profile: ScimProfile::Generic,
-            region: None,
-            base_url: None,
-            token_url: None,
-            users_path: None,
-            bearer_token: None,
-            bearer_token_file: None,
-            client_id: None,
-            client_secret: None,
-            client_secret_file: None,
-            timeout_secs: 10,
-            requests_per_minute: None,
-            replicas: 0,
-        }
-    }
-}
-
 /// ServiceNow: the Table API the broker reads changes from, and the webhook
 /// it accepts. Basic auth (`user` + `password`) or OAuth client credentials
 /// (`client_id` + `client_secret`).
@@ -260,53 +190,6 @@ impl Default for ServiceNowSettings {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SmtpTls {
-    #[default]
-    Starttls,
-    /// Implicit TLS (SMTPS).
-    Tls,
-    /// Plain SMTP, for a relay on the same host or segment only.
-    None,
-}
-
-/// The SOC's email. Without `smtp_host` nothing is sent (events still queue
-/// in the outbox, and the start-up log says so).
-#[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct NotifySettings {
-    pub smtp_host: Option<String>,
-    pub smtp_port: u16,
-    pub tls: SmtpTls,
-    pub username: Option<String>,
-    pub password: Option<SecretString>,
-    pub password_file: Option<PathBuf>,
-    pub timeout_secs: u64,
-    pub from: String,
-    /// SOC addresses for every event kind not listed in `recipients`.
-    pub to: Vec<String>,
-    /// Per kind (grant_activated, grant_ended, converge_failed,
-    /// revocation_overdue, reconcile_run, emergency_grant, conflicting_writer,
-    /// incident_opened, incident_resolved, break_glass_login, soc_digest) or
-    /// per severity (P1, P2, P3); a kind's own list wins.
-    pub recipients: std::collections::BTreeMap<String, Vec<String>>,
-    /// `subject.txt`, `body.txt`, `body.html` here replace the built-in templates.
-    pub templates_dir: Option<PathBuf>,
-    /// A PEM CA certificate to trust for the SMTP server besides the public roots.
-    pub ca_file: Option<PathBuf>,
-    /// A role still present this long after its grant ended is raised as overdue.
-    pub revocation_slo_secs: u64,
-    /// How often each break-glass account's last login is read (Genesys
-    /// profile): sec min hour day month weekday, default every minute at
-    /// :30 (between holders sweeps); empty: never.
-    pub break_glass_cron: String,
-    /// The daily digest of what is open (UTC), default 07:00; empty: never.
-    pub digest_cron: String,
-    /// SIEM endpoints fed every SOC event as signed JSON.
-    pub webhooks: Vec<WebhookSettings>,
-}
-
 /// Signed checkpoints of the audit chain.
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -348,50 +231,6 @@ impl AuditSettings {
                 key: "audit.checkpoint_key_file",
                 message: e.to_string(),
             })
-    }
-}
-
-/// One SIEM endpoint: `[[notify.webhooks]]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookSettings {
-    /// Its progress through the audit log is kept under this name.
-    pub name: String,
-    /// HTTPS (plain HTTP only to this host).
-    pub url: String,
-    /// Signs `X-JIT-Signature: v1=hex(HMAC-SHA256(secret, "<timestamp>.<body>"))`.
-    pub secret: Option<SecretString>,
-    pub secret_file: Option<PathBuf>,
-    pub bearer_token: Option<SecretString>,
-    pub bearer_token_file: Option<PathBuf>,
-    #[serde(default = "webhook_timeout")]
-    pub timeout_secs: u64,
-}
-
-fn webhook_timeout() -> u64 {
-    10
-}
-
-impl Default for NotifySettings {
-    fn default() -> Self {
-        Self {
-            smtp_host: None,
-            smtp_port: 587,
-            tls: SmtpTls::Starttls,
-            username: None,
-            password: None,
-            password_file: None,
-            timeout_secs: 10,
-            from: "jit-broker@localhost".into(),
-            to: Vec::new(),
-            recipients: Default::default(),
-            templates_dir: None,
-            ca_file: None,
-            revocation_slo_secs: 60,
-            break_glass_cron: "30 * * * * *".into(),
-            digest_cron: "0 0 7 * * *".into(),
-            webhooks: Vec::new(),
-        }
     }
 }
 

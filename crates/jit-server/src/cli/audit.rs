@@ -1,0 +1,184 @@
+//! `jit-broker audit`: verify the chain (in the database or an export),
+//! export evidence, and the checkpoint signing key.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use super::{AuditCommand, open_store};
+use crate::config::Config;
+
+/// The public key `verify` trusts: the flag, the config, or the checkpoint
+/// key's own.
+/// The key checkpoints must be signed with: the flag, the config's public
+/// key, or the public half of the configured signing key.
+fn trusted_key(config: &Config, flag: Option<String>) -> anyhow::Result<Option<String>> {
+    if let Some(key) = flag.or_else(|| config.audit.public_key.clone()) {
+        return Ok(Some(key));
+    }
+    Ok(config.audit.checkpoint_key()?.map(|k| k.public_hex()))
+}
+
+pub(super) async fn audit(config: &Config, command: AuditCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        AuditCommand::Verify {
+            file: None,
+            public_key,
+        } => verify_store(config, trusted_key(config, public_key)?).await,
+        AuditCommand::Verify {
+            file: Some(path),
+            public_key,
+        } => verify_file(&path, trusted_key(config, public_key)?),
+        AuditCommand::Export {
+            since,
+            until,
+            grant,
+            user,
+            out,
+        } => {
+            let filter = jit_app::AuditFilter {
+                since,
+                until,
+                grant,
+                user,
+            };
+            export(config, filter, out.as_deref()).await
+        }
+        AuditCommand::Keygen { out } => {
+            let key = jit_store::CheckpointKey::generate();
+            write_secret_file(&out, &key.secret_hex())?;
+            println!("{}", key.public_hex());
+            eprintln!(
+                "secret key written to {}; set audit.checkpoint_key_file to it, and give auditors the public key above",
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Checkpoint => {
+            let Some(key) = config.audit.checkpoint_key()? else {
+                anyhow::bail!("audit.checkpoint_key_file is not set");
+            };
+            let store = open_store(config, true).await?;
+            let app = crate::bare_app(config, store)?;
+            match app.checkpoint_audit(&key).await? {
+                Some(cp) => println!("checkpoint: seq {} hash {}", cp.seq, cp.hash),
+                None => println!("nothing new since the last checkpoint"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The whole chain in the database.
+async fn verify_store(config: &Config, trusted: Option<String>) -> anyhow::Result<ExitCode> {
+    let store = open_store(config, false).await?;
+    match jit_store::verify_audit(store.as_ref(), trusted.as_deref()).await? {
+        Ok(r) => println!(
+            "audit chain verified: {} events, {} checkpoints ({})",
+            r.events,
+            r.checkpoints,
+            if r.trusted_key {
+                "signatures checked against the trusted key"
+            } else {
+                "no trusted key given: signatures checked against the keys they name"
+            }
+        ),
+        Err(broken) => {
+            eprintln!("{broken}");
+            return Ok(ExitCode::from(2));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// An export file (JSON lines of events and checkpoints).
+fn verify_file(path: &Path, trusted: Option<String>) -> anyhow::Result<ExitCode> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let (mut events, mut checkpoints) = (Vec::new(), Vec::new());
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let value: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{} line {}", path.display(), n + 1))?;
+        match value.get("checkpoint") {
+            Some(cp) => checkpoints.push(
+                serde_json::from_value(cp.clone())
+                    .with_context(|| format!("{} line {}: a checkpoint", path.display(), n + 1))?,
+            ),
+            None => events.push(
+                serde_json::from_value(value)
+                    .with_context(|| format!("{} line {}: an event", path.display(), n + 1))?,
+            ),
+        }
+    }
+    match jit_store::verify_slice(&events, &checkpoints, trusted.as_deref()) {
+        Ok(r) => println!(
+            "export verified: {} events ({} gaps where the export was filtered), {} checkpoints ({} matched an event in the file)",
+            r.events, r.gaps, r.checkpoints, r.checkpoints_matched
+        ),
+        Err(broken) => {
+            eprintln!("{broken}");
+            return Ok(ExitCode::from(2));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The filtered events as JSON lines, then the checkpoints they reach.
+async fn export(
+    config: &Config,
+    filter: jit_app::AuditFilter,
+    out: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let store = open_store(config, false).await?;
+    let app = crate::bare_app(config, store)?;
+    let mut sink: Box<dyn std::io::Write> = match out {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let (mut cursor, mut written, mut last_seq) = (0, 0u64, 0);
+    loop {
+        let page = app.audit_page(&filter, cursor, 1000).await?;
+        for e in &page.events {
+            writeln!(sink, "{}", serde_json::to_string(e)?)?;
+            last_seq = e.seq;
+            written += 1;
+        }
+        match page.next_cursor {
+            Some(next) => cursor = next,
+            None => break,
+        }
+    }
+    for cp in app.audit_checkpoints().await? {
+        if cp.seq <= last_seq {
+            writeln!(sink, "{}", serde_json::json!({"checkpoint": cp}))?;
+        }
+    }
+    sink.flush()?;
+    eprintln!("{written} events exported");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Creates `path` readable by its owner only, and writes `content`.
+fn write_secret_file(path: &Path, content: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
+    writeln!(file, "{content}")?;
+    Ok(())
+}
