@@ -1,0 +1,343 @@
+//! A Genesys Cloud stand-in: the parts of Genesys Cloud jit-broker talks to,
+//! modelled on the documented behaviour (docs/genesys-cloud.md), in memory.
+//! `jit-broker serve --dev` mounts it, and the tests run it on a port of
+//! their own, so both exercise the same Genesys path.
+//!
+//! - OAuth client credentials: `POST /oauth/token` (HTTP Basic), bearer
+//!   tokens that expire (401 after).
+//! - Each OAuth client's budget: 300 requests a minute by default, answered
+//!   past it with 429, `Retry-After` and Genesys's "Retry the request in [N]
+//!   seconds" body.
+//! - SCIM Users (`/api/v2/scim/v2/users`, Genesys's lower-case paths,
+//!   `meta.version` and `If-Match`), whose `roles` shows role names only.
+//! - The Authorization API: a subject's grants, bulk add and remove, a role's
+//!   subject grants, role users, roles and divisions; group members; a user's
+//!   last token; the OAuth clients.
+//!
+//! Where Genesys is silent (which division a SCIM role add lands in, what a
+//! SCIM remove takes), [`Switches`] choose, so that the broker can be tested
+//! to be right either way.
+
+mod http;
+pub mod org;
+
+use std::collections::{BTreeSet, HashMap};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+pub use http::routes;
+pub use org::{
+    ALL_DIVISIONS, Division, GrantKey, Group, OAuthClient, Org, Role, ScimAddLandsIn,
+    ScimRemoveTakes, Switches, User,
+};
+
+/// The stand-in's clock: the tests' injected one, or the system's.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// Genesys Cloud's documented default budget per OAuth client.
+pub const REQUESTS_PER_MINUTE: u32 = 300;
+
+/// How the stand-in is set up.
+#[derive(Clone)]
+pub struct Settings {
+    pub switches: Switches,
+    /// Requests a minute per OAuth client before 429 (`None`: no limit).
+    pub per_minute: Option<u32>,
+    /// How many of them may come at once (the rest are spread over the minute).
+    pub burst: u32,
+    pub token_lifetime: TimeDelta,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            switches: Switches::default(),
+            per_minute: Some(REQUESTS_PER_MINUTE),
+            // One second's worth: the limit is a rate, not a bucket of 300.
+            burst: REQUESTS_PER_MINUTE / 60,
+            token_lifetime: TimeDelta::hours(24),
+        }
+    }
+}
+
+/// What reached the stand-in, for tests and benchmarks.
+#[derive(Debug, Default)]
+pub struct Counts {
+    /// Every API request with a valid token (429s included).
+    pub requests: AtomicU64,
+    pub limited: AtomicU64,
+    pub unauthorized: AtomicU64,
+    pub tokens_issued: AtomicU64,
+    pub scim_reads: AtomicU64,
+    pub scim_writes: AtomicU64,
+    pub grant_reads: AtomicU64,
+    pub grant_writes: AtomicU64,
+    pub other: AtomicU64,
+}
+
+impl Counts {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+struct Token {
+    client: String,
+    expires_at: DateTime<Utc>,
+}
+
+pub struct GenesysStandIn {
+    org: Mutex<Org>,
+    switches: Mutex<Switches>,
+    settings: Settings,
+    clock: Clock,
+    tokens: Mutex<HashMap<String, Token>>,
+    limiters: Mutex<HashMap<String, Arc<DefaultDirectRateLimiter>>>,
+    pub counts: Counts,
+}
+
+impl GenesysStandIn {
+    pub fn new(settings: Settings, clock: Clock) -> Self {
+        let org = Org {
+            home_division: "division-home".into(),
+            divisions: [(
+                "division-home".to_owned(),
+                Division {
+                    id: "division-home".into(),
+                    name: "Home".into(),
+                },
+            )]
+            .into(),
+            ..Org::default()
+        };
+        Self {
+            org: Mutex::new(org),
+            switches: Mutex::new(settings.switches),
+            settings,
+            clock,
+            tokens: Mutex::default(),
+            limiters: Mutex::default(),
+            counts: Counts::default(),
+        }
+    }
+
+    /// The system clock (`serve --dev`).
+    pub fn system_clock() -> Clock {
+        // The stand-in is not the broker: it keeps Genesys's own time.
+        #[allow(clippy::disallowed_methods)]
+        Arc::new(Utc::now)
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
+    }
+
+    /// The organisation, to seed or inspect (tests, the sandbox).
+    pub fn org(&self) -> MutexGuard<'_, Org> {
+        self.org.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn switches(&self) -> Switches {
+        *self.switches.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes an undocumented behaviour while running (a test of both ways).
+    pub fn set_switches(&self, switches: Switches) {
+        *self.switches.lock().unwrap_or_else(|e| e.into_inner()) = switches;
+    }
+
+    // ------------------------------------------------------------ seeding
+
+    pub fn add_division(&self, name: &str) -> String {
+        let id = new_id("division");
+        self.org().divisions.insert(
+            id.clone(),
+            Division {
+                id: id.clone(),
+                name: name.into(),
+            },
+        );
+        id
+    }
+
+    pub fn add_role(&self, name: &str, permissions: &[&str]) -> String {
+        let id = new_id("role");
+        self.org().roles.insert(
+            id.clone(),
+            Role {
+                id: id.clone(),
+                name: name.into(),
+                permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),
+            },
+        );
+        id
+    }
+
+    pub fn add_user(&self, user_name: &str) -> String {
+        let id = new_id("user");
+        self.org().users.insert(
+            id.clone(),
+            User {
+                id: id.clone(),
+                user_name: user_name.into(),
+                active: true,
+                version: 1,
+                last_token_issued: None,
+            },
+        );
+        id
+    }
+
+    pub fn add_group(&self, name: &str, members: &[&str]) -> String {
+        let id = new_id("group");
+        self.org().groups.insert(
+            id.clone(),
+            Group {
+                id: id.clone(),
+                name: name.into(),
+                members: members
+                    .iter()
+                    .map(|m| (*m).to_owned())
+                    .collect::<BTreeSet<_>>(),
+            },
+        );
+        id
+    }
+
+    /// An OAuth client that may call the API, with the roles it holds.
+    pub fn add_client(&self, id: &str, secret: &str, name: &str, roles: &[(&str, &str)]) {
+        self.org().clients.insert(
+            id.into(),
+            OAuthClient {
+                id: id.into(),
+                name: name.into(),
+                secret: secret.into(),
+                role_divisions: roles
+                    .iter()
+                    .map(|(r, d)| ((*r).to_owned(), (*d).to_owned()))
+                    .collect(),
+            },
+        );
+    }
+
+    /// A grant made outside the broker (an admin by hand, Terraform, the IdP).
+    pub fn grant(&self, subject: &str, role: &str, division: &str) {
+        let now = self.now();
+        // Seeding with ids it has just made: a refusal is a bug in the test.
+        if let Err(refusal) =
+            self.org()
+                .bulk_add(subject, &[(role.to_owned(), division.to_owned())], now)
+        {
+            panic!("stand-in seed refused: {refusal:?}");
+        }
+    }
+
+    pub fn home_division(&self) -> String {
+        self.org().home_division.clone()
+    }
+
+    /// (role name, division name) pairs a subject holds directly.
+    pub fn grants_of(&self, subject: &str) -> BTreeSet<(String, String)> {
+        let org = self.org();
+        org.grants_of(subject, false)
+            .into_iter()
+            .map(|g| {
+                let role = org
+                    .roles
+                    .get(&g.role)
+                    .map_or(g.role.clone(), |r| r.name.clone());
+                (role, org.division_name(&g.division))
+            })
+            .collect()
+    }
+
+    /// Records a login (the last token issued to a user).
+    pub fn user_logged_in(&self, user: &str, at: DateTime<Utc>) {
+        if let Some(u) = self.org().users.get_mut(user) {
+            u.last_token_issued = Some(at);
+        }
+    }
+
+    // ------------------------------------------------------- auth, budget
+
+    fn issue_token(&self, client_id: &str, secret: &str) -> Option<(String, TimeDelta)> {
+        let known = self
+            .org()
+            .clients
+            .get(client_id)
+            .is_some_and(|c| c.secret == secret);
+        if !known {
+            return None;
+        }
+        let token = format!("standin-{}", uuid::Uuid::new_v4().simple());
+        let lifetime = self.settings.token_lifetime;
+        self.tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                token.clone(),
+                Token {
+                    client: client_id.to_owned(),
+                    expires_at: self.now() + lifetime,
+                },
+            );
+        self.counts.tokens_issued.fetch_add(1, Ordering::Relaxed);
+        Some((token, lifetime))
+    }
+
+    /// The client a live token belongs to.
+    fn client_of(&self, token: &str) -> Option<String> {
+        let now = self.now();
+        let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        tokens
+            .get(token)
+            .filter(|t| now < t.expires_at)
+            .map(|t| t.client.clone())
+    }
+
+    /// Ends every token now (a test of the broker's refresh after a 401).
+    pub fn expire_tokens(&self) {
+        let now = self.now();
+        for t in self
+            .tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values_mut()
+        {
+            t.expires_at = now;
+        }
+    }
+
+    /// `Err(seconds)` when the client has spent its minute's budget.
+    fn spend(&self, client: &str) -> Result<(), u64> {
+        let Some(per_minute) = self.settings.per_minute.and_then(NonZeroU32::new) else {
+            return Ok(());
+        };
+        let limiter = {
+            let mut limiters = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
+            limiters
+                .entry(client.to_owned())
+                .or_insert_with(|| {
+                    let burst = NonZeroU32::new(self.settings.burst).unwrap_or(NonZeroU32::MIN);
+                    Arc::new(RateLimiter::direct(
+                        Quota::per_minute(per_minute).allow_burst(burst),
+                    ))
+                })
+                .clone()
+        };
+        limiter.check().map_err(|not_until| {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ));
+            wait.as_secs() + 1
+        })
+    }
+}
+
+fn new_id(kind: &str) -> String {
+    format!("{kind}-{}", uuid::Uuid::new_v4())
+}
