@@ -3,6 +3,7 @@
 //! token cache, one-role PATCH guarded by `If-Match`, read-back, and errors
 //! sorted into transient and permanent.
 
+pub mod authorization;
 mod platform;
 mod scim;
 mod transport;
@@ -173,6 +174,8 @@ pub struct ScimClient {
     filters: tokio::sync::OnceCell<bool>,
     /// Genesys Cloud role name → role id, resolved once (again on a 404).
     role_ids: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// Genesys Cloud division name (or `home`) → division id, resolved once.
+    division_ids: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl ScimClient {
@@ -191,6 +194,7 @@ impl ScimClient {
             budget: std::sync::Arc::new(Budget::unlimited()),
             filters: tokio::sync::OnceCell::new(),
             role_ids: std::sync::Mutex::default(),
+            division_ids: std::sync::Mutex::default(),
         })
     }
 
