@@ -8,6 +8,7 @@ mod crash;
 mod deploy;
 mod doors;
 mod faults;
+mod genesys;
 mod ha;
 mod lifecycle;
 mod notify;

@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 
 pub mod app;
 pub mod fleet;
+pub mod genesys;
 pub mod proxy;
 pub mod web;
 

@@ -158,7 +158,13 @@ impl App {
             report.directory_id = Some(current.id.clone());
             let holds = current.holds(role);
             report.held.get_or_insert(holds);
-            let Some(change) = decision.change(holds) else {
+            // A role that should be held counts as held only in every
+            // division its grant covers; one that should not, in none.
+            let seen = match decision.should_hold() {
+                Some(true) => current.holds_fully(role),
+                _ => holds,
+            };
+            let Some(change) = decision.change(seen) else {
                 self.record_in_sync(user, role, decision, holds).await?;
                 return Ok(report);
             };
@@ -182,7 +188,10 @@ impl App {
                 Some(user) => user,
                 None => on_turn(turn, self.directory.get_user(&current.id)).await?,
             };
-            let still_held = after.holds(role);
+            let still_held = match change {
+                RoleChange::Add => after.holds_fully(role),
+                RoleChange::Remove => after.holds(role),
+            };
             if still_held != (change == RoleChange::Add) {
                 return Err(ConvergeError::NotVerified { change, still_held });
             }

@@ -47,6 +47,9 @@ pub struct RolePolicy {
     /// The reconciler reports this role held without cause but does not
     /// strip it (default: it strips).
     pub report_only: bool,
+    /// Genesys Cloud: the divisions a grant of this role covers, by name;
+    /// `*` is every division (the default), `home` the org's home division.
+    pub divisions: Vec<String>,
 }
 
 /// Who may hold a role (or approve one).
@@ -91,6 +94,9 @@ pub struct EmergencyRule {
 pub struct Policy {
     roles: BTreeMap<RoleName, RolePolicy>,
     break_glass: BTreeSet<UserName>,
+    /// Genesys Cloud groups allowed to hold privileged roles, with why
+    /// (`[groups."name"] reason = "…"`): reported, never stripped.
+    group_exceptions: BTreeMap<String, String>,
     /// How far ahead a grant may be scheduled to start.
     pub max_schedule_ahead: TimeDelta,
     /// How long a request may wait for its approvals before it lapses.
@@ -126,6 +132,14 @@ struct RawPolicy {
     roles: Spanned<BTreeMap<String, Spanned<RawRole>>>,
     #[serde(default)]
     break_glass: Option<RawBreakGlass>,
+    #[serde(default)]
+    groups: BTreeMap<String, Spanned<RawGroupException>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroupException {
+    reason: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -157,6 +171,8 @@ struct RawRole {
     emergency: Option<Spanned<RawEmergency>>,
     #[serde(default)]
     report_only: bool,
+    #[serde(default)]
+    divisions: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Deserialize)]
@@ -310,6 +326,7 @@ impl Reader<'_> {
             extension_needs_approval: role.extension_needs_approval.unwrap_or(approvals > 0),
             emergency: self.emergency(&key, role, max_duration)?,
             report_only: role.report_only,
+            divisions: self.divisions(&key, role)?,
         })
     }
 
@@ -393,6 +410,35 @@ impl Reader<'_> {
             approvers.groups.insert(g.to_owned());
         }
         Ok(approvers)
+    }
+
+    /// `["*"]` unless named; each a division name, `home` or `*`.
+    fn divisions(&self, key: &str, role: &RawRole) -> Result<Vec<String>, PolicyError> {
+        let Some(named) = &role.divisions else {
+            return Ok(vec![ALL_DIVISIONS.to_owned()]);
+        };
+        let mut divisions: Vec<String> = Vec::new();
+        for d in named.get_ref() {
+            let name = d.get_ref().trim();
+            if name.is_empty() {
+                return Err(self.err(
+                    Some(d.span()),
+                    &format!("{key}.divisions"),
+                    "division names must not be empty".into(),
+                ));
+            }
+            if !divisions.iter().any(|have| have == name) {
+                divisions.push(name.to_owned());
+            }
+        }
+        if divisions.is_empty() {
+            return Err(self.err(
+                Some(named.span()),
+                &format!("{key}.divisions"),
+                "must name at least one division (\"*\" for every division)".into(),
+            ));
+        }
+        Ok(divisions)
     }
 
     fn emergency(
@@ -479,9 +525,22 @@ impl Policy {
         for user in raw.break_glass.iter().flat_map(|b| &b.users) {
             break_glass.insert(r.user(user, "break_glass.users")?);
         }
+        let mut group_exceptions = BTreeMap::new();
+        for (group, exception) in &raw.groups {
+            let reason = exception.get_ref().reason.get_ref().trim();
+            if group.trim().is_empty() || reason.is_empty() {
+                return Err(r.err(
+                    Some(exception.span()),
+                    &format!("groups.\"{group}\""),
+                    "a group exception names the group and says why (reason = \"…\")".into(),
+                ));
+            }
+            group_exceptions.insert(group.trim().to_owned(), reason.to_owned());
+        }
         Ok(Self {
             roles,
             break_glass,
+            group_exceptions,
             max_schedule_ahead,
             approval_timeout,
         })
@@ -515,7 +574,15 @@ impl Policy {
     pub fn is_break_glass(&self, user: &UserName) -> bool {
         self.break_glass.contains(user)
     }
+
+    /// Why a group may hold privileged roles, if the policy says it may.
+    pub fn group_exception(&self, group: &str) -> Option<&str> {
+        self.group_exceptions.get(group).map(String::as_str)
+    }
 }
+
+/// The Genesys Cloud division id that means every division.
+pub const ALL_DIVISIONS: &str = "*";
 
 fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())]
@@ -691,6 +758,34 @@ users = ["breakglass@example.com"]
             let e = error_of(&format!("{ROLE}{extra}"));
             assert_eq!((e.line, e.key.as_str()), (line, key), "{extra}: {e}");
         }
+    }
+
+    #[test]
+    fn divisions_default_to_all_and_group_exceptions_need_a_reason() {
+        let p = sample();
+        let admin = p.role(&RoleName::parse("Master Admin").unwrap()).unwrap();
+        assert_eq!(admin.divisions, vec![ALL_DIVISIONS.to_owned()]);
+        let role = "version = 1\n[roles.A]\ndefault_duration = \"1h\"\nmax_duration = \"2h\"\neligible_users = [\"*\"]\n";
+        let named = Policy::from_toml(
+            "p.toml",
+            &format!("{role}divisions = [\"home\", \"EMEA\", \"home\"]\n[groups.\"CC admins\"]\nreason = \"Terraform owns it\"\n"),
+        )
+        .unwrap();
+        let a = named.role(&RoleName::parse("A").unwrap()).unwrap();
+        assert_eq!(a.divisions, vec!["home".to_owned(), "EMEA".to_owned()]);
+        assert_eq!(
+            named.group_exception("CC admins"),
+            Some("Terraform owns it")
+        );
+        assert_eq!(named.group_exception("Other"), None);
+        assert_eq!(
+            error_of(&format!("{role}divisions = []\n")).key,
+            "roles.\"A\".divisions"
+        );
+        assert_eq!(
+            error_of(&format!("{role}[groups.\"CC admins\"]\nreason = \" \"\n")).key,
+            "groups.\"CC admins\""
+        );
     }
 
     #[test]

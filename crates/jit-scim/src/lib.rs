@@ -4,6 +4,7 @@
 //! sorted into transient and permanent.
 
 pub mod authorization;
+mod grants;
 mod platform;
 mod scim;
 mod transport;
@@ -15,6 +16,8 @@ use jit_app::{
     Budget, Directory, DirectoryError, DirectoryPage, DirectoryUser, OAuthClientRoles, RoleHolders,
 };
 use jit_domain::{RoleChange, RoleName, UserName};
+
+pub use grants::GrantDivisions;
 use reqwest::{Method, StatusCode};
 use secrecy::SecretString;
 use tokio::sync::Mutex;
@@ -176,6 +179,9 @@ pub struct ScimClient {
     role_ids: std::sync::Mutex<std::collections::HashMap<String, String>>,
     /// Genesys Cloud division name (or `home`) → division id, resolved once.
     division_ids: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// Genesys Cloud: roles are grants, read and written through the
+    /// Authorization API, each covering these divisions. `None`: SCIM's `roles`.
+    grant_divisions: Option<GrantDivisions>,
 }
 
 impl ScimClient {
@@ -195,6 +201,7 @@ impl ScimClient {
             filters: tokio::sync::OnceCell::new(),
             role_ids: std::sync::Mutex::default(),
             division_ids: std::sync::Mutex::default(),
+            grant_divisions: None,
         })
     }
 
@@ -202,6 +209,13 @@ impl ScimClient {
     /// feeds it the target's 429 answers.
     pub fn with_budget(mut self, budget: std::sync::Arc<Budget>) -> Self {
         self.budget = budget;
+        self
+    }
+
+    /// Genesys Cloud: proves and changes roles through the Authorization API
+    /// (grants per division) instead of SCIM's `roles` (names only).
+    pub fn with_grant_divisions(mut self, divisions: GrantDivisions) -> Self {
+        self.grant_divisions = Some(divisions);
         self
     }
 
@@ -214,6 +228,9 @@ impl ScimClient {
 #[async_trait]
 impl Directory for ScimClient {
     async fn find_user(&self, user: &UserName) -> Result<DirectoryUser, DirectoryError> {
+        if self.grant_divisions.is_some() {
+            return Ok(self.grants_user_by_name(user.as_str()).await?);
+        }
         Ok(ScimClient::find_user(self, user.as_str()).await?)
     }
 
@@ -241,7 +258,14 @@ impl Directory for ScimClient {
     }
 
     async fn get_user(&self, id: &str) -> Result<DirectoryUser, DirectoryError> {
-        match ScimClient::get_user(self, id).await {
+        let read = match self.grant_divisions {
+            Some(_) => {
+                let name = self.name_of(id).unwrap_or_else(|| id.to_owned());
+                self.grants_user(id, &name).await
+            }
+            None => ScimClient::get_user(self, id).await,
+        };
+        match read {
             Err(ScimError::Status {
                 status: StatusCode::NOT_FOUND,
                 ..
@@ -256,7 +280,14 @@ impl Directory for ScimClient {
         role: &RoleName,
         change: RoleChange,
     ) -> Result<Option<DirectoryUser>, DirectoryError> {
-        match ScimClient::change_role(self, user, role.as_str(), change).await {
+        let changed = match self.grant_divisions {
+            Some(_) => self
+                .change_grants_of(user, role.as_str(), change)
+                .await
+                .map(|()| None),
+            None => ScimClient::change_role(self, user, role.as_str(), change).await,
+        };
+        match changed {
             Err(ScimError::Status {
                 status: StatusCode::NOT_FOUND,
                 ..

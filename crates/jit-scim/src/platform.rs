@@ -154,8 +154,7 @@ impl ScimClient {
                         self.remember_id(&DirectoryUser {
                             id: user.id,
                             user_name: name.clone(),
-                            roles: Vec::new(),
-                            version: None,
+                            ..DirectoryUser::default()
                         });
                         holders.push(name);
                     }

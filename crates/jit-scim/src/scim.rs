@@ -63,6 +63,7 @@ impl ScimUser {
             user_name: self.user_name,
             roles: self.roles.into_iter().map(|r| r.value).collect(),
             version: self.meta.and_then(|m| m.version).or(etag),
+            ..DirectoryUser::default()
         }
     }
 }

@@ -42,8 +42,19 @@ pub fn policy_for(config: &crate::config::Config, dev: bool) -> anyhow::Result<P
     load_policy(&config.policy)
 }
 
-/// The SCIM client the config describes.
-pub fn directory_from_config(config: &Config) -> anyhow::Result<ScimClient> {
+/// Role name → the divisions a grant of it covers, for every privileged role.
+pub fn grant_divisions(policy: &Policy) -> jit_scim::GrantDivisions {
+    policy
+        .roles()
+        .filter(|r| r.privileged)
+        .map(|r| (r.name.to_string(), r.divisions.clone()))
+        .collect()
+}
+
+/// The directory client the config describes. With the genesys profile,
+/// roles are proven and changed through the Authorization API (grants per
+/// division, as the policy names them for each role).
+pub fn directory_from_config(config: &Config, policy: &Policy) -> anyhow::Result<ScimClient> {
     let s = &config.scim;
     let timeout = Duration::from_secs(s.timeout_secs.max(1));
     let parse = |key: &str, v: &str| {
@@ -100,7 +111,11 @@ pub fn directory_from_config(config: &Config) -> anyhow::Result<ScimClient> {
         Some(pace) => jit_app::Budget::per_minute(pace, pace / 60),
         None => jit_app::Budget::unlimited(),
     };
-    Ok(ScimClient::new(scim)?.with_budget(Arc::new(budget)))
+    let client = ScimClient::new(scim)?.with_budget(Arc::new(budget));
+    Ok(match s.profile {
+        ScimProfile::Genesys => client.with_grant_divisions(grant_divisions(policy)),
+        ScimProfile::Generic => client,
+    })
 }
 
 /// The ServiceNow client the config describes; `None` without `instance_url`.
@@ -270,6 +285,7 @@ pub(crate) type SharedBudget = Arc<jit_app::Budget>;
 /// replicas share when the pace is split among the live ones.
 pub(crate) fn directory_for(
     config: &Config,
+    policy: &Policy,
     dev: bool,
     addr: std::net::SocketAddr,
 ) -> anyhow::Result<(Arc<dyn Directory>, Option<SharedBudget>)> {
@@ -283,7 +299,7 @@ pub(crate) fn directory_for(
         })?;
         return Ok((Arc::new(sandbox), None));
     }
-    let client = directory_from_config(config)?;
+    let client = directory_from_config(config, policy)?;
     let shared = (config.scim.replicas == 0 && client.budget().pace_per_minute().is_some())
         .then(|| client.budget());
     Ok((Arc::new(client), shared))

@@ -16,8 +16,8 @@ mod running;
 mod schedules;
 
 pub use adapters::{
-    bare_app, directory_from_config, load_policy, notifier_from_config, sinks_from_config,
-    tickets_from_config,
+    bare_app, directory_from_config, grant_divisions, load_policy, notifier_from_config,
+    sinks_from_config, tickets_from_config,
 };
 pub use running::Running;
 
@@ -84,7 +84,7 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
 
-    let (directory, shared_budget) = adapters::directory_for(&config, dev, addr)?;
+    let (directory, shared_budget) = adapters::directory_for(&config, &policy, dev, addr)?;
     let sandbox_changes = dev.then(|| sandbox_servicenow::ChangeBook::seeded(clock.now()));
     let tickets = adapters::tickets_for(
         &config,

@@ -8,18 +8,42 @@ use jit_domain::{RoleChange, RoleName, UserName};
 use serde::Serialize;
 
 /// A user as the directory holds them, with the roles it lists.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct DirectoryUser {
     pub id: String,
     pub user_name: String,
+    /// Roles the user holds by a grant of their own (any division).
     pub roles: Vec<String>,
     /// `meta.version` (an ETag), used as `If-Match` on the next write.
     pub version: Option<String>,
+    /// Genesys Cloud's Authorization API: the user's own grants, each a role
+    /// in a division. Empty where the target names roles only (SCIM).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<DivisionGrant>,
+    /// Roles held, but not in every division a grant of the role covers:
+    /// converge adds the missing ones.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub partial: Vec<String>,
+}
+
+/// One grant of a role in a division (Genesys Cloud).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DivisionGrant {
+    pub role: String,
+    pub role_id: String,
+    /// The division's id; `*` is every division.
+    pub division_id: String,
 }
 
 impl DirectoryUser {
+    /// Held at all: by a grant of the user's own, in some division.
     pub fn holds(&self, role: &RoleName) -> bool {
         self.roles.iter().any(|r| r == role.as_str())
+    }
+
+    /// Held in every division a grant of the role covers.
+    pub fn holds_fully(&self, role: &RoleName) -> bool {
+        self.holds(role) && !self.partial.iter().any(|r| r == role.as_str())
     }
 }
 

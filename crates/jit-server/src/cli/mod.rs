@@ -342,7 +342,7 @@ async fn reconcile(config: &Config, dry_run: bool, kind: SweepArg) -> anyhow::Re
     init_tracing(config);
     let store = open_store(config, true).await?;
     let policy = Arc::new(crate::load_policy(&config.policy)?);
-    let directory = Arc::new(crate::directory_from_config(config)?);
+    let directory = Arc::new(crate::directory_from_config(config, &policy)?);
     let app = jit_app::App::new(
         store,
         directory,

@@ -1,0 +1,134 @@
+//! Genesys Cloud as it is: roles held as grants per division, proven through
+//! the Authorization API, against the Genesys Cloud stand-in on SQLite and
+//! PostgreSQL.
+
+use std::sync::Arc;
+
+use jit_app::ReconcileConfig;
+use jit_domain::{GrantState, SweepKind};
+use jit_e2e::Backend;
+use jit_e2e::app::{Stack, grant_request, test_policy};
+use jit_e2e::genesys::Genesys;
+use jit_genesys_standin::{ALL_DIVISIONS, Settings};
+use rstest::rstest;
+
+const ENG: &str = "eng@example.com";
+const ADMIN: &str = "Master Admin";
+
+async fn stack_on(backend: Backend, genesys: &Genesys) -> Stack {
+    Stack::new(backend, Arc::new(genesys.client(&test_policy()))).await
+}
+
+fn all_divisions() -> (String, String) {
+    (ADMIN.to_owned(), "All divisions".to_owned())
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn a_grant_in_every_division_is_verified_and_every_division_is_taken_back(
+    #[case] backend: Backend,
+) {
+    let genesys = Genesys::start(Settings::default(), &[ADMIN, "Employee"]).await;
+    let g = &genesys.standin;
+    let eng = g.add_user(ENG);
+    let emea = g.add_division("EMEA");
+    let employee = g.org().role_by_name("Employee").unwrap().id.clone();
+    g.grant(&eng, &employee, &g.home_division());
+    let stack = stack_on(backend, &genesys).await;
+
+    let grant = stack.request(grant_request(ENG, "CHG0022001", "1h")).await;
+    assert_eq!(stack.run_due().await, 1);
+    assert!(genesys.grants_of(&eng).contains(&all_divisions()));
+    let active = stack.app.grant(grant.id).await.unwrap();
+    assert_eq!(active.state, GrantState::Active);
+    assert!(
+        active.role_added_at.is_some(),
+        "activation verified by the read-back"
+    );
+
+    // While the grant runs, someone adds Master Admin in EMEA by hand.
+    let admin = g.org().role_by_name(ADMIN).unwrap().id.clone();
+    g.grant(&eng, &admin, &emea);
+    stack.advance(3600);
+    assert_eq!(stack.run_due().await, 1);
+    // Every direct grant of the role went, in every division; the
+    // baseline role stayed.
+    assert_eq!(
+        genesys.grants_of(&eng),
+        [("Employee".to_owned(), "Home".to_owned())].into()
+    );
+    let ended = stack.app.grant(grant.id).await.unwrap();
+    assert_eq!(ended.state, GrantState::Ended);
+    assert!(
+        ended.role_removed_at.is_some(),
+        "removal verified by the read-back"
+    );
+    assert_eq!(genesys.limited(), 0);
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn a_grant_held_in_part_is_completed(#[case] backend: Backend) {
+    // The user already holds the role in the home division only (say from
+    // an earlier SCIM add): a grant covering every division adds `*`.
+    let genesys = Genesys::start(Settings::default(), &[ADMIN]).await;
+    let g = &genesys.standin;
+    let eng = g.add_user(ENG);
+    let admin = g.org().role_by_name(ADMIN).unwrap().id.clone();
+    g.grant(&eng, &admin, &g.home_division());
+    let stack = stack_on(backend, &genesys).await;
+
+    stack.request(grant_request(ENG, "CHG0022002", "1h")).await;
+    stack.run_due().await;
+    assert_eq!(
+        genesys.grants_of(&eng),
+        [all_divisions(), (ADMIN.to_owned(), "Home".to_owned())].into()
+    );
+    stack.advance(3600);
+    stack.run_due().await;
+    assert!(genesys.grants_of(&eng).is_empty());
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn a_hand_made_grant_in_another_division_is_found_and_stripped(#[case] backend: Backend) {
+    let genesys = Genesys::start(Settings::default(), &[ADMIN]).await;
+    let g = &genesys.standin;
+    let eng = g.add_user(ENG);
+    let emea = g.add_division("EMEA");
+    let admin = g.org().role_by_name(ADMIN).unwrap().id.clone();
+    g.grant(&eng, &admin, &emea);
+    let stack = stack_on(backend, &genesys).await;
+
+    let run = stack
+        .app
+        .reconcile(
+            SweepKind::Holders,
+            "test",
+            false,
+            "sweeper",
+            &ReconcileConfig::default(),
+        )
+        .await
+        .unwrap();
+    let (_, findings) = stack.app.reconcile_run(&run.id).await.unwrap();
+    let found: Vec<(String, String, &str)> = findings
+        .iter()
+        .map(|f| (f.user.clone(), f.kind.clone(), f.action.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [(ENG.to_owned(), "standing_privilege".to_owned(), "removed")]
+    );
+    assert!(genesys.grants_of(&eng).is_empty(), "the EMEA grant is gone");
+    assert!(
+        g.org().grants.keys().all(|k| k.division != ALL_DIVISIONS),
+        "nothing was added on the way"
+    );
+}

@@ -1,0 +1,94 @@
+//! The Genesys Cloud stand-in (crates/jit-genesys-standin) on a port of its
+//! own, and the broker's directory client for it, configured as
+//! `serve` configures the genesys profile: OAuth client credentials, the
+//! Authorization API for grants, the client's budget paced at 95 %.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{App, HttpServer, web};
+use jit_domain::Policy;
+use jit_genesys_standin::{Counts, GenesysStandIn, Settings, routes};
+use jit_scim::{ScimAuth, ScimClient, ScimConfig};
+use secrecy::SecretString;
+
+pub const CLIENT_ID: &str = "jit-broker-e2e";
+const CLIENT_SECRET: &str = "e2e-genesys-secret";
+
+pub struct Genesys {
+    pub standin: web::Data<GenesysStandIn>,
+    pub base: String,
+    server: actix_web::dev::ServerHandle,
+}
+
+impl Drop for Genesys {
+    fn drop(&mut self) {
+        let handle = self.server.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { handle.stop(false).await });
+        }
+    }
+}
+
+impl Genesys {
+    /// A stand-in organisation with the broker's OAuth client, the home
+    /// division and the roles `roles` (all permissions).
+    pub async fn start(settings: Settings, roles: &[&str]) -> Self {
+        let standin = web::Data::new(GenesysStandIn::new(
+            settings,
+            GenesysStandIn::system_clock(),
+        ));
+        standin.add_client(CLIENT_ID, CLIENT_SECRET, "jit-broker", &[]);
+        for role in roles {
+            standin.add_role(role, &["*"]);
+        }
+        let data = standin.clone();
+        let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(routes))
+            .workers(2)
+            .bind("127.0.0.1:0")
+            .expect("bind the Genesys stand-in");
+        let base = format!("http://{}", server.addrs()[0]);
+        let server = server.run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Self {
+            standin,
+            base,
+            server: handle,
+        }
+    }
+
+    /// The broker's client: grants through the Authorization API with the
+    /// divisions `policy` names, paced inside 300 requests a minute.
+    pub fn client(&self, policy: &Policy) -> ScimClient {
+        let url = |s: String| url::Url::parse(&s).expect("stand-in URL");
+        let pace = 300 * 19 / 20;
+        ScimClient::new(ScimConfig {
+            base_url: url(format!("{}/api/v2/scim/v2", self.base)),
+            users_path: "users".into(),
+            auth: ScimAuth::ClientCredentials {
+                token_url: url(format!("{}/oauth/token", self.base)),
+                client_id: CLIENT_ID.into(),
+                client_secret: SecretString::from(CLIENT_SECRET),
+            },
+            timeout: Duration::from_secs(5),
+            platform_api: Some(url(format!("{}/", self.base))),
+        })
+        .expect("Genesys client")
+        .with_budget(Arc::new(jit_app::Budget::per_minute(pace, pace / 60)))
+        .with_grant_divisions(jit_server::grant_divisions(policy))
+    }
+
+    /// (role, division name) pairs `user` holds in their own name.
+    pub fn grants_of(&self, user: &str) -> std::collections::BTreeSet<(String, String)> {
+        self.standin.grants_of(user)
+    }
+
+    pub fn requests(&self) -> u64 {
+        Counts::get(&self.standin.counts.requests)
+    }
+
+    pub fn limited(&self) -> u64 {
+        Counts::get(&self.standin.counts.limited)
+    }
+}
