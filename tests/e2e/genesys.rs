@@ -132,3 +132,96 @@ async fn a_hand_made_grant_in_another_division_is_found_and_stripped(#[case] bac
         "nothing was added on the way"
     );
 }
+
+/// The holders sweep, to its end, and its findings as (who, kind, action, detail).
+async fn holders_sweep(stack: &Stack) -> Vec<(String, String, String, String)> {
+    let run = stack
+        .app
+        .reconcile(
+            SweepKind::Holders,
+            "test",
+            false,
+            "sweeper",
+            &ReconcileConfig::default(),
+        )
+        .await
+        .unwrap();
+    let (_, findings) = stack.app.reconcile_run(&run.id).await.unwrap();
+    findings
+        .into_iter()
+        .map(|f| (f.user, f.kind, f.action.as_str().to_owned(), f.detail))
+        .collect()
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn a_group_grant_is_found_reported_with_its_members_and_stripped(#[case] backend: Backend) {
+    let genesys = Genesys::start(Settings::default(), &[ADMIN]).await;
+    let g = &genesys.standin;
+    let alice = g.add_user("alice@example.com");
+    let bob = g.add_user("bob@example.com");
+    let admins = g.add_group("Contact centre admins", &[&alice, &bob]);
+    let admin = g.org().role_by_name(ADMIN).unwrap().id.clone();
+    g.grant(&admins, &admin, ALL_DIVISIONS);
+    let stack = stack_on(backend, &genesys).await;
+
+    let found = holders_sweep(&stack).await;
+    assert_eq!(
+        found.len(),
+        1,
+        "one finding for the group, none per member: {found:?}"
+    );
+    let (who, kind, action, detail) = &found[0];
+    assert!(who.starts_with("group Contact centre admins"), "{who}");
+    assert_eq!((kind.as_str(), action.as_str()), ("group_grant", "removed"));
+    assert!(
+        detail.contains("alice@example.com") && detail.contains("bob@example.com"),
+        "{detail}"
+    );
+    assert!(
+        genesys.grants_of(&admins).is_empty(),
+        "the group's grant is gone"
+    );
+    assert!(
+        holders_sweep(&stack).await.is_empty(),
+        "nothing left to find"
+    );
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn a_group_the_policy_allows_is_reported_not_stripped(#[case] backend: Backend) {
+    let genesys = Genesys::start(Settings::default(), &[ADMIN]).await;
+    let g = &genesys.standin;
+    let carol = g.add_user("carol@example.com");
+    let vendor = g.add_group("Genesys PS", &[&carol]);
+    let admin = g.org().role_by_name(ADMIN).unwrap().id.clone();
+    g.grant(&vendor, &admin, ALL_DIVISIONS);
+    let text = std::fs::read_to_string(jit_e2e::app::test_policy_path()).unwrap()
+        + "\n[groups.\"Genesys PS\"]\nreason = \"the vendor's onboarding team, until the go-live on CHG0009999\"\n";
+    let policy = jit_domain::Policy::from_toml("test policy + group", &text).unwrap();
+    let stack = Stack::with_policy(backend, Arc::new(genesys.client(&policy)), policy).await;
+
+    let found = holders_sweep(&stack).await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(
+        (found[0].1.as_str(), found[0].2.as_str()),
+        ("group_grant", "reported")
+    );
+    assert!(
+        found[0].3.contains("go-live"),
+        "the policy's reason: {}",
+        found[0].3
+    );
+    assert_eq!(
+        genesys.grants_of(&vendor),
+        [all_divisions()].into(),
+        "left in place"
+    );
+    let incidents = stack.app.open_incidents().await.unwrap();
+    assert_eq!(incidents.len(), 1, "an open incident the SOC hears of once");
+}

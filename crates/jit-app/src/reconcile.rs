@@ -25,14 +25,17 @@ use chrono::TimeDelta;
 use governor::{Quota, RateLimiter};
 use jit_domain::{
     FindingAction, FindingKind, FindingOutcome, GrantId, Judgement, RoleChange, RoleName,
-    SweepKind, SweepRules, UserName, incident_over, is_incident, judge, looked_for_by,
+    SweepKind, SweepRules, UserName, incident_over, is_incident, judge, judge_group_grant,
+    looked_for_by,
 };
 use serde_json::json;
 
 use crate::app::{App, SYSTEM_ACTOR};
 use crate::budget::{Lane, in_lane};
 use crate::error::AppError;
-use crate::ports::{DirectoryError, FindingRecord, GrantFilter, NewAudit, ReconcileRun, Sighting};
+use crate::ports::{
+    DirectoryError, FindingRecord, GrantFilter, GroupHolder, NewAudit, ReconcileRun, Sighting,
+};
 
 /// The lease that makes sweeps of one kind exclusive across replicas (a deep
 /// sweep never holds up the holders sweep of the minute).
@@ -253,9 +256,60 @@ impl App {
                 };
                 self.examine(run, &user, role, config, limiter).await?;
             }
+            for group in &holders.groups {
+                self.examine_group(run, group, role, limiter).await?;
+            }
             self.store.update_run(run, None).await?;
         }
         Ok(())
+    }
+
+    /// A group holding a privileged role: stripped from the group (its
+    /// members hold it without a grant of their own) unless the policy
+    /// makes the group an exception; either way one finding names them all.
+    async fn examine_group(
+        &self,
+        run: &mut ReconcileRun,
+        group: &GroupHolder,
+        role: &RoleName,
+        limiter: &governor::DefaultDirectRateLimiter,
+    ) -> Result<(), AppError> {
+        let judgement = judge_group_grant(
+            &self.policy,
+            &group.name,
+            role,
+            &group.members,
+            &group.divisions,
+        );
+        let action = match (judgement.action, run.dry_run) {
+            (FindingAction::Strip, true) => FindingOutcome::WouldRemove,
+            (FindingAction::Strip, false) => {
+                // Read, remove, read back.
+                if let Some(three) = NonZeroU32::new(3) {
+                    let _ = limiter.until_n_ready(three).await;
+                }
+                match in_lane(
+                    Lane::Revocation,
+                    self.directory.strip_group_role(group, role),
+                )
+                .await
+                {
+                    Ok(()) => {
+                        run.actions += 1;
+                        FindingOutcome::Removed
+                    }
+                    Err(e) => {
+                        tracing::warn!(group = %group.name, %role, error = %e, "reconcile: could not strip a group's role");
+                        run.errors += 1;
+                        FindingOutcome::Failed
+                    }
+                }
+            }
+            _ => FindingOutcome::Reported,
+        };
+        let who = format!("group {} ({})", group.name, group.id);
+        self.record_finding(run, &who, role, &judgement, action)
+            .await
     }
 
     /// Every user of the directory, one page at a time.

@@ -50,7 +50,7 @@ pub use names::{Invalid, Justification, RoleName, TicketId, UnknownName, UserNam
 pub use policy::{EmergencyRule, Policy, PolicyError, RequesterMatch, RolePolicy};
 pub use reconcile::{
     ConflictAlert, ConflictRule, FindingAction, FindingKind, FindingOutcome, Judgement,
-    PairHistory, SweepKind, SweepRules, judge,
+    PairHistory, SweepKind, SweepRules, judge, judge_group_grant,
 };
 pub use request::{
     FieldError, Given, GrantRequestForm, ValidGrantRequest, privileged_role, validate_grant_request,

@@ -27,6 +27,10 @@ pub enum FindingKind {
     /// An OAuth client (an integration, not a person) holds it: reported only,
     /// since stripping a client's role can break an integration.
     OauthClientPrivileged,
+    /// A Genesys Cloud group holds it: every member holds it without a
+    /// grant. Stripped from the group unless the policy names the group as
+    /// an exception (then reported, with the policy's reason).
+    GroupGrant,
 }
 
 impl FindingKind {
@@ -37,6 +41,7 @@ impl FindingKind {
             Self::BreakGlassHeld => "break_glass_held",
             Self::ConflictingWriter => "conflicting_writer",
             Self::OauthClientPrivileged => "oauth_client_privileged",
+            Self::GroupGrant => "group_grant",
         }
     }
 
@@ -47,6 +52,7 @@ impl FindingKind {
             Self::BreakGlassHeld,
             Self::ConflictingWriter,
             Self::OauthClientPrivileged,
+            Self::GroupGrant,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -137,6 +143,42 @@ impl std::str::FromStr for FindingOutcome {
         .into_iter()
         .find(|o| o.as_str() == s)
         .ok_or_else(|| crate::names::UnknownName(s.to_owned()))
+    }
+}
+
+/// A privileged role granted to a group: whoever is in the group holds it
+/// with no grant of their own, so it is stripped from the group, unless the
+/// policy lists the group as an exception (`[groups."name"]`). The detail
+/// names every member, so the SOC sees who held it.
+pub fn judge_group_grant(
+    policy: &crate::policy::Policy,
+    group: &str,
+    role: &RoleName,
+    members: &[String],
+    divisions: &[String],
+) -> Judgement {
+    let who = match members {
+        [] => "no members".to_owned(),
+        _ => format!("members: {}", members.join(", ")),
+    };
+    let divisions = divisions.join(", ");
+    match policy.group_exception(group) {
+        Some(reason) => Judgement {
+            kind: FindingKind::GroupGrant,
+            action: FindingAction::Report,
+            detail: format!(
+                "group `{group}` holds `{role}` in divisions [{divisions}] ({who}); the policy allows it: {reason}"
+            ),
+            conflict: None,
+        },
+        None => Judgement {
+            kind: FindingKind::GroupGrant,
+            action: FindingAction::Strip,
+            detail: format!(
+                "group `{group}` holds `{role}` in divisions [{divisions}], so its {who} hold it without a grant"
+            ),
+            conflict: None,
+        },
     }
 }
 
@@ -616,5 +658,31 @@ mod tests {
         let secs: Vec<i64> = (0..8).map(|n| rule.delay(n).num_seconds()).collect();
         assert_eq!(secs, [0, 0, 60, 120, 240, 480, 900, 900]);
         assert_eq!(rule.delay(u32::MAX).num_seconds(), 900);
+    }
+
+    #[test]
+    fn a_group_grant_is_stripped_unless_the_policy_allows_the_group() {
+        let role = RoleName::parse("Master Admin").unwrap();
+        let members = ["alice@example.com".to_owned(), "bob@example.com".to_owned()];
+        let stripped = judge_group_grant(&sample(), "Admins", &role, &members, &["*".into()]);
+        assert_eq!(
+            (stripped.kind, stripped.action),
+            (FindingKind::GroupGrant, FindingAction::Strip)
+        );
+        assert!(
+            stripped
+                .detail
+                .contains("alice@example.com, bob@example.com")
+        );
+        let text = format!(
+            "{}\n[groups.Admins]\nreason = \"the vendor's team until go-live\"\n",
+            crate::policy::tests::SAMPLE
+        );
+        let allowing = crate::policy::Policy::from_toml("p.toml", &text).unwrap();
+        let reported = judge_group_grant(&allowing, "Admins", &role, &[], &["*".into()]);
+        assert_eq!(reported.action, FindingAction::Report);
+        assert!(
+            reported.detail.contains("until go-live") && reported.detail.contains("no members")
+        );
     }
 }

@@ -90,11 +90,13 @@ pub fn is_incident(kind: FindingKind, action: FindingAction) -> bool {
 /// when it no longer sees them: OAuth clients are read by the deep sweep only.
 pub fn looked_for_by(kind: SweepKind) -> &'static [FindingKind] {
     match kind {
+        // Group grants are seen through the Authorization API's holders.
         SweepKind::Holders => &[
             FindingKind::BreakGlassHeld,
             FindingKind::StandingPrivilege,
             FindingKind::RoleAccumulation,
             FindingKind::ConflictingWriter,
+            FindingKind::GroupGrant,
         ],
         SweepKind::Deep => &[
             FindingKind::BreakGlassHeld,

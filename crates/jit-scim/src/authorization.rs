@@ -138,6 +138,18 @@ impl ScimClient {
         change: RoleChange,
         pairs: &[(String, String)],
     ) -> Result<(), ScimError> {
+        self.change_subject_grants(user_id, "PC_USER", change, pairs)
+            .await
+    }
+
+    /// The same for any subject type (`PC_USER`, `PC_GROUP`).
+    pub async fn change_subject_grants(
+        &self,
+        subject_id: &str,
+        subject_type: &str,
+        change: RoleChange,
+        pairs: &[(String, String)],
+    ) -> Result<(), ScimError> {
         if pairs.is_empty() {
             return Ok(());
         }
@@ -145,9 +157,11 @@ impl ScimClient {
             RoleChange::Add => "bulkadd",
             RoleChange::Remove => "bulkremove",
         };
-        let mut url =
-            self.platform_url(&format!("api/v2/authorization/subjects/{user_id}/{verb}"))?;
-        url.query_pairs_mut().append_pair("subjectType", "PC_USER");
+        let mut url = self.platform_url(&format!(
+            "api/v2/authorization/subjects/{subject_id}/{verb}"
+        ))?;
+        url.query_pairs_mut()
+            .append_pair("subjectType", subject_type);
         let grants: Vec<_> = pairs
             .iter()
             .map(|(role, division)| json!({"roleId": role, "divisionId": division}))
@@ -198,12 +212,22 @@ impl ScimClient {
     /// Every subject holding `role` (users and groups, with the divisions
     /// of their grants), page by page; `None`: no such role in the org.
     pub async fn role_subjects(&self, role: &str) -> Result<Option<Vec<RoleSubject>>, ScimError> {
+        Ok(self.role_subjects_counted(role).await?.map(|(s, _)| s))
+    }
+
+    /// [`Self::role_subjects`] with the number of requests it took.
+    pub(crate) async fn role_subjects_counted(
+        &self,
+        role: &str,
+    ) -> Result<Option<(Vec<RoleSubject>, u64)>, ScimError> {
+        let mut requests = u64::from(self.known_role_id(role).is_none());
         let Some(id) = self.role_id(role).await? else {
             return Ok(None);
         };
         let mut subjects = Vec::new();
         let mut page = 1;
         loop {
+            requests += 1;
             let mut url =
                 self.platform_url(&format!("api/v2/authorization/roles/{id}/subjectgrants"))?;
             url.query_pairs_mut()
@@ -235,7 +259,7 @@ impl ScimClient {
                 division_ids: s.divisions.into_iter().map(|d| d.id).collect(),
             }));
             if done {
-                return Ok(Some(subjects));
+                return Ok(Some((subjects, requests)));
             }
             page += 1;
         }

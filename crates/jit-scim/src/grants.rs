@@ -6,10 +6,11 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use jit_app::{DirectoryUser, DivisionGrant};
+use jit_app::{DirectoryError, DirectoryUser, DivisionGrant, GroupHolder, RoleHolders};
 use jit_domain::RoleChange;
 use reqwest::StatusCode;
 
+use crate::authorization::SubjectKind;
 use crate::{ScimClient, ScimError};
 
 /// Role name → the division names a grant of it covers (`*`, `home`, names).
@@ -110,6 +111,91 @@ impl ScimClient {
                 .collect(),
         };
         self.change_grants(&user.id, change, &pairs).await
+    }
+
+    /// Who holds `role`, from the role's subject grants: users by a grant
+    /// of their own (in any division), and groups with their members.
+    pub(crate) async fn grant_holders(&self, role: &str) -> Result<RoleHolders, ScimError> {
+        let Some((subjects, mut requests)) = self.role_subjects_counted(role).await? else {
+            return Ok(RoleHolders::default());
+        };
+        let mut holders = RoleHolders::default();
+        for subject in subjects {
+            match subject.kind {
+                SubjectKind::User => {
+                    let (name, asked) = self.user_name_of(&subject.id).await?;
+                    requests += asked;
+                    holders.users.push(name);
+                }
+                SubjectKind::Group => {
+                    requests += 1;
+                    holders.groups.push(GroupHolder {
+                        members: self.group_members(&subject.id).await?,
+                        id: subject.id,
+                        name: subject.name,
+                        divisions: subject.division_ids,
+                    });
+                }
+            }
+        }
+        holders.requests = requests;
+        Ok(holders)
+    }
+
+    /// A user's `userName` by id: known from an earlier look-up, else asked
+    /// of the Platform API (and remembered). With the requests it took.
+    async fn user_name_of(&self, id: &str) -> Result<(String, u64), ScimError> {
+        if let Some(name) = self.name_of(id) {
+            return Ok((name, 0));
+        }
+        let url = self.platform_url(&format!("api/v2/users/{id}"))?;
+        let user: serde_json::Value =
+            Self::json(self.send(reqwest::Method::GET, url, |r| r).await?).await?;
+        let name = user["username"]
+            .as_str()
+            .or(user["email"].as_str())
+            .ok_or_else(|| ScimError::Decode(format!("user {id} has no username")))?
+            .to_owned();
+        self.remember_id(&DirectoryUser {
+            id: id.to_owned(),
+            user_name: name.clone(),
+            ..DirectoryUser::default()
+        });
+        Ok((name, 1))
+    }
+
+    /// Takes every grant of `role` from the group, then reads the group
+    /// back: any grant of the role left is an error (tried again next sweep).
+    pub(crate) async fn strip_group(
+        &self,
+        group: &GroupHolder,
+        role: &str,
+    ) -> Result<(), DirectoryError> {
+        let pairs: Vec<(String, String)> = self
+            .subject_grants(&group.id, false)
+            .await?
+            .into_iter()
+            .filter(|g| g.role == role && g.subject_id == group.id)
+            .map(|g| (g.role_id, g.division_id))
+            .collect();
+        self.change_subject_grants(&group.id, "PC_GROUP", RoleChange::Remove, &pairs)
+            .await?;
+        let left = self
+            .subject_grants(&group.id, false)
+            .await?
+            .into_iter()
+            .filter(|g| g.role == role)
+            .count();
+        if left > 0 {
+            return Err(DirectoryError::Transient {
+                message: format!(
+                    "group `{}` still holds `{role}` in {left} division(s) after the removal",
+                    group.name
+                ),
+                retry_after: None,
+            });
+        }
+        Ok(())
     }
 
     /// The divisions a grant of `role` covers: as the policy says, else all.

@@ -247,7 +247,24 @@ impl Directory for ScimClient {
     }
 
     async fn role_holders(&self, role: &RoleName) -> Result<Option<RoleHolders>, DirectoryError> {
+        if self.grant_divisions.is_some() {
+            return Ok(Some(self.grant_holders(role.as_str()).await?));
+        }
         Ok(ScimClient::role_holders(self, role.as_str()).await?)
+    }
+
+    async fn strip_group_role(
+        &self,
+        group: &jit_app::GroupHolder,
+        role: &RoleName,
+    ) -> Result<(), DirectoryError> {
+        if self.grant_divisions.is_none() {
+            return Err(DirectoryError::Permanent(format!(
+                "group `{}`: groups' roles are changed through the genesys profile only",
+                group.name
+            )));
+        }
+        self.strip_group(group, role.as_str()).await
     }
 
     async fn last_login(

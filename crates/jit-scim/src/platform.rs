@@ -122,6 +122,7 @@ impl ScimClient {
                             return Ok(RoleHolders {
                                 users: Vec::new(),
                                 requests,
+                                ..RoleHolders::default()
                             });
                         }
                     }
@@ -163,6 +164,7 @@ impl ScimClient {
                     return Ok(RoleHolders {
                         users: holders,
                         requests,
+                        ..RoleHolders::default()
                     });
                 }
                 page += 1;

@@ -227,6 +227,7 @@ impl ScimClient {
         Ok(Some(RoleHolders {
             users: holders,
             requests,
+            ..RoleHolders::default()
         }))
     }
 

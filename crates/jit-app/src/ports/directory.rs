@@ -108,12 +108,25 @@ pub struct DirectoryPage {
 }
 
 /// The users holding one role, as the directory answered in one go.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RoleHolders {
-    /// Their `userName`s.
+    /// Their `userName`s: those holding it by a grant of their own.
     pub users: Vec<String>,
+    /// Groups holding it (Genesys Cloud): their members hold it too.
+    pub groups: Vec<GroupHolder>,
     /// Requests the answer took (pages, and the role's id when resolved).
     pub requests: u64,
+}
+
+/// A group holding a role, with whom the grant reaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupHolder {
+    pub id: String,
+    pub name: String,
+    /// The members' `userName`s.
+    pub members: Vec<String>,
+    /// The division ids of the group's grants of the role (`*`: every one).
+    pub divisions: Vec<String>,
 }
 
 #[async_trait]
@@ -149,6 +162,19 @@ pub trait Directory: Send + Sync {
     /// (Genesys Platform API); `None` on targets without it.
     async fn oauth_clients(&self) -> Result<Option<Vec<OAuthClientRoles>>, DirectoryError> {
         Ok(None)
+    }
+    /// Takes every grant of `role` away from a group and verifies it by
+    /// reading the group back (Genesys Cloud); refused on targets without groups.
+    async fn strip_group_role(
+        &self,
+        group: &GroupHolder,
+        role: &RoleName,
+    ) -> Result<(), DirectoryError> {
+        let _ = role;
+        Err(DirectoryError::Permanent(format!(
+            "this directory cannot change group `{}`'s roles",
+            group.name
+        )))
     }
     /// Adds or removes one role, touching no other, guarded by `user.version`.
     /// Answers the user as the write left it when the target says (the

@@ -101,6 +101,7 @@ impl Event<'_> {
             "break_glass_held" => format!("break-glass account {user} holds {role}"),
             "oauth_client_privileged" => format!("{user} holds {role}"),
             "conflicting_writer" => format!("another writer keeps re-adding {role} to {user}"),
+            "group_grant" => format!("{user} holds {role} (the policy allows this group)"),
             _ => format!("{user} holds {role} (a report-only role)"),
         };
         if opened {
