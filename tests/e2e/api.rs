@@ -271,24 +271,38 @@ async fn grants_are_listed_filtered_paged_and_dropped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dev_sandbox_works_with_no_external_system() {
     let app = spawn_app(Backend::Sqlite, None).await;
+    // The sandbox org (an in-memory Genesys Cloud): alice's grants, each a
+    // role in a division, as "role @ division".
     let sandbox_roles = || async {
         let v: Value = app
             .http
-            .get(format!(
-                "{}/sandbox/scim/v2/Users?filter=userName%20eq%20%22alice@example.com%22",
-                app.base
-            ))
+            .get(format!("{}/sandbox/genesys/org", app.base))
             .send()
             .await
             .unwrap()
             .json()
             .await
             .unwrap();
-        v["Resources"][0]["roles"]
+        let alice = v["users"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|r| r["value"].as_str().unwrap().to_owned())
+            .find(|u| u["userName"] == "alice@example.com")
+            .unwrap()
+            .clone();
+        alice["grants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| {
+                let (role, division) =
+                    (g["role"].as_str().unwrap(), g["division"].as_str().unwrap());
+                if role == "Employee" {
+                    role.to_owned()
+                } else {
+                    format!("{role} @ {division}")
+                }
+            })
             .collect::<Vec<_>>()
     };
     assert_eq!(sandbox_roles().await, ["Employee"]);
@@ -306,14 +320,21 @@ async fn the_dev_sandbox_works_with_no_external_system() {
     let (status, refused) = app.post("/api/v1/grants", &request).await;
     assert_eq!(status, 403, "{refused}");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !sandbox_roles().await.contains(&"Master Admin".to_owned()) {
+    // The grant covers every division (`*`), through the Authorization API.
+    while !sandbox_roles()
+        .await
+        .contains(&"Master Admin @ All divisions".to_owned())
+    {
         assert!(
             Instant::now() < deadline,
             "role never appeared in the sandbox"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    while sandbox_roles().await.contains(&"Master Admin".to_owned()) {
+    while sandbox_roles()
+        .await
+        .contains(&"Master Admin @ All divisions".to_owned())
+    {
         assert!(Instant::now() < deadline, "role never left the sandbox");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

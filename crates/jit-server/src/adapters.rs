@@ -280,7 +280,7 @@ pub fn sinks_from_config(config: &Config) -> anyhow::Result<Vec<jit_notify::webh
 /// A directory budget whose pace replicas split among the live ones.
 pub(crate) type SharedBudget = Arc<jit_app::Budget>;
 
-/// The directory: `--dev`'s in-memory SCIM sandbox (served by the broker
+/// The directory: `--dev`'s in-memory Genesys Cloud (served by the broker
 /// itself at `addr`), else the configured target. With it, the budget the
 /// replicas share when the pace is split among the live ones.
 pub(crate) fn directory_for(
@@ -290,13 +290,7 @@ pub(crate) fn directory_for(
     addr: std::net::SocketAddr,
 ) -> anyhow::Result<(Arc<dyn Directory>, Option<SharedBudget>)> {
     if dev {
-        let sandbox = ScimClient::new(ScimConfig {
-            base_url: url::Url::parse(&format!("http://{addr}{}", crate::sandbox::BASE_PATH))?,
-            users_path: "Users".into(),
-            auth: ScimAuth::Bearer(SecretString::from("sandbox")),
-            timeout: Duration::from_secs(5),
-            platform_api: None,
-        })?;
+        let sandbox = crate::sandbox::genesys_client(addr, policy)?;
         return Ok((Arc::new(sandbox), None));
     }
     let client = directory_from_config(config, policy)?;

@@ -96,7 +96,7 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
     let ticket_system_configured = dev || config.servicenow.instance_url.is_some();
     let webhook = adapters::webhook_for(&config, dev)?;
     let keys = adapters::api_keys_for(&config, dev);
-    if config.reconciler.oauth_clients && (dev || config.scim.profile != ScimProfile::Genesys) {
+    if config.reconciler.oauth_clients && !dev && config.scim.profile != ScimProfile::Genesys {
         bail!(
             "`reconciler.oauth_clients` needs the genesys SCIM profile (the Platform API lists OAuth clients)"
         );
@@ -150,7 +150,7 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
         listener,
         state,
         Sandboxes {
-            directory: dev.then(|| web::Data::new(sandbox::SandboxDirectory::seeded())),
+            genesys: dev.then(|| web::Data::new(sandbox::genesys_seeded(&app.policy))),
             changes: sandbox_changes.clone().map(web::Data::new),
             mailbox: background.mailbox.clone(),
         },
@@ -159,7 +159,7 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
     let handle = server.handle();
     let server_task = tokio::spawn(server);
     if dev {
-        tracing::warn!(%addr, api_key = DEV_API_KEY, "SANDBOX MODE: in-memory SCIM directory at {}; nothing real is touched", sandbox::BASE_PATH);
+        tracing::warn!(%addr, api_key = DEV_API_KEY, "SANDBOX MODE: an in-memory Genesys Cloud at {} (the org: {}/org); nothing real is touched", sandbox::BASE_PATH, sandbox::BASE_PATH);
     }
     let scheduler = schedules::start_from_config(
         &config,
@@ -212,7 +212,7 @@ fn worker_for(
 
 /// The sandboxes `serve --dev` mounts beside the API.
 struct Sandboxes {
-    directory: Option<web::Data<sandbox::SandboxDirectory>>,
+    genesys: Option<web::Data<jit_genesys_standin::GenesysStandIn>>,
     changes: Option<web::Data<sandbox_servicenow::ChangeBook>>,
     mailbox: Option<Arc<jit_notify::sandbox::SandboxMailbox>>,
 }
@@ -230,8 +230,10 @@ fn http_server(
             .wrap(TracingLogger::<request_log::RequestLog>::new())
             .app_data(state.clone())
             .configure(api::routes);
-        if let Some(directory) = &sandboxes.directory {
-            a = a.app_data(directory.clone()).configure(sandbox::routes);
+        if let Some(genesys) = &sandboxes.genesys {
+            a = a
+                .app_data(genesys.clone())
+                .configure(sandbox::genesys_routes);
         }
         if let Some(mailbox) = &sandboxes.mailbox {
             a = a

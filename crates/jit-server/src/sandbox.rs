@@ -1,22 +1,32 @@
-//! `serve --dev`: a SANDBOX SCIM 2.0 directory held in memory and served by
-//! the broker itself under `/sandbox/scim/v2`, seeded with a few users, so
-//! that a newcomer can watch a role appear and disappear with no external
-//! system. The broker reaches it through its real SCIM client.
-//!
-//! It implements only what the broker uses: `userName eq` and `roles.value
-//! eq` filters (announced at `/ServiceProviderConfig`), `GET` by id, and
-//! `PATCH` add/remove on `roles` under `If-Match`.
+//! `serve --dev`: a SANDBOX Genesys Cloud (the stand-in the tests use,
+//! crates/jit-genesys-standin) held in memory and served by the broker
+//! itself under `/sandbox/genesys`, seeded with a few users, a division and
+//! a group that holds Master Admin, so that a newcomer can watch a grant
+//! appear and disappear per division, and the holders sweep find and strip
+//! the group's grant, with no external system. The broker reaches it through
+//! its real genesys-profile client (OAuth, budget and all). The org as it
+//! stands is at `GET /sandbox/genesys/org`.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, web};
-use serde_json::{Value, json};
+use actix_web::{HttpResponse, web};
+use jit_domain::Policy;
+use jit_genesys_standin::{ALL_DIVISIONS, GenesysStandIn, Settings};
+use jit_scim::{ScimAuth, ScimClient, ScimConfig};
+use secrecy::SecretString;
+use serde_json::json;
 
-pub const BASE_PATH: &str = "/sandbox/scim/v2";
+pub const BASE_PATH: &str = "/sandbox/genesys";
+const CLIENT_ID: &str = "jit-broker-sandbox";
+/// Public on purpose: the sandbox's own OAuth client, on localhost.
+const CLIENT_SECRET: &str = "sandbox-client-secret";
+/// The group the sandbox seeds with Master Admin in every division.
+pub const SEEDED_GROUP: &str = "Contact centre admins";
 
-/// Seeded users: (userName, baseline roles).
+/// Seeded users: (userName, baseline roles, in the home division).
 pub const SEED: &[(&str, &[&str])] = &[
     ("alice@example.com", &["Employee"]),
     ("bob@example.com", &["Employee", "Supervisor"]),
@@ -48,232 +58,96 @@ pub fn login_users() -> Vec<jit_web::SandboxUser> {
         .collect()
 }
 
-struct User {
-    user_name: String,
-    roles: Vec<String>,
-    version: u64,
-}
-
-pub struct SandboxDirectory {
-    users: Mutex<BTreeMap<String, User>>,
-}
-
-impl SandboxDirectory {
-    pub fn seeded() -> Self {
-        let users = SEED
-            .iter()
-            .enumerate()
-            .map(|(i, (name, roles))| {
-                let user = User {
-                    user_name: (*name).to_owned(),
-                    roles: roles.iter().map(|r| (*r).to_owned()).collect(),
-                    version: 1,
-                };
-                (format!("sandbox-{}", i + 1), user)
-            })
-            .collect();
-        Self {
-            users: Mutex::new(users),
-        }
+/// The sandbox org: the policy's roles, the seeded users with their
+/// baseline roles, a second division, and a group holding Master Admin in
+/// every division (standing privilege for the first holders sweep to find).
+pub fn genesys_seeded(policy: &Policy) -> GenesysStandIn {
+    let standin = GenesysStandIn::new(Settings::default(), GenesysStandIn::system_clock());
+    standin.add_client(CLIENT_ID, CLIENT_SECRET, "jit-broker (sandbox)", &[]);
+    let mut roles = BTreeMap::new();
+    for role in policy.roles() {
+        roles.insert(
+            role.name.to_string(),
+            standin.add_role(role.name.as_str(), &["*"]),
+        );
     }
+    standin.add_division("EMEA");
+    let home = standin.home_division();
+    let mut ids = BTreeMap::new();
+    for (name, baseline) in SEED {
+        let id = standin.add_user(name);
+        for role in *baseline {
+            if let Some(role_id) = roles.get(*role) {
+                standin.grant(&id, role_id, &home);
+            }
+        }
+        ids.insert(*name, id);
+    }
+    if let (Some(carol), Some(admin)) = (ids.get("carol@example.com"), roles.get("Master Admin")) {
+        let group = standin.add_group(SEEDED_GROUP, &[carol]);
+        standin.grant(&group, admin, ALL_DIVISIONS);
+    }
+    standin
 }
 
-fn etag(version: u64) -> String {
-    format!("W/\"{version}\"")
+/// The broker's client for the sandbox org, as the genesys profile builds
+/// one: OAuth client credentials, the Authorization API, 95 % of 300/min.
+pub fn genesys_client(addr: std::net::SocketAddr, policy: &Policy) -> anyhow::Result<ScimClient> {
+    let base = format!("http://{addr}{BASE_PATH}");
+    let pace = jit_genesys_standin::REQUESTS_PER_MINUTE * 19 / 20;
+    Ok(ScimClient::new(ScimConfig {
+        base_url: url::Url::parse(&format!("{base}/api/v2/scim/v2"))?,
+        users_path: "users".into(),
+        auth: ScimAuth::ClientCredentials {
+            token_url: url::Url::parse(&format!("{base}/oauth/token"))?,
+            client_id: CLIENT_ID.into(),
+            client_secret: SecretString::from(CLIENT_SECRET),
+        },
+        timeout: Duration::from_secs(5),
+        platform_api: Some(url::Url::parse(&format!("{base}/"))?),
+    })?
+    .with_budget(Arc::new(jit_app::Budget::per_minute(pace, pace / 60)))
+    .with_grant_divisions(crate::adapters::grant_divisions(policy)))
 }
 
-fn resource(id: &str, u: &User) -> Value {
-    json!({
-        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-        "id": id,
-        "userName": u.user_name,
-        "active": true,
-        "roles": u.roles.iter().map(|r| json!({"value": r})).collect::<Vec<_>>(),
-        "meta": {"resourceType": "User", "version": etag(u.version)},
-    })
+/// The stand-in's Genesys paths under [`BASE_PATH`], and the org view.
+pub fn genesys_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route(&format!("{BASE_PATH}/org"), web::get().to(org_view))
+        .service(web::scope(BASE_PATH).configure(jit_genesys_standin::routes));
 }
 
-fn scim_error(status: u16, detail: &str) -> HttpResponse {
-    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap_or_default())
-        .insert_header(("X-Sandbox", "true"))
-        .content_type("application/scim+json")
-        .json(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"], "status": status.to_string(), "detail": detail}))
-}
-
-fn ok(value: Value) -> HttpResponse {
+/// Who holds what, by grant and division: users and groups.
+async fn org_view(standin: web::Data<GenesysStandIn>) -> HttpResponse {
+    let org = standin.org();
+    let grants_of = |subject: &str| {
+        org.grants_of(subject, false)
+            .into_iter()
+            .map(|g| {
+                let role = org.roles.get(&g.role).map_or(g.role.clone(), |r| r.name.clone());
+                json!({"role": role, "division": org.division_name(&g.division), "made_at": g.made_at})
+            })
+            .collect::<Vec<_>>()
+    };
+    let users: Vec<_> = org
+        .users
+        .values()
+        .map(|u| json!({"id": u.id, "userName": u.user_name, "grants": grants_of(&u.id)}))
+        .collect();
+    let groups: Vec<_> = org
+        .groups
+        .values()
+        .map(|g| {
+            let members: Vec<_> = g
+                .members
+                .iter()
+                .filter_map(|m| org.users.get(m).map(|u| u.user_name.clone()))
+                .collect();
+            json!({"id": g.id, "name": g.name, "members": members, "grants": grants_of(&g.id)})
+        })
+        .collect();
     HttpResponse::Ok()
         .insert_header(("X-Sandbox", "true"))
-        .content_type("application/scim+json")
-        .json(value)
-}
-
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route(
-        &format!("{BASE_PATH}/ServiceProviderConfig"),
-        web::get().to(service_provider_config),
-    );
-    for users in ["Users", "users"] {
-        cfg.route(&format!("{BASE_PATH}/{users}"), web::get().to(list))
-            .route(&format!("{BASE_PATH}/{users}/{{id}}"), web::get().to(get))
-            .route(
-                &format!("{BASE_PATH}/{users}/{{id}}"),
-                web::patch().to(patch),
-            );
-    }
-}
-
-fn lock(dir: &SandboxDirectory) -> std::sync::MutexGuard<'_, BTreeMap<String, User>> {
-    dir.users.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-async fn service_provider_config() -> HttpResponse {
-    ok(json!({
-        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
-        "patch": {"supported": true}, "filter": {"supported": true, "maxResults": 1000},
-        "etag": {"supported": true}, "bulk": {"supported": false},
-        "changePassword": {"supported": false}, "sort": {"supported": false},
-    }))
-}
-
-/// The two filters the broker sends.
-#[derive(Debug, PartialEq, Eq)]
-enum Filter {
-    UserName(String),
-    Role(String),
-}
-
-fn parse_filter(filter: &str) -> Option<Filter> {
-    let eq = |attribute: &str| {
-        let rest = filter
-            .trim()
-            .strip_prefix(attribute)?
-            .trim_start()
-            .strip_prefix("eq")?
-            .trim();
-        serde_json::from_str::<String>(rest).ok()
-    };
-    eq("userName")
-        .map(Filter::UserName)
-        .or_else(|| eq("roles.value").map(Filter::Role))
-}
-
-async fn list(
-    dir: web::Data<SandboxDirectory>,
-    query: web::Query<BTreeMap<String, String>>,
-) -> HttpResponse {
-    let wanted = match query.get("filter") {
-        None => None,
-        Some(f) => match parse_filter(f) {
-            Some(filter) => Some(filter),
-            None => {
-                return scim_error(
-                    400,
-                    "the sandbox understands only `userName eq \"…\"` and `roles.value eq \"…\"` filters",
-                );
-            }
-        },
-    };
-    let users = lock(&dir);
-    let found: Vec<Value> = users
-        .iter()
-        .filter(|(_, u)| match &wanted {
-            None => true,
-            Some(Filter::UserName(name)) => name.eq_ignore_ascii_case(&u.user_name),
-            Some(Filter::Role(role)) => u.roles.iter().any(|r| r == role),
-        })
-        .map(|(id, u)| resource(id, u))
-        .collect();
-    ok(json!({
-        "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
-        "totalResults": found.len(), "startIndex": 1, "itemsPerPage": found.len(), "Resources": found,
-    }))
-}
-
-async fn get(dir: web::Data<SandboxDirectory>, id: web::Path<String>) -> HttpResponse {
-    let users = lock(&dir);
-    match users.get(id.as_str()) {
-        Some(u) => {
-            let mut response = ok(resource(&id, u));
-            if let Ok(v) = header::HeaderValue::from_str(&etag(u.version)) {
-                response.headers_mut().insert(header::ETAG, v);
-            }
-            response
-        }
-        None => scim_error(404, "user not found"),
-    }
-}
-
-/// The role a `roles[value eq "…"]` path names.
-fn role_path_value(path: &str) -> Option<String> {
-    let inner = path.trim().strip_prefix("roles[")?.strip_suffix(']')?;
-    let value = inner
-        .trim()
-        .strip_prefix("value")?
-        .trim_start()
-        .strip_prefix("eq")?
-        .trim();
-    serde_json::from_str::<String>(value).ok()
-}
-
-async fn patch(
-    dir: web::Data<SandboxDirectory>,
-    id: web::Path<String>,
-    req: HttpRequest,
-    body: web::Json<Value>,
-) -> HttpResponse {
-    let mut users = lock(&dir);
-    let Some(user) = users.get_mut(id.as_str()) else {
-        return scim_error(404, "user not found");
-    };
-    if let Some(wanted) = req
-        .headers()
-        .get(header::IF_MATCH)
-        .and_then(|v| v.to_str().ok())
-        && wanted != etag(user.version)
-    {
-        return scim_error(412, "Failed to update. Resource has changed on the server");
-    }
-    let Some(ops) = body["Operations"].as_array() else {
-        return scim_error(400, "PatchOp needs Operations");
-    };
-    let mut roles = user.roles.clone();
-    for op in ops {
-        match (
-            op["op"].as_str().map(str::to_ascii_lowercase).as_deref(),
-            op["path"].as_str(),
-        ) {
-            (Some("add"), Some("roles")) => {
-                for value in op["value"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|v| v["value"].as_str())
-                {
-                    if !roles.iter().any(|r| r == value) {
-                        roles.push(value.to_owned());
-                    }
-                }
-            }
-            (Some("remove"), Some(path)) => match role_path_value(path) {
-                Some(value) => roles.retain(|r| *r != value),
-                None => return scim_error(400, "the sandbox removes only `roles[value eq \"…\"]`"),
-            },
-            _ => {
-                return scim_error(
-                    400,
-                    "the sandbox supports add on `roles` and filtered remove",
-                );
-            }
-        }
-    }
-    if roles != user.roles {
-        user.roles = roles;
-        user.version += 1;
-    }
-    HttpResponse::NoContent()
-        .insert_header(("X-Sandbox", "true"))
-        .insert_header((header::ETAG, etag(user.version)))
-        .finish()
+        .json(json!({"users": users, "groups": groups}))
 }
 
 /// `/sandbox/mail` (JSON) and `/sandbox/mailbox` (a page): what the broker
@@ -297,28 +171,5 @@ async fn mail_page(box_: web::Data<jit_notify::sandbox::SandboxMailbox>) -> Http
             tracing::error!(error = %e, "sandbox mailbox page");
             HttpResponse::InternalServerError().finish()
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_the_filters_the_broker_sends() {
-        assert_eq!(
-            parse_filter(r#"userName eq "a@b.c""#),
-            Some(Filter::UserName("a@b.c".into()))
-        );
-        assert_eq!(
-            parse_filter(r#"roles.value eq "Master Admin""#),
-            Some(Filter::Role("Master Admin".into()))
-        );
-        assert_eq!(parse_filter(r#"displayName eq "x""#), None);
-        assert_eq!(
-            role_path_value(r#"roles[value eq "Master Admin"]"#).as_deref(),
-            Some("Master Admin")
-        );
-        assert_eq!(role_path_value("roles"), None);
     }
 }
