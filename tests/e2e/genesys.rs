@@ -225,3 +225,32 @@ async fn a_group_the_policy_allows_is_reported_not_stripped(#[case] backend: Bac
     let incidents = stack.app.open_incidents().await.unwrap();
     assert_eq!(incidents.len(), 1, "an open incident the SOC hears of once");
 }
+
+/// Six grants starting and ending together, through the broker's own
+/// pacing (95 % of 300 a minute) against the stand-in's 300-a-minute limit:
+/// no 429, and the requests each lifecycle costs.
+#[tokio::test]
+async fn a_grant_storm_stays_inside_300_a_minute() {
+    let genesys = Genesys::start(Settings::default(), &[ADMIN]).await;
+    let users: Vec<String> = (0..6).map(|i| format!("storm{i}@example.com")).collect();
+    let ids: Vec<String> = users.iter().map(|u| genesys.standin.add_user(u)).collect();
+    let stack = stack_on(Backend::Sqlite, &genesys).await;
+    for (i, u) in users.iter().enumerate() {
+        stack
+            .request(grant_request(u, &format!("CHG00223{i:02}"), "1h"))
+            .await;
+    }
+    stack.run_due().await;
+    for id in &ids {
+        assert_eq!(genesys.grants_of(id), [all_divisions()].into());
+    }
+    stack.advance(3600);
+    stack.run_due().await;
+    for id in &ids {
+        assert!(genesys.grants_of(id).is_empty());
+    }
+    assert_eq!(genesys.limited(), 0, "no 429 within the budget");
+    // Per lifecycle: the user's id by SCIM (once), then at each end a read
+    // of the grants, the bulk write and the read-back; and the role's id once.
+    assert_eq!(genesys.requests(), 6 * 7 + 1);
+}

@@ -47,7 +47,7 @@ pub struct Settings {
     pub switches: Switches,
     /// Requests a minute per OAuth client before 429 (`None`: no limit).
     pub per_minute: Option<u32>,
-    /// How many of them may come at once (the rest are spread over the minute).
+    /// How many of them may come at once; then they refill evenly over the minute.
     pub burst: u32,
     pub token_lifetime: TimeDelta,
 }
@@ -57,8 +57,9 @@ impl Default for Settings {
         Self {
             switches: Switches::default(),
             per_minute: Some(REQUESTS_PER_MINUTE),
-            // One second's worth: the limit is a rate, not a bucket of 300.
-            burst: REQUESTS_PER_MINUTE / 60,
+            // The documented fact is 300 a minute, no more: no per-second
+            // limit is documented, so a minute's worth may come at once.
+            burst: REQUESTS_PER_MINUTE,
             token_lifetime: TimeDelta::hours(24),
         }
     }
