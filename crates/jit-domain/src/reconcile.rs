@@ -31,6 +31,9 @@ pub enum FindingKind {
     /// grant. Stripped from the group unless the policy names the group as
     /// an exception (then reported, with the policy's reason).
     GroupGrant,
+    /// SCIM's `roles` and the Authorization API disagree about whether a
+    /// user holds a privileged role: reported (the grants decide a strip).
+    DirectoryDisagreement,
 }
 
 impl FindingKind {
@@ -42,6 +45,7 @@ impl FindingKind {
             Self::ConflictingWriter => "conflicting_writer",
             Self::OauthClientPrivileged => "oauth_client_privileged",
             Self::GroupGrant => "group_grant",
+            Self::DirectoryDisagreement => "directory_disagreement",
         }
     }
 
@@ -53,6 +57,7 @@ impl FindingKind {
             Self::ConflictingWriter,
             Self::OauthClientPrivileged,
             Self::GroupGrant,
+            Self::DirectoryDisagreement,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

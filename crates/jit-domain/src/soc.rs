@@ -104,6 +104,7 @@ pub fn looked_for_by(kind: SweepKind) -> &'static [FindingKind] {
             FindingKind::RoleAccumulation,
             FindingKind::ConflictingWriter,
             FindingKind::OauthClientPrivileged,
+            FindingKind::DirectoryDisagreement,
         ],
     }
 }

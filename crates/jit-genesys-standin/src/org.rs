@@ -42,6 +42,9 @@ pub struct Switches {
     /// Whether SCIM's `roles` also names roles a user holds only through a
     /// group (default: direct grants only).
     pub scim_lists_group_roles: bool,
+    /// Whether SCIM's `roles` leaves out grants made in a division other
+    /// than home (default: it names a role granted in any division).
+    pub scim_lists_home_division_only: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,6 +224,11 @@ impl Org {
         let names: BTreeSet<String> = self
             .grants_of(user, switches.scim_lists_group_roles)
             .into_iter()
+            .filter(|g| {
+                !switches.scim_lists_home_division_only
+                    || g.division == self.home_division
+                    || g.division == ALL_DIVISIONS
+            })
             .filter_map(|g| self.roles.get(&g.role).map(|r| r.name.clone()))
             .collect();
         names.into_iter().collect()

@@ -253,6 +253,10 @@ impl Directory for ScimClient {
         Ok(ScimClient::role_holders(self, role.as_str()).await?)
     }
 
+    fn holders_are_grants(&self) -> bool {
+        self.grant_divisions.is_some()
+    }
+
     async fn strip_group_role(
         &self,
         group: &jit_app::GroupHolder,

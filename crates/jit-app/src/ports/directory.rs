@@ -144,6 +144,12 @@ pub trait Directory: Send + Sync {
         let _ = role;
         Ok(None)
     }
+    /// Whether `role_holders` and the user reads come from where privilege
+    /// is kept (Genesys Cloud's Authorization API), rather than from the
+    /// same SCIM view the listing shows: then the deep sweep cross-checks.
+    fn holders_are_grants(&self) -> bool {
+        false
+    }
     /// When `user` last logged in (Genesys Cloud: the last token issued to
     /// them), where the target can tell; `None` where it cannot, `Some(None)`
     /// for a user who never did.

@@ -102,6 +102,9 @@ impl Event<'_> {
             "oauth_client_privileged" => format!("{user} holds {role}"),
             "conflicting_writer" => format!("another writer keeps re-adding {role} to {user}"),
             "group_grant" => format!("{user} holds {role} (the policy allows this group)"),
+            "directory_disagreement" => {
+                format!("SCIM and the Authorization API disagree about {user} and {role}")
+            }
             _ => format!("{user} holds {role} (a report-only role)"),
         };
         if opened {
