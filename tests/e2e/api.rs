@@ -392,6 +392,31 @@ async fn the_dev_sandbox_works_with_no_external_system() {
         assert!(Instant::now() < deadline, "the outbox never drained");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Readiness shows the start-up permission probe of the sandbox's
+    // OAuth client (it holds exactly what the broker needs).
+    let permissions = loop {
+        let (_, ready) = app.get("/readyz").await;
+        let found = ready["info"]["directory_permissions"].clone();
+        if found.is_array() {
+            break found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the probe never finished: {ready}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let outcomes: Vec<&str> = permissions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["outcome"].as_str().unwrap_or("failed"))
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["allowed", "allowed", "allowed", "not_probed", "not_probed"],
+        "{permissions}"
+    );
     app.running.stop().await;
 }
 

@@ -38,7 +38,12 @@ impl Genesys {
             settings,
             GenesysStandIn::system_clock(),
         ));
-        standin.add_client(CLIENT_ID, CLIENT_SECRET, "jit-broker", &[]);
+        standin.add_client_with_permissions(
+            CLIENT_ID,
+            CLIENT_SECRET,
+            "jit-broker",
+            &jit_scim::doctor::needed_permissions(true),
+        );
         for role in roles {
             standin.add_role(role, &["*"]);
         }
@@ -61,6 +66,13 @@ impl Genesys {
     /// The broker's client: grants through the Authorization API with the
     /// divisions `policy` names, paced inside 300 requests a minute.
     pub fn client(&self, policy: &Policy) -> ScimClient {
+        self.scim_client()
+            .with_grant_divisions(jit_server::grant_divisions(policy))
+    }
+
+    /// The same client before grants moved to the Authorization API: roles
+    /// by SCIM `PATCH`, holders from the role's users (for comparison).
+    pub fn scim_client(&self) -> ScimClient {
         let url = |s: String| url::Url::parse(&s).expect("stand-in URL");
         let pace = 300 * 19 / 20;
         ScimClient::new(ScimConfig {
@@ -76,7 +88,6 @@ impl Genesys {
         })
         .expect("Genesys client")
         .with_budget(Arc::new(jit_app::Budget::per_minute(pace, pace / 60)))
-        .with_grant_divisions(jit_server::grant_divisions(policy))
     }
 
     /// (role, division name) pairs `user` holds in their own name.

@@ -165,7 +165,12 @@ async fn token(req: HttpRequest, standin: Standin, form: web::Bytes) -> HttpResp
 
 /// Every API call: a live token, then the client's budget. `Some`: the
 /// refusal to answer instead.
-fn refused(req: &HttpRequest, standin: &GenesysStandIn, kind: &AtomicU64) -> Option<HttpResponse> {
+fn refused(
+    req: &HttpRequest,
+    standin: &GenesysStandIn,
+    kind: &AtomicU64,
+    needs: &[&str],
+) -> Option<HttpResponse> {
     let token = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -190,13 +195,34 @@ fn refused(req: &HttpRequest, standin: &GenesysStandIn, kind: &AtomicU64) -> Opt
                 "status": 429,
             })));
     }
+    if !needs.is_empty() && !needs.iter().any(|p| standin.client_may(&client, p)) {
+        standin.counts.forbidden.fetch_add(1, Ordering::Relaxed);
+        return Some(platform_error(
+            403,
+            "missing.any.permissions",
+            &format!(
+                "Unable to perform the requested action. You must have at least one of the following permissions assigned: [{}]",
+                needs.join(", ")
+            ),
+        ));
+    }
     kind.fetch_add(1, Ordering::Relaxed);
     None
 }
 
+// The permissions Genesys Cloud's API definitions list for each endpoint
+// (any one of a list will do); endpoints not listed need none.
+const NONE: &[&str] = &[];
+const SCIM_VIEW: &[&str] = &["directory:user:view", "directory:user:edit"];
+const ROLE_VIEW: &[&str] = &["authorization:role:view"];
+const GRANT_VIEW: &[&str] = &["authorization:grant:view"];
+const GRANT_ADD: &[&str] = &["authorization:grant:add"];
+const GRANT_DELETE: &[&str] = &["authorization:grant:delete"];
+const CLIENT_VIEW: &[&str] = &["oauth:client:view"];
+
 macro_rules! admit {
-    ($req:expr, $standin:expr, $kind:ident) => {
-        if let Some(answer) = refused(&$req, &$standin, &$standin.counts.$kind) {
+    ($req:expr, $standin:expr, $kind:ident, $needs:expr) => {
+        if let Some(answer) = refused(&$req, &$standin, &$standin.counts.$kind, $needs) {
             return answer;
         }
     };
@@ -237,7 +263,7 @@ struct ScimQuery {
 }
 
 async fn scim_list(req: HttpRequest, standin: Standin, q: web::Query<ScimQuery>) -> HttpResponse {
-    admit!(req, standin, scim_reads);
+    admit!(req, standin, scim_reads, SCIM_VIEW);
     let org = standin.org();
     let users: Vec<&User> = match q.filter.as_deref() {
         None => org.users.values().collect(),
@@ -275,7 +301,7 @@ async fn scim_list(req: HttpRequest, standin: Standin, q: web::Query<ScimQuery>)
 }
 
 async fn scim_get(req: HttpRequest, standin: Standin, id: web::Path<String>) -> HttpResponse {
-    admit!(req, standin, scim_reads);
+    admit!(req, standin, scim_reads, SCIM_VIEW);
     let org = standin.org();
     match org.users.get(id.as_str()) {
         Some(u) => HttpResponse::Ok()
@@ -287,7 +313,7 @@ async fn scim_get(req: HttpRequest, standin: Standin, id: web::Path<String>) -> 
 }
 
 async fn scim_config(req: HttpRequest, standin: Standin) -> HttpResponse {
-    admit!(req, standin, scim_reads);
+    admit!(req, standin, scim_reads, NONE);
     HttpResponse::Ok().json(json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
         "patch": {"supported": true},
@@ -342,7 +368,7 @@ async fn scim_patch(
     id: web::Path<String>,
     body: web::Json<Value>,
 ) -> HttpResponse {
-    admit!(req, standin, scim_writes);
+    admit!(req, standin, scim_writes, NONE);
     let now = standin.now();
     let switches = standin.switches();
     let mut org = standin.org();
@@ -389,7 +415,7 @@ fn division_json(org: &Org, id: &str) -> Value {
 }
 
 async fn roles(req: HttpRequest, standin: Standin, q: web::Query<Paging>) -> HttpResponse {
-    admit!(req, standin, other);
+    admit!(req, standin, other, ROLE_VIEW);
     let org = standin.org();
     let entities = org
         .roles
@@ -411,7 +437,7 @@ async fn role_users(
     id: web::Path<String>,
     q: web::Query<Paging>,
 ) -> HttpResponse {
-    admit!(req, standin, grant_reads);
+    admit!(req, standin, grant_reads, NONE);
     let org = standin.org();
     if !org.roles.contains_key(id.as_str()) {
         return platform_error(404, "not.found", "role not found");
@@ -430,7 +456,7 @@ async fn subject_grants(
     id: web::Path<String>,
     q: web::Query<Paging>,
 ) -> HttpResponse {
-    admit!(req, standin, grant_reads);
+    admit!(req, standin, grant_reads, ROLE_VIEW);
     let org = standin.org();
     if !org.roles.contains_key(id.as_str()) {
         return platform_error(404, "not.found", "role not found");
@@ -462,7 +488,7 @@ async fn subject(
     id: web::Path<String>,
     q: web::Query<SubjectQuery>,
 ) -> HttpResponse {
-    admit!(req, standin, grant_reads);
+    admit!(req, standin, grant_reads, GRANT_VIEW);
     let org = standin.org();
     let name = match org.subject_kind(&id) {
         Some(SubjectKind::User) => org.users[id.as_str()].user_name.clone(),
@@ -511,7 +537,7 @@ async fn bulk_add(
     id: web::Path<String>,
     body: web::Json<BulkGrants>,
 ) -> HttpResponse {
-    admit!(req, standin, grant_writes);
+    admit!(req, standin, grant_writes, GRANT_ADD);
     let now = standin.now();
     match standin.org().bulk_add(&id, &pairs(&body), now) {
         Ok(()) => HttpResponse::NoContent().finish(),
@@ -525,7 +551,7 @@ async fn bulk_remove(
     id: web::Path<String>,
     body: web::Json<BulkGrants>,
 ) -> HttpResponse {
-    admit!(req, standin, grant_writes);
+    admit!(req, standin, grant_writes, GRANT_DELETE);
     match standin.org().bulk_remove(&id, &pairs(&body)) {
         Ok(()) => HttpResponse::NoContent().finish(),
         Err(r) => refusal(&r),
@@ -537,7 +563,7 @@ async fn grant_one(
     standin: Standin,
     path: web::Path<(String, String, String)>,
 ) -> HttpResponse {
-    admit!(req, standin, grant_writes);
+    admit!(req, standin, grant_writes, GRANT_ADD);
     let (subject, division, role) = path.into_inner();
     let now = standin.now();
     match standin.org().bulk_add(&subject, &[(role, division)], now) {
@@ -551,7 +577,7 @@ async fn revoke_one(
     standin: Standin,
     path: web::Path<(String, String, String)>,
 ) -> HttpResponse {
-    admit!(req, standin, grant_writes);
+    admit!(req, standin, grant_writes, GRANT_DELETE);
     let (subject, division, role) = path.into_inner();
     match standin.org().bulk_remove(&subject, &[(role, division)]) {
         Ok(()) => HttpResponse::NoContent().finish(),
@@ -560,7 +586,7 @@ async fn revoke_one(
 }
 
 async fn home_division(req: HttpRequest, standin: Standin) -> HttpResponse {
-    admit!(req, standin, other);
+    admit!(req, standin, other, NONE);
     let org = standin.org();
     HttpResponse::Ok().json(division_json(&org, &org.home_division))
 }
@@ -576,7 +602,7 @@ async fn divisions(
     standin: Standin,
     q: web::Query<DivisionQuery>,
 ) -> HttpResponse {
-    admit!(req, standin, other);
+    admit!(req, standin, other, NONE);
     let org = standin.org();
     let entities: Vec<Value> = org
         .divisions
@@ -596,7 +622,7 @@ async fn group_members(
     id: web::Path<String>,
     q: web::Query<Paging>,
 ) -> HttpResponse {
-    admit!(req, standin, other);
+    admit!(req, standin, other, NONE);
     let org = standin.org();
     let Some(group) = org.groups.get(id.as_str()) else {
         return platform_error(404, "not.found", "group not found");
@@ -611,7 +637,7 @@ async fn group_members(
 }
 
 async fn platform_user(req: HttpRequest, standin: Standin, id: web::Path<String>) -> HttpResponse {
-    admit!(req, standin, other);
+    admit!(req, standin, other, NONE);
     let org = standin.org();
     let Some(u) = org.users.get(id.as_str()) else {
         return platform_error(404, "not.found", "user not found");
@@ -628,7 +654,7 @@ async fn platform_user(req: HttpRequest, standin: Standin, id: web::Path<String>
 }
 
 async fn oauth_clients(req: HttpRequest, standin: Standin) -> HttpResponse {
-    admit!(req, standin, other);
+    admit!(req, standin, other, CLIENT_VIEW);
     let org = standin.org();
     let entities: Vec<Value> = org
         .clients

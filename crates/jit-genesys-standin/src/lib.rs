@@ -72,6 +72,8 @@ pub struct Counts {
     pub requests: AtomicU64,
     pub limited: AtomicU64,
     pub unauthorized: AtomicU64,
+    /// Refused 403: the client's roles lack the endpoint's permission.
+    pub forbidden: AtomicU64,
     pub tokens_issued: AtomicU64,
     pub scim_reads: AtomicU64,
     pub scim_writes: AtomicU64,
@@ -223,6 +225,32 @@ impl GenesysStandIn {
                     .collect(),
             },
         );
+    }
+
+    /// An OAuth client whose role carries exactly `permissions` (granted
+    /// in every division), as an administrator would set one up.
+    pub fn add_client_with_permissions(
+        &self,
+        id: &str,
+        secret: &str,
+        name: &str,
+        permissions: &[&str],
+    ) {
+        let role = self.add_role(&format!("{name} (OAuth client role)"), permissions);
+        self.add_client(id, secret, name, &[(role.as_str(), ALL_DIVISIONS)]);
+    }
+
+    /// Whether any role the client holds carries `permission` (or `*`).
+    fn client_may(&self, client: &str, permission: &str) -> bool {
+        let org = self.org();
+        let Some(c) = org.clients.get(client) else {
+            return false;
+        };
+        c.role_divisions.iter().any(|(role, _)| {
+            org.roles
+                .get(role)
+                .is_some_and(|r| r.permissions.iter().any(|p| p == "*" || p == permission))
+        })
     }
 
     /// A grant made outside the broker (an admin by hand, Terraform, the IdP).

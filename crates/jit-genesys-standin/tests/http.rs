@@ -28,7 +28,18 @@ async fn spawn(settings: Settings) -> Running {
         settings,
         Arc::new(move || *clock_now.lock().unwrap()),
     ));
-    standin.add_client("broker", "broker-secret", "jit-broker", &[]);
+    standin.add_client_with_permissions(
+        "broker",
+        "broker-secret",
+        "jit-broker",
+        &[
+            "directory:user:view",
+            "authorization:grant:view",
+            "authorization:grant:add",
+            "authorization:grant:delete",
+            "authorization:role:view",
+        ],
+    );
     let data = standin.clone();
     let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(routes))
         .workers(1)

@@ -4,6 +4,7 @@
 //! sorted into transient and permanent.
 
 pub mod authorization;
+pub mod doctor;
 mod grants;
 mod platform;
 mod scim;
@@ -255,6 +256,16 @@ impl Directory for ScimClient {
 
     fn holders_are_grants(&self) -> bool {
         self.grant_divisions.is_some()
+    }
+
+    async fn probe_permissions(
+        &self,
+        oauth_clients: bool,
+    ) -> Option<Vec<jit_app::PermissionProbe>> {
+        match self.grant_divisions {
+            Some(_) => Some(self.doctor(oauth_clients).await),
+            None => None,
+        }
     }
 
     async fn strip_group_role(

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use actix_web::{App, HttpServer, web};
+use jit_app::ProbeOutcome;
 use jit_domain::RoleChange;
 use jit_genesys_standin::{GenesysStandIn, Settings, routes};
 use jit_scim::authorization::{ALL_DIVISIONS, SubjectKind};
@@ -11,7 +12,8 @@ use jit_scim::{ScimAuth, ScimClient, ScimConfig};
 use secrecy::SecretString;
 use url::Url;
 
-async fn spawn() -> (web::Data<GenesysStandIn>, ScimClient) {
+/// The stand-in, the broker's client for it, and where it listens.
+async fn spawn() -> (web::Data<GenesysStandIn>, ScimClient, String) {
     // This client runs without the broker's pacing (its Budget), so the
     // stand-in's 300/min limit is off here; the e2e tests keep it on.
     let standin = web::Data::new(GenesysStandIn::new(
@@ -21,7 +23,12 @@ async fn spawn() -> (web::Data<GenesysStandIn>, ScimClient) {
         },
         GenesysStandIn::system_clock(),
     ));
-    standin.add_client("broker", "broker-secret", "jit-broker", &[]);
+    standin.add_client_with_permissions(
+        "broker",
+        "broker-secret",
+        "jit-broker",
+        &jit_scim::doctor::needed_permissions(false),
+    );
     let data = standin.clone();
     let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(routes))
         .workers(1)
@@ -41,12 +48,12 @@ async fn spawn() -> (web::Data<GenesysStandIn>, ScimClient) {
         platform_api: Some(Url::parse(&format!("{base}/")).unwrap()),
     })
     .unwrap();
-    (standin, client)
+    (standin, client, base)
 }
 
 #[tokio::test]
 async fn grants_are_added_and_removed_pair_by_pair_and_read_back() {
-    let (g, client) = spawn().await;
+    let (g, client, _) = spawn().await;
     let user = g.add_user("eng@example.com");
     let role = g.add_role("Master Admin", &["*"]);
     let emea = g.add_division("EMEA");
@@ -87,7 +94,7 @@ async fn grants_are_added_and_removed_pair_by_pair_and_read_back() {
 
 #[tokio::test]
 async fn a_role_is_found_on_users_and_groups_with_its_divisions() {
-    let (g, client) = spawn().await;
+    let (g, client, _) = spawn().await;
     let alice = g.add_user("alice@example.com");
     let bob = g.add_user("bob@example.com");
     let role = g.add_role("Master Admin", &["*"]);
@@ -116,11 +123,52 @@ async fn a_role_is_found_on_users_and_groups_with_its_divisions() {
 
 #[tokio::test]
 async fn an_expired_token_is_replaced_once_and_the_call_succeeds() {
-    let (g, client) = spawn().await;
+    let (g, client, _) = spawn().await;
     let user = g.add_user("eng@example.com");
     client.subject_grants(&user, false).await.unwrap();
     g.expire_tokens();
     client.subject_grants(&user, false).await.unwrap();
     assert_eq!(jit_genesys_standin::Counts::get(&g.counts.tokens_issued), 2);
     assert_eq!(jit_genesys_standin::Counts::get(&g.counts.unauthorized), 1);
+}
+
+#[tokio::test]
+async fn the_doctor_names_the_feature_a_missing_permission_breaks() {
+    let (g, _, base) = spawn().await;
+    g.add_user("eng@example.com");
+    // A client whose role lacks authorization:role:view.
+    let without: Vec<&str> = jit_scim::doctor::needed_permissions(true)
+        .into_iter()
+        .filter(|p| *p != "authorization:role:view")
+        .collect();
+    g.add_client_with_permissions("narrow", "narrow-secret", "narrow", &without);
+    let narrow = ScimClient::new(ScimConfig {
+        base_url: Url::parse(&format!("{base}/api/v2/scim/v2")).unwrap(),
+        users_path: "users".into(),
+        auth: ScimAuth::ClientCredentials {
+            token_url: Url::parse(&format!("{base}/oauth/token")).unwrap(),
+            client_id: "narrow".into(),
+            client_secret: SecretString::from("narrow-secret"),
+        },
+        timeout: Duration::from_secs(5),
+        platform_api: Some(Url::parse(&format!("{base}/")).unwrap()),
+    })
+    .unwrap();
+    let probes = narrow.doctor(true).await;
+    let seen: Vec<(&str, ProbeOutcome)> = probes
+        .iter()
+        .map(|p| (p.permission, p.outcome.clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("directory:user:view", ProbeOutcome::Allowed),
+            ("authorization:grant:view", ProbeOutcome::Allowed),
+            ("authorization:role:view", ProbeOutcome::Missing),
+            ("authorization:grant:add", ProbeOutcome::NotProbed),
+            ("authorization:grant:delete", ProbeOutcome::NotProbed),
+            ("oauth:client:view", ProbeOutcome::Allowed),
+        ]
+    );
+    assert!(probes[2].feature.contains("sweeps"));
 }

@@ -145,7 +145,13 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
         metrics,
         ticket_system_configured,
         servicenow_seen: tokio::sync::Mutex::new(None),
+        permissions: Arc::default(),
     });
+    probe_permissions(
+        &app,
+        config.reconciler.oauth_clients,
+        state.permissions.clone(),
+    );
     let server = http_server(
         listener,
         state,
@@ -186,6 +192,36 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
         background: background.tasks,
         sandbox_changes,
     })
+}
+
+/// Probes the directory's permissions once, in the background: a missing
+/// one is logged as the feature that will fail, and readiness shows it.
+fn probe_permissions(
+    app: &Arc<App>,
+    oauth_clients: bool,
+    slot: Arc<std::sync::Mutex<Option<Vec<jit_app::PermissionProbe>>>>,
+) {
+    let app = app.clone();
+    tokio::spawn(async move {
+        let Some(probes) = app.directory.probe_permissions(oauth_clients).await else {
+            return;
+        };
+        for p in &probes {
+            match &p.outcome {
+                jit_app::ProbeOutcome::Missing => tracing::error!(
+                    feature = p.feature,
+                    permission = p.permission,
+                    "the directory's OAuth client lacks a permission: this feature will fail"
+                ),
+                jit_app::ProbeOutcome::Failed(why) => tracing::warn!(
+                    feature = p.feature, permission = p.permission, %why,
+                    "could not check a permission of the directory's OAuth client"
+                ),
+                _ => {}
+            }
+        }
+        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(probes);
+    });
 }
 
 /// The converge worker, paced inside the directory's budget (and following

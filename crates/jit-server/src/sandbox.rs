@@ -63,7 +63,12 @@ pub fn login_users() -> Vec<jit_web::SandboxUser> {
 /// every division (standing privilege for the first holders sweep to find).
 pub fn genesys_seeded(policy: &Policy) -> GenesysStandIn {
     let standin = GenesysStandIn::new(Settings::default(), GenesysStandIn::system_clock());
-    standin.add_client(CLIENT_ID, CLIENT_SECRET, "jit-broker (sandbox)", &[]);
+    standin.add_client_with_permissions(
+        CLIENT_ID,
+        CLIENT_SECRET,
+        "jit-broker (sandbox)",
+        &jit_scim::doctor::needed_permissions(true),
+    );
     let mut roles = BTreeMap::new();
     for role in policy.roles() {
         roles.insert(

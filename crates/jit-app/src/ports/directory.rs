@@ -118,6 +118,26 @@ pub struct RoleHolders {
     pub requests: u64,
 }
 
+/// One feature's permission, as a harmless read found it (`doctor`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PermissionProbe {
+    pub feature: &'static str,
+    pub permission: &'static str,
+    pub outcome: ProbeOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeOutcome {
+    Allowed,
+    /// 403: the client's roles lack the permission; the feature would fail.
+    Missing,
+    /// A write: not called (it would change something).
+    NotProbed,
+    /// Could not tell (the target down, the token refused...).
+    Failed(String),
+}
+
 /// A group holding a role, with whom the grant reaches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupHolder {
@@ -149,6 +169,13 @@ pub trait Directory: Send + Sync {
     /// same SCIM view the listing shows: then the deep sweep cross-checks.
     fn holders_are_grants(&self) -> bool {
         false
+    }
+    /// One harmless read per feature in use, each naming the permission it
+    /// needs (`oauth_clients`: the OAuth-client report is on); `None` where
+    /// the target has no permissions to check.
+    async fn probe_permissions(&self, oauth_clients: bool) -> Option<Vec<PermissionProbe>> {
+        let _ = oauth_clients;
+        None
     }
     /// When `user` last logged in (Genesys Cloud: the last token issued to
     /// them), where the target can tell; `None` where it cannot, `Some(None)`

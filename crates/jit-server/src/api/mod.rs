@@ -51,6 +51,9 @@ pub struct ApiState {
     /// ServiceNow's last answer to readiness, reused for a while so that a
     /// load balancer's probes do not become ServiceNow's load.
     pub servicenow_seen: tokio::sync::Mutex<Option<(std::time::Instant, String)>>,
+    /// The directory's permission probe at start (`None`: not run, or
+    /// nothing to check), shown by readiness, never gating it.
+    pub permissions: Arc<std::sync::Mutex<Option<Vec<jit_app::PermissionProbe>>>>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

@@ -47,6 +47,7 @@ pub(crate) async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
                 "reachable as far as the last job knows"
             },
             "servicenow": state.servicenow_state().await,
+            "directory_permissions": state.permissions_state(),
         },
     });
     if ready {
@@ -86,6 +87,16 @@ pub(crate) async fn metrics_page(state: web::Data<ApiState>) -> Result<HttpRespo
 const SERVICENOW_PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl ApiState {
+    /// The start-up permission probe: each feature and what it found.
+    fn permissions_state(&self) -> serde_json::Value {
+        match &*self.permissions.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(probes) => json!(probes),
+            None => json!(
+                "not checked (the generic SCIM profile has none to check, or the probe has not finished)"
+            ),
+        }
+    }
+
     /// Whether ServiceNow answers a Table API read (one lookup of a change
     /// that does not exist, at most every 30 s, 3 s at most).
     async fn servicenow_state(&self) -> String {

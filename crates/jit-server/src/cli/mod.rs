@@ -55,7 +55,7 @@ impl From<SweepArg> for SweepKind {
 enum Command {
     /// Run the API and the worker (migrates the database first).
     Serve {
-        /// Sandbox: an in-memory SCIM directory with seeded users, and the
+        /// Sandbox: an in-memory Genesys Cloud with seeded users, and the
         /// public API key `dev-sandbox-key`. Touches nothing real.
         #[arg(long)]
         dev: bool,
@@ -76,6 +76,10 @@ enum Command {
     },
     /// Read an API key on standard input and print the SHA-256 the config wants.
     HashKey,
+    /// Check the directory's OAuth client has each permission a feature in
+    /// use needs (genesys profile): one harmless read per feature; changes
+    /// nothing. Exit 0: all there; 3: one is missing; 2: could not tell.
+    Doctor,
     /// One reconciler sweep now: strip privileged roles held without cause.
     Reconcile {
         /// Report what would be stripped; change nothing.
@@ -275,6 +279,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: PolicyCommand::Check(check),
         } => return policy::policy_check(&config, check),
         Command::Reconcile { dry_run, kind } => return reconcile(&config, dry_run, kind).await,
+        Command::Doctor => return doctor(&config).await,
         Command::HashKey => {
             let mut key = String::new();
             std::io::stdin().read_to_string(&mut key)?;
@@ -396,6 +401,40 @@ async fn reconcile(config: &Config, dry_run: bool, kind: SweepArg) -> anyhow::Re
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `jit-broker doctor`: the permission probe, printed.
+async fn doctor(config: &Config) -> anyhow::Result<ExitCode> {
+    let policy = crate::load_policy(&config.policy)?;
+    let directory = crate::directory_from_config(config, &policy)?;
+    let Some(probes) =
+        jit_app::Directory::probe_permissions(&directory, config.reconciler.oauth_clients).await
+    else {
+        println!("the generic SCIM profile has no permissions to check");
+        return Ok(ExitCode::SUCCESS);
+    };
+    println!("{:<64}  {:<28}  RESULT", "FEATURE", "PERMISSION");
+    let mut code = ExitCode::SUCCESS;
+    for p in &probes {
+        let result = match &p.outcome {
+            jit_app::ProbeOutcome::Allowed => "ok".to_owned(),
+            jit_app::ProbeOutcome::NotProbed => {
+                "not probed (a write); give it to the client's role".to_owned()
+            }
+            jit_app::ProbeOutcome::Missing => {
+                code = ExitCode::from(3);
+                "MISSING: this feature will fail".to_owned()
+            }
+            jit_app::ProbeOutcome::Failed(why) => {
+                if code == ExitCode::SUCCESS {
+                    code = ExitCode::from(2);
+                }
+                format!("could not tell: {why}")
+            }
+        };
+        println!("{:<64}  {:<28}  {result}", p.feature, p.permission);
+    }
+    Ok(code)
 }
 
 async fn shutdown_signal() {
