@@ -342,3 +342,108 @@ async fn a_grant_scim_does_not_list_is_flagged_and_still_stripped(#[case] backen
     );
     assert!(genesys.grants_of(&bob).is_empty());
 }
+
+/// The test policy's privileged roles: the holders sweep asks about each.
+const PRIVILEGED_ROLES: u64 = 5;
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn the_holders_sweep_pages_subject_grants_and_follows_a_re_created_role(
+    #[case] backend: Backend,
+) {
+    // An org that has every privileged role of the policy.
+    let policy = test_policy();
+    let roles: Vec<&str> = policy.privileged_roles().map(|r| r.as_str()).collect();
+    let genesys = Genesys::start(Settings::default(), &roles).await;
+    let g = &genesys.standin;
+    g.cap_page_size(2);
+    let admin = g.org().role_by_name(ADMIN).unwrap().id.clone();
+    let holders: Vec<String> = (0..5)
+        .map(|i| {
+            let id = g.add_user(&format!("admin{i}@example.com"));
+            g.grant(&id, &admin, ALL_DIVISIONS);
+            id
+        })
+        .collect();
+    let stack = stack_on(backend, &genesys).await;
+    let sent = genesys.requests();
+    let run = stack
+        .app
+        .reconcile(
+            SweepKind::Holders,
+            "test",
+            false,
+            "sweeper",
+            &ReconcileConfig::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (run.status.as_str(), run.users_scanned),
+        ("completed", 5),
+        "{run:?}"
+    );
+    assert_eq!((run.findings, run.actions), (5, 5));
+    for id in &holders {
+        assert!(genesys.grants_of(id).is_empty());
+    }
+    // Each role's id once, three pages of Master Admin's subject grants (2 a
+    // page), one page per other role, each holder's user name once; then a
+    // read, the removal and the read-back per strip.
+    let asked = PRIVILEGED_ROLES + 3 + (PRIVILEGED_ROLES - 1) + 5;
+    assert_eq!(run.pages, asked);
+    assert_eq!(genesys.requests() - sent, asked + 5 * 3);
+
+    // The role is re-created under a new id and someone takes it by hand:
+    // the old id answers 404, the name is resolved again, the holder stripped.
+    let admin = g.recreate_role(ADMIN);
+    g.grant(&holders[0], &admin, ALL_DIVISIONS);
+    let sent = genesys.requests();
+    let run = stack
+        .app
+        .reconcile(
+            SweepKind::Holders,
+            "test",
+            false,
+            "sweeper",
+            &ReconcileConfig::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (run.status.as_str(), run.actions),
+        ("completed", 1),
+        "{run:?}"
+    );
+    assert!(genesys.grants_of(&holders[0]).is_empty());
+    let asked = 3 + (PRIVILEGED_ROLES - 1); // 404, the name again, the page
+    assert_eq!(genesys.requests() - sent, asked + 3);
+}
+
+#[tokio::test]
+async fn a_deep_sweep_finds_a_holder_the_holders_answer_left_out() {
+    let genesys = Genesys::start(Settings::default(), &[ADMIN]).await;
+    let g = &genesys.standin;
+    let admin = g.org().role_by_name(ADMIN).unwrap().id.clone();
+    let alice = g.add_user("alice@example.com");
+    let bob = g.add_user("bob@example.com");
+    g.grant(&alice, &admin, ALL_DIVISIONS);
+    g.grant(&bob, &admin, ALL_DIVISIONS);
+    // The fault: the holders answer leaves alice out.
+    g.omit_from_holders(&alice);
+    let stack = stack_on(Backend::Sqlite, &genesys).await;
+    let holders = holders_sweep(&stack).await;
+    assert_eq!(holders.len(), 1, "bob only: {holders:?}");
+    assert!(!genesys.grants_of(&alice).is_empty());
+    assert_eq!(
+        deep_sweep(&stack).await,
+        [finding(
+            "alice@example.com",
+            "standing_privilege",
+            "removed"
+        )]
+    );
+    assert!(genesys.grants_of(&alice).is_empty());
+}

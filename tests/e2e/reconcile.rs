@@ -42,13 +42,11 @@ async fn seeded(backend: Backend) -> (Stack, Tenant) {
     (stack, tenant)
 }
 
-/// [`seeded`], with the broker reaching the tenant through a counting proxy,
-/// as a generic SCIM target or as Genesys Cloud (holders from the Platform
-/// API stand-in).
-async fn seeded_behind_proxy(backend: Backend, genesys: bool) -> (Stack, Tenant, ScimProxy) {
+/// [`seeded`], with the broker reaching the tenant through a counting proxy.
+async fn seeded_behind_proxy(backend: Backend) -> (Stack, Tenant, ScimProxy) {
     let tenant = Tenant::new();
     let proxy = ScimProxy::start(&tenant.base_url, None).await;
-    let stack = seed(backend, &tenant, Arc::new(proxy.client(genesys))).await;
+    let stack = seed(backend, &tenant, Arc::new(proxy.client())).await;
     (stack, tenant, proxy)
 }
 
@@ -457,7 +455,7 @@ const PRIVILEGED_ROLES: u64 = 5;
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn a_holders_sweep_asks_who_holds_each_role_and_strips_them(#[case] backend: Backend) {
-    let (stack, tenant, proxy) = seeded_behind_proxy(backend, false).await;
+    let (stack, tenant, proxy) = seeded_behind_proxy(backend).await;
     for i in 0..20 {
         tenant
             .create_user(&format!("agent{i}@example.com"), &["Employee"])
@@ -506,80 +504,6 @@ async fn a_holders_sweep_asks_who_holds_each_role_and_strips_them(#[case] backen
         !jit_app::notifies(&runs[1].kind, &runs[1].data),
         "the repeat is not"
     );
-}
-
-#[rstest]
-#[case::sqlite(Backend::Sqlite)]
-#[case::postgres(Backend::Postgres)]
-#[tokio::test]
-async fn the_genesys_holders_sweep_pages_role_users_and_follows_a_changed_role_id(
-    #[case] backend: Backend,
-) {
-    let tenant = Tenant::new();
-    let holders: Vec<String> = (0..5).map(|i| format!("admin{i}@example.com")).collect();
-    for user in &holders {
-        tenant.create_user(user, &["Employee", ADMIN]).await;
-    }
-    let proxy = ScimProxy::start(&tenant.base_url, None).await;
-    proxy.cap_page_size(2);
-    let stack = Stack::new(backend, Arc::new(proxy.client(true))).await;
-    let sent = proxy.counts.requests();
-    let run = sweep(&stack, SweepKind::Holders).await;
-    assert_eq!(
-        (run.status.as_str(), run.users_scanned),
-        ("completed", 5),
-        "{run:?}"
-    );
-    assert_eq!((run.findings, run.actions), (5, 5));
-    for user in &holders {
-        assert_eq!(tenant.roles_of(user).await, ["Employee"], "{user}");
-    }
-    // Each role's id once, three pages of Master Admin's users (2 a page)
-    // and one empty page per other role; then a read and a PATCH per strip
-    // (the holder's directory id came with the answer).
-    let asked = PRIVILEGED_ROLES + 3 + (PRIVILEGED_ROLES - 1);
-    assert_eq!(run.pages, asked);
-    assert_eq!(proxy.counts.requests() - sent, asked + 5 * 2);
-
-    // The role is re-created under a new id, and someone takes it by hand:
-    // the old id answers 404, the name is resolved again, the holder stripped.
-    proxy.change_role_id(ADMIN);
-    tenant.add_role(&holders[0], ADMIN).await;
-    let sent = proxy.counts.requests();
-    let run = sweep(&stack, SweepKind::Holders).await;
-    assert_eq!(
-        (run.status.as_str(), run.actions),
-        ("completed", 1),
-        "{run:?}"
-    );
-    assert_eq!(tenant.roles_of(&holders[0]).await, ["Employee"]);
-    let asked = 3 + (PRIVILEGED_ROLES - 1); // 404, the name again, the page
-    assert_eq!(proxy.counts.requests() - sent, asked + 2);
-}
-
-#[tokio::test]
-async fn a_deep_sweep_finds_a_holder_the_holders_answer_left_out() {
-    let (stack, tenant, proxy) = seeded_behind_proxy(Backend::Sqlite, true).await;
-    proxy.omit_holder("alice@example.com");
-    let holders = sweep(&stack, SweepKind::Holders).await;
-    assert_eq!((holders.users_scanned, holders.actions), (2, 1), "bob only");
-    assert!(
-        tenant
-            .roles_of("alice@example.com")
-            .await
-            .contains(&ADMIN.to_owned())
-    );
-    let deep = sweep(&stack, SweepKind::Deep).await;
-    assert_eq!((deep.kind, deep.actions), (SweepKind::Deep, 1));
-    assert_eq!(
-        finding_kinds(&stack, &deep.id).await,
-        [(
-            "alice@example.com".into(),
-            "standing_privilege".into(),
-            "removed".into()
-        )]
-    );
-    assert_eq!(tenant.roles_of("alice@example.com").await, ["Employee"]);
 }
 
 /// Nobody triggers anything: the holders sweep on its schedule finds the

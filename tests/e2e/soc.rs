@@ -15,8 +15,9 @@ use chrono::TimeDelta;
 use jit_app::{App, Feed, FeedConfig, ReconcileConfig};
 use jit_domain::SweepKind;
 use jit_e2e::app::{Stack, spawn_app_with, t0, test_policy};
-use jit_e2e::proxy::ScimProxy;
+use jit_e2e::genesys::Genesys;
 use jit_e2e::{Backend, SmtpPeer, Tenant};
+use jit_genesys_standin::{ALL_DIVISIONS, Settings};
 use jit_notify::Recipients;
 use jit_notify::webhook::{WebhookConfig, WebhookSink, signature};
 use jit_server::config::WebhookSettings;
@@ -125,15 +126,17 @@ async fn a_kept_finding_is_told_when_it_opens_and_when_it_resolves(#[case] backe
     assert_eq!(kinds(&stack, "incident_opened").await.len(), 2);
 }
 
-/// Genesys Cloud's last-token date through the Platform API stand-in: the
+/// Genesys Cloud's last-token date from the Genesys Cloud stand-in: the
 /// first login after a check is a P1, mailed to the P1 list; a restart (a
 /// new broker over the same database) neither repeats nor misses one.
 #[tokio::test]
 async fn a_break_glass_login_is_a_p1_once_across_a_restart() {
-    let tenant = Tenant::new();
-    tenant.create_user(BREAK_GLASS, &[ADMIN]).await;
-    let proxy = ScimProxy::start(&tenant.base_url, None).await;
-    let stack = Stack::new(Backend::Sqlite, Arc::new(proxy.client(true))).await;
+    let genesys = Genesys::start(Settings::default(), &[ADMIN]).await;
+    let g = &genesys.standin;
+    let account = g.add_user(BREAK_GLASS);
+    let admin = g.org().role_by_name(ADMIN).unwrap().id.clone();
+    g.grant(&account, &admin, ALL_DIVISIONS);
+    let stack = Stack::new(Backend::Sqlite, Arc::new(genesys.client(&test_policy()))).await;
     let check =
         |app: Arc<App>| async move { app.check_break_glass_logins("poller").await.unwrap() };
 
@@ -143,7 +146,7 @@ async fn a_break_glass_login_is_a_p1_once_across_a_restart() {
         (1, 0, false)
     );
     stack.advance(60);
-    proxy.log_in(BREAK_GLASS, t0() + TimeDelta::seconds(30));
+    g.user_logged_in(&account, t0() + TimeDelta::seconds(30));
     assert_eq!(check(stack.app.clone()).await.alerts, 1);
     stack.advance(60);
     assert_eq!(check(stack.app.clone()).await.alerts, 0, "the same login");
@@ -152,14 +155,14 @@ async fn a_break_glass_login_is_a_p1_once_across_a_restart() {
     let store = jit_store::open(&stack.database_url, true, 2).await.unwrap();
     let restarted = Arc::new(App::new(
         store,
-        Arc::new(proxy.client(true)),
+        Arc::new(genesys.client(&test_policy())),
         Arc::new(jit_itsm::NoTicketSystem),
         stack.clock.clone(),
         Arc::new(test_policy()),
     ));
     assert_eq!(check(restarted.clone()).await.alerts, 0, "not repeated");
     stack.advance(60);
-    proxy.log_in(BREAK_GLASS, t0() + TimeDelta::seconds(150));
+    g.user_logged_in(&account, t0() + TimeDelta::seconds(150));
     assert_eq!(check(restarted).await.alerts, 1, "not missed");
 
     let alerts = kinds(&stack, "break_glass_login").await;

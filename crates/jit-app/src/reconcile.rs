@@ -326,7 +326,7 @@ impl App {
         config: &ReconcileConfig,
         limiter: &governor::DefaultDirectRateLimiter,
     ) -> Result<(), AppError> {
-        let by_grants = match self.directory.holders_are_grants() {
+        let mut by_grants = match self.directory.holders_are_grants() {
             true => Some(self.holders_by_role(run, config, limiter).await?),
             false => None,
         };
@@ -360,8 +360,16 @@ impl App {
                         .entry(role.clone())
                         .or_default()
                         .insert(user_name.clone());
+                    let findings = run.findings;
                     self.examine(run, &user_name, &role, config, limiter)
                         .await?;
+                    // A finding means converge read the grants and saw the
+                    // role held: the grants agree with SCIM about this pair.
+                    if run.findings > findings
+                        && let Some(by_grants) = by_grants.as_mut()
+                    {
+                        by_grants.entry(role.clone()).or_default().insert(user_name);
+                    }
                 }
             }
             self.store.update_run(run, None).await?;

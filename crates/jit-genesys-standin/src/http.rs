@@ -111,8 +111,8 @@ fn refusal(r: &Refusal) -> HttpResponse {
 }
 
 /// A page of entities as the Platform API answers them.
-fn page(entities: Vec<Value>, q: &Paging) -> Value {
-    let size = q.page_size.unwrap_or(25).clamp(1, 500);
+fn page(entities: Vec<Value>, q: &Paging, cap: u64) -> Value {
+    let size = q.page_size.unwrap_or(25).clamp(1, cap.max(1));
     let number = q.page_number.unwrap_or(1).max(1);
     let total = entities.len() as u64;
     let page_count = total.div_ceil(size).max(1);
@@ -428,7 +428,7 @@ async fn roles(req: HttpRequest, standin: Standin, q: web::Query<Paging>) -> Htt
         })
         .map(|r| json!({"id": r.id, "name": r.name, "permissions": r.permissions}))
         .collect();
-    HttpResponse::Ok().json(page(entities, &q))
+    HttpResponse::Ok().json(page(entities, &q, standin.max_page_size()))
 }
 
 async fn role_users(
@@ -447,7 +447,7 @@ async fn role_users(
         .into_iter()
         .map(|u| json!({"id": u.id, "name": u.user_name, "username": u.user_name, "email": u.user_name}))
         .collect();
-    HttpResponse::Ok().json(page(entities, &q))
+    HttpResponse::Ok().json(page(entities, &q, standin.max_page_size()))
 }
 
 async fn subject_grants(
@@ -461,9 +461,11 @@ async fn subject_grants(
     if !org.roles.contains_key(id.as_str()) {
         return platform_error(404, "not.found", "role not found");
     }
+    let omitted = standin.omitted();
     let entities = org
         .subject_grants(&id)
         .into_iter()
+        .filter(|(subject, _)| !omitted.contains(subject))
         .filter_map(|(subject, divisions)| {
             let (name, kind) = match org.subject_kind(&subject)? {
                 SubjectKind::User => (org.users[&subject].user_name.clone(), "PC_USER"),
@@ -473,7 +475,7 @@ async fn subject_grants(
             Some(json!({"id": subject, "name": name, "type": kind, "divisions": divisions}))
         })
         .collect();
-    HttpResponse::Ok().json(page(entities, &q))
+    HttpResponse::Ok().json(page(entities, &q, standin.max_page_size()))
 }
 
 #[derive(Deserialize)]
@@ -633,7 +635,7 @@ async fn group_members(
         .filter_map(|m| org.users.get(m))
         .map(|u| json!({"id": u.id, "name": u.user_name, "username": u.user_name, "email": u.user_name}))
         .collect();
-    HttpResponse::Ok().json(page(entities, &q))
+    HttpResponse::Ok().json(page(entities, &q, standin.max_page_size()))
 }
 
 async fn platform_user(req: HttpRequest, standin: Standin, id: web::Path<String>) -> HttpResponse {

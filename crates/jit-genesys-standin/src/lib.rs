@@ -100,6 +100,11 @@ pub struct GenesysStandIn {
     clock: Clock,
     tokens: Mutex<HashMap<String, Token>>,
     limiters: Mutex<HashMap<String, Arc<DefaultDirectRateLimiter>>>,
+    /// The largest page the Platform API answers (Genesys: 500).
+    max_page_size: AtomicU64,
+    /// A fault for the tests, not a Genesys behaviour: subjects a role's
+    /// holders answer leaves out.
+    omitted: Mutex<BTreeSet<String>>,
     pub counts: Counts,
 }
 
@@ -124,6 +129,8 @@ impl GenesysStandIn {
             clock,
             tokens: Mutex::default(),
             limiters: Mutex::default(),
+            max_page_size: AtomicU64::new(500),
+            omitted: Mutex::default(),
             counts: Counts::default(),
         }
     }
@@ -251,6 +258,52 @@ impl GenesysStandIn {
                 .get(role)
                 .is_some_and(|r| r.permissions.iter().any(|p| p == "*" || p == permission))
         })
+    }
+
+    /// Answers pages of at most `n` (to make a short answer page).
+    pub fn cap_page_size(&self, n: u64) {
+        self.max_page_size.store(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn max_page_size(&self) -> u64 {
+        self.max_page_size.load(Ordering::Relaxed)
+    }
+
+    /// A fault: the role holders answer leaves `subject` out (defence in
+    /// depth is tested against it: the deep sweep lists everyone).
+    pub fn omit_from_holders(&self, subject: &str) {
+        self.omitted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(subject.to_owned());
+    }
+
+    pub(crate) fn omitted(&self) -> BTreeSet<String> {
+        self.omitted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The role deleted and created again under a new id (as an admin
+    /// would): the old id answers 404, its grants are gone. The new id.
+    pub fn recreate_role(&self, name: &str) -> String {
+        let mut org = self.org();
+        let Some(old) = org.role_by_name(name).cloned() else {
+            drop(org);
+            return self.add_role(name, &["*"]);
+        };
+        org.roles.remove(&old.id);
+        org.grants.retain(|k, _| k.role != old.id);
+        let id = new_id("role");
+        org.roles.insert(
+            id.clone(),
+            Role {
+                id: id.clone(),
+                ..old
+            },
+        );
+        id
     }
 
     /// A grant made outside the broker (an admin by hand, Terraform, the IdP).

@@ -180,6 +180,10 @@ impl ScimClient {
         if let Some(id) = lock(&self.division_ids).get(division) {
             return Ok(id.clone());
         }
+        let _one = self.lookups.lock().await;
+        if let Some(id) = lock(&self.division_ids).get(division) {
+            return Ok(id.clone());
+        }
         let id = if division == "home" {
             let url = self.platform_url("api/v2/authorization/divisions/home")?;
             let home: Named = Self::json(self.send(Method::GET, url, |r| r).await?).await?;
@@ -203,6 +207,11 @@ impl ScimClient {
 
     /// The role's id by exact name (cached); `None`: no such role in the org.
     pub async fn role_id(&self, role: &str) -> Result<Option<String>, ScimError> {
+        if let Some(id) = self.known_role_id(role) {
+            return Ok(Some(id));
+        }
+        // One look-up at a time: converges starting together ask once.
+        let _one = self.lookups.lock().await;
         match self.known_role_id(role) {
             Some(id) => Ok(Some(id)),
             None => self.resolve_role_id(role).await,
@@ -212,37 +221,43 @@ impl ScimClient {
     /// Every subject holding `role` (users and groups, with the divisions
     /// of their grants), page by page; `None`: no such role in the org.
     pub async fn role_subjects(&self, role: &str) -> Result<Option<Vec<RoleSubject>>, ScimError> {
-        Ok(self.role_subjects_counted(role).await?.map(|(s, _)| s))
+        Ok(self.role_subjects_counted(role).await?.0)
     }
 
     /// [`Self::role_subjects`] with the number of requests it took.
     pub(crate) async fn role_subjects_counted(
         &self,
         role: &str,
-    ) -> Result<Option<(Vec<RoleSubject>, u64)>, ScimError> {
+    ) -> Result<(Option<Vec<RoleSubject>>, u64), ScimError> {
         let mut requests = u64::from(self.known_role_id(role).is_none());
-        let Some(id) = self.role_id(role).await? else {
-            return Ok(None);
+        let Some(mut id) = self.role_id(role).await? else {
+            return Ok((None, requests));
         };
+        let mut resolved_again = false;
         let mut subjects = Vec::new();
         let mut page = 1;
         loop {
-            requests += 1;
             let mut url =
                 self.platform_url(&format!("api/v2/authorization/roles/{id}/subjectgrants"))?;
             url.query_pairs_mut()
                 .append_pair("pageSize", &PAGE.to_string())
                 .append_pair("pageNumber", &page.to_string());
+            requests += 1;
             let answer = match self.send(Method::GET, url, |r| r).await {
-                // The role was deleted (or re-created under a new id).
+                // The role was re-created under a new id: its name once more.
                 Err(ScimError::Status {
                     status: StatusCode::NOT_FOUND,
                     ..
-                }) => {
+                }) if !resolved_again => {
+                    resolved_again = true;
                     self.forget_role_id(role);
-                    return Err(ScimError::Decode(format!(
-                        "role `{role}` ({id}) is gone; it is looked up again next time"
-                    )));
+                    requests += 1;
+                    match self.resolve_role_id(role).await? {
+                        Some(again) => id = again,
+                        None => return Ok((None, requests)),
+                    }
+                    (subjects, page) = (Vec::new(), 1);
+                    continue;
                 }
                 other => other?,
             };
@@ -259,7 +274,7 @@ impl ScimClient {
                 division_ids: s.divisions.into_iter().map(|d| d.id).collect(),
             }));
             if done {
-                return Ok(Some((subjects, requests)));
+                return Ok((Some(subjects), requests));
             }
             page += 1;
         }

@@ -116,8 +116,13 @@ impl ScimClient {
     /// Who holds `role`, from the role's subject grants: users by a grant
     /// of their own (in any division), and groups with their members.
     pub(crate) async fn grant_holders(&self, role: &str) -> Result<RoleHolders, ScimError> {
-        let Some((subjects, mut requests)) = self.role_subjects_counted(role).await? else {
-            return Ok(RoleHolders::default());
+        let (subjects, mut requests) = self.role_subjects_counted(role).await?;
+        let Some(subjects) = subjects else {
+            // No such role in the org: nobody holds it.
+            return Ok(RoleHolders {
+                requests,
+                ..RoleHolders::default()
+            });
         };
         let mut holders = RoleHolders::default();
         for subject in subjects {

@@ -183,6 +183,8 @@ pub struct ScimClient {
     /// Genesys Cloud: roles are grants, read and written through the
     /// Authorization API, each covering these divisions. `None`: SCIM's `roles`.
     grant_divisions: Option<GrantDivisions>,
+    /// Serialises first look-ups of role and division ids.
+    lookups: Mutex<()>,
 }
 
 impl ScimClient {
@@ -203,6 +205,7 @@ impl ScimClient {
             role_ids: std::sync::Mutex::default(),
             division_ids: std::sync::Mutex::default(),
             grant_divisions: None,
+            lookups: Mutex::new(()),
         })
     }
 

@@ -1,25 +1,13 @@
-//! Genesys Cloud's Platform API beside SCIM: a role's holders (users by role
-//! id), a user's last login, and the OAuth clients with their roles.
+//! Genesys Cloud's Platform API beside SCIM: a role's id by name, a user's
+//! last login, and the OAuth clients with their roles. (A role's holders
+//! come from its subject grants: see `authorization`.)
 
 use crate::{ScimClient, ScimError};
-use jit_app::{DirectoryUser, OAuthClientRoles, RoleHolders};
+use jit_app::OAuthClientRoles;
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
 use url::Url;
-
-/// Holders a page, when asking the target who holds a role (a few, usually).
-pub(crate) const HOLDERS_PAGE: u32 = 100;
-
-/// A user as Genesys Cloud's Platform API lists a role's holders.
-#[derive(Deserialize)]
-struct PlatformUser {
-    id: String,
-    #[serde(default)]
-    username: Option<String>,
-    #[serde(default)]
-    email: Option<String>,
-}
 
 #[derive(Deserialize)]
 struct PlatformPage<T> {
@@ -103,73 +91,6 @@ impl ScimClient {
                 })
                 .collect(),
         ))
-    }
-
-    /// Genesys Cloud: the role's id (cached), then its users page by page.
-    /// A role id that is gone (the role was re-created) is resolved again once.
-    pub(crate) async fn platform_role_holders(&self, role: &str) -> Result<RoleHolders, ScimError> {
-        let mut requests = 0;
-        let mut resolved_again = false;
-        'resolve: loop {
-            let id = match self.known_role_id(role) {
-                Some(id) => id,
-                None => {
-                    requests += 1;
-                    match self.resolve_role_id(role).await? {
-                        Some(id) => id,
-                        // No such role in the org: nobody holds it.
-                        None => {
-                            return Ok(RoleHolders {
-                                users: Vec::new(),
-                                requests,
-                                ..RoleHolders::default()
-                            });
-                        }
-                    }
-                }
-            };
-            let mut holders = Vec::new();
-            let mut page: u64 = 1;
-            loop {
-                let mut url =
-                    self.platform_url(&format!("api/v2/authorization/roles/{id}/users"))?;
-                url.query_pairs_mut()
-                    .append_pair("pageSize", &HOLDERS_PAGE.to_string())
-                    .append_pair("pageNumber", &page.to_string());
-                requests += 1;
-                let answer = match self.send(Method::GET, url, |r| r).await {
-                    Err(ScimError::Status {
-                        status: StatusCode::NOT_FOUND,
-                        ..
-                    }) if !resolved_again => {
-                        resolved_again = true;
-                        self.forget_role_id(role);
-                        continue 'resolve;
-                    }
-                    other => other?,
-                };
-                let users: PlatformPage<PlatformUser> = Self::json(answer).await?;
-                let done = users.entities.is_empty() || users.page_count.is_none_or(|n| page >= n);
-                for user in users.entities {
-                    if let Some(name) = user.username.or(user.email) {
-                        self.remember_id(&DirectoryUser {
-                            id: user.id,
-                            user_name: name.clone(),
-                            ..DirectoryUser::default()
-                        });
-                        holders.push(name);
-                    }
-                }
-                if done {
-                    return Ok(RoleHolders {
-                        users: holders,
-                        requests,
-                        ..RoleHolders::default()
-                    });
-                }
-                page += 1;
-            }
-        }
     }
 
     /// When `user_name` last logged in, from Genesys Cloud's Platform API

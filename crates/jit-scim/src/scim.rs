@@ -1,7 +1,6 @@
 //! SCIM 2.0 Users: look-up by userName (then by id), paging, the holders of a
 //! role by filter, and the role PATCH whose answer is the read-back.
 
-use crate::platform::HOLDERS_PAGE;
 use crate::{ScimClient, ScimError};
 use jit_app::{DirectoryPage, DirectoryUser, RoleHolders};
 use jit_domain::RoleChange;
@@ -9,6 +8,9 @@ use reqwest::{Method, StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use url::Url;
+
+/// Holders a page, when asking the target who holds a role (a few, usually).
+const HOLDERS_PAGE: u32 = 100;
 
 const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 /// Only what converge needs: Genesys answers large pages with 429 unless the
@@ -181,9 +183,6 @@ impl ScimClient {
     /// (Platform API) where configured, else a `roles.value` filter where the
     /// target announces filtering; `None` where neither is on offer.
     pub async fn role_holders(&self, role: &str) -> Result<Option<RoleHolders>, ScimError> {
-        if self.config.platform_api.is_some() {
-            return self.platform_role_holders(role).await.map(Some);
-        }
         let mut requests = 0;
         let filters = self
             .filters

@@ -1,11 +1,10 @@
 //! `scripts/bench-holders`: the holders-first sweep's figures in BENCHMARKS.md.
 //!
 //! For each directory size, a real scim2-server tenant holds N users, a few
-//! of them holding `Master Admin` with no grant, behind the counting proxy
-//! (which also stands in for Genesys Cloud's role-users endpoints, answering
-//! from the same tenant). In the same run:
-//! 1. requests per holders sweep, generic (`roles.value` filter) and Genesys
-//!    (Platform API), with the holders present and then with none left;
+//! of them holding `Master Admin` with no grant, behind the counting proxy.
+//! In the same run:
+//! 1. requests per holders sweep (`roles.value` filter), with the holders
+//!    present and then with none left (the genesys profile's: bench-genesys);
 //! 2. requests per deep sweep (every user, 25 a page);
 //! 3. the target's own time for one filtered query and for the full listing;
 //! 4. the broker as deployed (default schedule: holders every minute, under
@@ -57,14 +56,15 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
 }
 
-/// jit-app's use cases over the proxy, as generic SCIM or as Genesys Cloud.
-async fn app(proxy: &ScimProxy, genesys: bool) -> App {
+/// jit-app's use cases over the proxy (generic SCIM; the genesys profile's
+/// costs are `scripts/bench-genesys`'s).
+async fn app(proxy: &ScimProxy) -> App {
     let store = jit_store::open(&fresh_database(Backend::Sqlite).await, true, 2)
         .await
         .unwrap();
     App::new(
         store,
-        Arc::new(proxy.client(genesys)),
+        Arc::new(proxy.client()),
         Arc::new(jit_itsm::NoTicketSystem),
         Arc::new(SystemClock),
         Arc::new(shipped_policy()),
@@ -209,11 +209,9 @@ async fn main() {
         println!(
             "{n} users: target's own time: one role's holders {filter_secs:.3} s ({filter_requests} request), every user {list_secs:.1} s ({list_requests} requests)"
         );
-        for (label, genesys) in [
-            ("generic, roles.value filter", false),
-            ("genesys, Platform API", true),
-        ] {
-            let app = app(&proxy, genesys).await;
+        {
+            let label = "generic, roles.value filter";
+            let app = app(&proxy).await;
             let (run, requests) = sweep(&app, &proxy, SweepKind::Holders).await;
             assert_eq!(run.actions as usize, holders.len(), "{run:?}");
             let (quiet, quiet_requests) = sweep(&app, &proxy, SweepKind::Holders).await;
@@ -228,7 +226,7 @@ async fn main() {
             );
             restore_holders(&tenant, &holders).await;
         }
-        let (deep, deep_requests) = sweep(&app(&proxy, false).await, &proxy, SweepKind::Deep).await;
+        let (deep, deep_requests) = sweep(&app(&proxy).await, &proxy, SweepKind::Deep).await;
         assert_eq!(deep.actions as usize, holders.len(), "{deep:?}");
         println!(
             "{n} users, deep sweep: {deep_requests} requests ({} pages, {} to strip), {:.1} s",

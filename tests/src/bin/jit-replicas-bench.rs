@@ -209,7 +209,7 @@ async fn target_rate(grants: usize, latency: Duration) -> Vec<(usize, Duration)>
             .await;
         let proxy = ScimProxy::start(&tenant.base_url, None).await;
         proxy.set_latency(latency);
-        let client: Arc<dyn Directory> = Arc::new(proxy.client(false));
+        let client: Arc<dyn Directory> = Arc::new(proxy.client());
         let role = RoleName::parse("Master Admin").unwrap();
         let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let started = Instant::now();
