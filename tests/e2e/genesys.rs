@@ -15,6 +15,15 @@ use rstest::rstest;
 const ENG: &str = "eng@example.com";
 const ADMIN: &str = "Master Admin";
 
+/// One sweep of `kind`, to its end.
+async fn sweep(stack: &Stack, kind: SweepKind) -> jit_app::ReconcileRun {
+    stack
+        .app
+        .reconcile(kind, "test", false, "sweeper", &ReconcileConfig::default())
+        .await
+        .unwrap()
+}
+
 async fn stack_on(backend: Backend, genesys: &Genesys) -> Stack {
     Stack::new(backend, Arc::new(genesys.client(&test_policy()))).await
 }
@@ -115,17 +124,7 @@ async fn a_hand_made_grant_in_another_division_is_found_and_stripped(#[case] bac
     g.grant(&eng, &admin, &emea);
     let stack = stack_on(backend, &genesys).await;
 
-    let run = stack
-        .app
-        .reconcile(
-            SweepKind::Holders,
-            "test",
-            false,
-            "sweeper",
-            &ReconcileConfig::default(),
-        )
-        .await
-        .unwrap();
+    let run = sweep(&stack, SweepKind::Holders).await;
     let (_, findings) = stack.app.reconcile_run(&run.id).await.unwrap();
     let found: Vec<(String, String, &str)> = findings
         .iter()
@@ -144,17 +143,7 @@ async fn a_hand_made_grant_in_another_division_is_found_and_stripped(#[case] bac
 
 /// The holders sweep, to its end, and its findings as (who, kind, action, detail).
 async fn holders_sweep(stack: &Stack) -> Vec<(String, String, String, String)> {
-    let run = stack
-        .app
-        .reconcile(
-            SweepKind::Holders,
-            "test",
-            false,
-            "sweeper",
-            &ReconcileConfig::default(),
-        )
-        .await
-        .unwrap();
+    let run = sweep(stack, SweepKind::Holders).await;
     let (_, findings) = stack.app.reconcile_run(&run.id).await.unwrap();
     findings
         .into_iter()
@@ -238,12 +227,15 @@ async fn a_group_the_policy_allows_is_reported_not_stripped(#[case] backend: Bac
 /// Six grants starting and ending together, through the broker's own
 /// pacing (95 % of 300 a minute) against the stand-in's 300-a-minute limit:
 /// no 429, and the requests each lifecycle costs.
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_grant_storm_stays_inside_300_a_minute() {
+async fn a_grant_storm_stays_inside_300_a_minute(#[case] backend: Backend) {
     let genesys = Genesys::start(Settings::default(), &[ADMIN]).await;
     let users: Vec<String> = (0..6).map(|i| format!("storm{i}@example.com")).collect();
     let ids: Vec<String> = users.iter().map(|u| genesys.standin.add_user(u)).collect();
-    let stack = stack_on(Backend::Sqlite, &genesys).await;
+    let stack = stack_on(backend, &genesys).await;
     for (i, u) in users.iter().enumerate() {
         stack
             .request(grant_request(u, &format!("CHG00223{i:02}"), "1h"))
@@ -266,17 +258,7 @@ async fn a_grant_storm_stays_inside_300_a_minute() {
 
 /// The deep sweep, to its end, and its findings as (who, kind, action).
 async fn deep_sweep(stack: &Stack) -> Vec<(String, String, String)> {
-    let run = stack
-        .app
-        .reconcile(
-            SweepKind::Deep,
-            "test",
-            false,
-            "sweeper",
-            &ReconcileConfig::default(),
-        )
-        .await
-        .unwrap();
+    let run = sweep(stack, SweepKind::Deep).await;
     assert_eq!(run.status, "completed", "{run:?}");
     let (_, findings) = stack.app.reconcile_run(&run.id).await.unwrap();
     let mut found: Vec<_> = findings
@@ -378,17 +360,7 @@ async fn the_holders_sweep_pages_subject_grants_and_follows_a_re_created_role(
         .collect();
     let stack = stack_on(backend, &genesys).await;
     let sent = genesys.requests();
-    let run = stack
-        .app
-        .reconcile(
-            SweepKind::Holders,
-            "test",
-            false,
-            "sweeper",
-            &ReconcileConfig::default(),
-        )
-        .await
-        .unwrap();
+    let run = sweep(&stack, SweepKind::Holders).await;
     assert_eq!(
         (run.status.as_str(), run.users_scanned),
         ("completed", 5),
@@ -410,17 +382,7 @@ async fn the_holders_sweep_pages_subject_grants_and_follows_a_re_created_role(
     let admin = g.recreate_role(ADMIN);
     g.grant(&holders[0], &admin, ALL_DIVISIONS);
     let sent = genesys.requests();
-    let run = stack
-        .app
-        .reconcile(
-            SweepKind::Holders,
-            "test",
-            false,
-            "sweeper",
-            &ReconcileConfig::default(),
-        )
-        .await
-        .unwrap();
+    let run = sweep(&stack, SweepKind::Holders).await;
     assert_eq!(
         (run.status.as_str(), run.actions),
         ("completed", 1),

@@ -153,7 +153,8 @@ impl std::str::FromStr for FindingOutcome {
 
 /// A privileged role granted to a group: whoever is in the group holds it
 /// with no grant of their own, so it is stripped from the group, unless the
-/// policy lists the group as an exception (`[groups."name"]`). The detail
+/// policy lists the group as an exception (`[groups."name"]`) or marks the
+/// role `report_only` (another system owns it). The detail
 /// names every member, so the SOC sees who held it.
 pub fn judge_group_grant(
     policy: &crate::policy::Policy,
@@ -167,6 +168,16 @@ pub fn judge_group_grant(
         _ => format!("members: {}", members.join(", ")),
     };
     let divisions = divisions.join(", ");
+    if policy.role(role).is_some_and(|r| r.report_only) {
+        return Judgement {
+            kind: FindingKind::GroupGrant,
+            action: FindingAction::Report,
+            detail: format!(
+                "group `{group}` holds `{role}` in divisions [{divisions}] ({who}); the policy marks the role report-only"
+            ),
+            conflict: None,
+        };
+    }
     match policy.group_exception(group) {
         Some(reason) => Judgement {
             kind: FindingKind::GroupGrant,
@@ -686,6 +697,17 @@ mod tests {
         let allowing = crate::policy::Policy::from_toml("p.toml", &text).unwrap();
         let reported = judge_group_grant(&allowing, "Admins", &role, &[], &["*".into()]);
         assert_eq!(reported.action, FindingAction::Report);
+        let report_only = crate::policy::Policy::from_toml(
+            "p.toml",
+            &crate::policy::tests::SAMPLE.replace(
+                "[roles.\"Master Admin\"]",
+                "[roles.\"Master Admin\"]\nreport_only = true",
+            ),
+        )
+        .unwrap();
+        let kept = judge_group_grant(&report_only, "Admins", &role, &members, &["*".into()]);
+        assert_eq!(kept.action, FindingAction::Report);
+        assert!(kept.detail.contains("report-only"));
         assert!(
             reported.detail.contains("until go-live") && reported.detail.contains("no members")
         );

@@ -12,6 +12,23 @@ use jit_scim::{ScimAuth, ScimClient, ScimConfig};
 use secrecy::SecretString;
 use url::Url;
 
+/// A client of the stand-in at `base` with these OAuth credentials.
+fn client_of(base: &str, id: &str, secret: &str) -> ScimClient {
+    let url = |s: String| Url::parse(&s).unwrap();
+    ScimClient::new(ScimConfig {
+        base_url: url(format!("{base}/api/v2/scim/v2")),
+        users_path: "users".into(),
+        auth: ScimAuth::ClientCredentials {
+            token_url: url(format!("{base}/oauth/token")),
+            client_id: id.into(),
+            client_secret: SecretString::from(secret.to_owned()),
+        },
+        timeout: Duration::from_secs(5),
+        platform_api: Some(url(format!("{base}/"))),
+    })
+    .unwrap()
+}
+
 /// The stand-in, the broker's client for it, and where it listens.
 async fn spawn() -> (web::Data<GenesysStandIn>, ScimClient, String) {
     // This client runs without the broker's pacing (its Budget), so the
@@ -36,18 +53,7 @@ async fn spawn() -> (web::Data<GenesysStandIn>, ScimClient, String) {
         .unwrap();
     let base = format!("http://{}", server.addrs()[0]);
     tokio::spawn(server.run());
-    let client = ScimClient::new(ScimConfig {
-        base_url: Url::parse(&format!("{base}/api/v2/scim/v2")).unwrap(),
-        users_path: "users".into(),
-        auth: ScimAuth::ClientCredentials {
-            token_url: Url::parse(&format!("{base}/oauth/token")).unwrap(),
-            client_id: "broker".into(),
-            client_secret: SecretString::from("broker-secret"),
-        },
-        timeout: Duration::from_secs(5),
-        platform_api: Some(Url::parse(&format!("{base}/")).unwrap()),
-    })
-    .unwrap();
+    let client = client_of(&base, "broker", "broker-secret");
     (standin, client, base)
 }
 
@@ -142,18 +148,7 @@ async fn the_doctor_names_the_feature_a_missing_permission_breaks() {
         .filter(|p| *p != "authorization:role:view")
         .collect();
     g.add_client_with_permissions("narrow", "narrow-secret", "narrow", &without);
-    let narrow = ScimClient::new(ScimConfig {
-        base_url: Url::parse(&format!("{base}/api/v2/scim/v2")).unwrap(),
-        users_path: "users".into(),
-        auth: ScimAuth::ClientCredentials {
-            token_url: Url::parse(&format!("{base}/oauth/token")).unwrap(),
-            client_id: "narrow".into(),
-            client_secret: SecretString::from("narrow-secret"),
-        },
-        timeout: Duration::from_secs(5),
-        platform_api: Some(Url::parse(&format!("{base}/")).unwrap()),
-    })
-    .unwrap();
+    let narrow = client_of(&base, "narrow", "narrow-secret");
     let probes = narrow.doctor(true).await;
     let seen: Vec<(&str, ProbeOutcome)> = probes
         .iter()
