@@ -128,12 +128,8 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
         let _ = stop_rx.await;
     }));
 
-    let bearer = pages.as_ref().and_then(|p| match &p.login {
-        jit_web::Login::Oidc(oidc) => Some(oidc.clone()),
-        jit_web::Login::Sandbox(_) => None,
-    });
     let state = web::Data::new(api::ApiState {
-        bearer,
+        bearer: id_token_verifier(pages.as_ref()),
         app: app.clone(),
         keys,
         worker_wake: worker_wake.clone(),
@@ -147,11 +143,7 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
         servicenow_seen: tokio::sync::Mutex::new(None),
         permissions: Arc::default(),
     });
-    probe_permissions(
-        &app,
-        config.reconciler.oauth_clients,
-        state.permissions.clone(),
-    );
+    probe_permissions(&app, &config, &state);
     let server = http_server(
         listener,
         state,
@@ -194,14 +186,19 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
     })
 }
 
+/// The web form's OpenID provider, to verify ID tokens on the API too.
+fn id_token_verifier(pages: Option<&web::Data<jit_web::Web>>) -> Option<Arc<jit_web::Oidc>> {
+    pages.and_then(|p| match &p.login {
+        jit_web::Login::Oidc(oidc) => Some(oidc.clone()),
+        jit_web::Login::Sandbox(_) => None,
+    })
+}
+
 /// Probes the directory's permissions once, in the background: a missing
 /// one is logged as the feature that will fail, and readiness shows it.
-fn probe_permissions(
-    app: &Arc<App>,
-    oauth_clients: bool,
-    slot: Arc<std::sync::Mutex<Option<Vec<jit_app::PermissionProbe>>>>,
-) {
-    let app = app.clone();
+fn probe_permissions(app: &Arc<App>, config: &Config, state: &api::ApiState) {
+    let (app, slot) = (app.clone(), state.permissions.clone());
+    let oauth_clients = config.reconciler.oauth_clients;
     tokio::spawn(async move {
         let Some(probes) = app.directory.probe_permissions(oauth_clients).await else {
             return;
