@@ -7,8 +7,8 @@ use std::sync::Arc;
 use jit_app::ReconcileConfig;
 use jit_domain::{GrantState, SweepKind};
 use jit_e2e::Backend;
-use jit_e2e::app::{Stack, grant_request, test_policy};
-use jit_e2e::genesys::Genesys;
+use jit_e2e::app::{Stack, TestApp, grant_request, spawn_app_with, test_policy};
+use jit_e2e::genesys::{EVENTS_SECRET, Genesys};
 use jit_genesys_standin::{ALL_DIVISIONS, Settings};
 use rstest::rstest;
 
@@ -417,4 +417,132 @@ async fn a_deep_sweep_finds_a_holder_the_holders_answer_left_out() {
         )]
     );
     assert!(genesys.grants_of(&alice).is_empty());
+}
+
+/// How many audit events the broker has recorded (a refused delivery
+/// writes none).
+async fn audit_len(app: &TestApp) -> usize {
+    let (_, body) = app.get("/api/v1/audit?limit=200").await;
+    body["items"].as_array().map_or(0, Vec::len)
+}
+
+/// With the minute sweep off, Genesys's event about a hand-made grant
+/// (relayed by EventBridge) has it read and stripped within seconds.
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_event_has_a_hand_made_grant_stripped_within_seconds(#[case] backend: Backend) {
+    let genesys = Genesys::start(Settings::default(), &[ADMIN]).await;
+    let g = &genesys.standin;
+    let bob = g.add_user("bob@example.com");
+    let admin = g.org().role_by_name(ADMIN).unwrap().id.clone();
+    let app = spawn_app_with(backend, Some(&genesys.base), |c| {
+        genesys.configure(c);
+        assert!(!c.reconciler.enabled, "no sweep on a schedule");
+    })
+    .await;
+    genesys.relay_to(&app.base);
+
+    let granted = std::time::Instant::now();
+    g.grant(&bob, &admin, ALL_DIVISIONS);
+    let deadline = granted + std::time::Duration::from_secs(30);
+    while !genesys.grants_of(&bob).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "never stripped");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    println!("hand-made grant → stripped: {:?}", granted.elapsed());
+    // Its run is recorded once the strip is (the role goes first).
+    let runs = loop {
+        let (_, runs) = app.get("/api/v1/reconcile/runs").await;
+        let runs = runs["items"].as_array().unwrap().clone();
+        if runs
+            .iter()
+            .any(|r| r["status"] == "completed" && r["actions"] == 1)
+        {
+            break runs;
+        }
+        assert!(std::time::Instant::now() < deadline, "{runs:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(
+        runs.iter().all(|r| r["trigger"] == "event"),
+        "only the event looked: {runs:?}"
+    );
+    app.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_malformed_or_replayed_event_writes_nothing_and_strips_nothing() {
+    let genesys = Genesys::start(Settings::default(), &[ADMIN]).await;
+    let g = &genesys.standin;
+    let bob = g.add_user("bob@example.com");
+    let app = spawn_app_with(Backend::Sqlite, Some(&genesys.base), |c| {
+        genesys.configure(c)
+    })
+    .await;
+    let url = format!("{}/webhooks/genesys/events", app.base);
+    let header = jit_server::config::EventsSettings::default().header;
+    let event =
+        jit_genesys_standin::relay::grants_changed(&bob, false, "admin-ui", chrono::Utc::now());
+    let post = |secret: &str, body: String| {
+        app.http
+            .post(&url)
+            .header(header.as_str(), secret)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let before = audit_len(&app).await;
+    let forged = post("not-the-secret-but-32-bytes-long!!", event.to_string())
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+    let malformed = post(EVENTS_SECRET, "{\"id\": 7}".into()).await.unwrap();
+    assert_eq!(malformed.status(), 400);
+    assert_eq!(
+        audit_len(&app).await,
+        before,
+        "refused deliveries write nothing"
+    );
+
+    // Bob holds Master Admin under an active grant: a genuine event about
+    // him is read, and the read keeps the role.
+    let (status, grant) = app
+        .request_grant(&grant_request("bob@example.com", "CHG0022901", "1h"))
+        .await;
+    assert_eq!(status, 201, "{grant}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while genesys.grants_of(&bob).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "never activated");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let accepted = post(EVENTS_SECRET, event.to_string()).await.unwrap();
+    assert_eq!(accepted.status(), 202);
+    let replayed = post(EVENTS_SECRET, event.to_string()).await.unwrap();
+    assert_eq!(replayed.status(), 200);
+    let body: serde_json::Value = replayed.json().await.unwrap();
+    assert_eq!(body["replayed"], true);
+    // The event run finishes and finds nothing to strip.
+    loop {
+        let (_, runs) = app.get("/api/v1/reconcile/runs").await;
+        let done = runs["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["trigger"] == "event" && r["status"] == "completed")
+            .count();
+        if done >= 1 {
+            assert_eq!(done, 1, "the replay was not looked at again: {runs}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{runs}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        genesys.grants_of(&bob),
+        [all_divisions()].into(),
+        "kept under its grant"
+    );
+    app.running.stop().await;
 }

@@ -14,6 +14,8 @@ use secrecy::SecretString;
 
 pub const CLIENT_ID: &str = "jit-broker-e2e";
 const CLIENT_SECRET: &str = "e2e-genesys-secret";
+/// The header secret the stand-in relays events with.
+pub const EVENTS_SECRET: &str = "e2e-events-secret-0123456789abcdef0123";
 
 pub struct Genesys {
     pub standin: web::Data<GenesysStandIn>,
@@ -88,6 +90,30 @@ impl Genesys {
         })
         .expect("Genesys client")
         .with_budget(Arc::new(jit_app::Budget::per_minute(pace, pace / 60)))
+    }
+
+    /// Points a broker's config at this stand-in (the genesys profile) and
+    /// accepts its relayed events with `EVENTS_SECRET`.
+    pub fn configure(&self, config: &mut jit_server::config::Config) {
+        let s = &mut config.scim;
+        s.profile = jit_server::config::ScimProfile::Genesys;
+        s.base_url = Some(format!("{}/api/v2/scim/v2", self.base));
+        s.token_url = Some(format!("{}/oauth/token", self.base));
+        s.platform_url = Some(format!("{}/", self.base));
+        s.client_id = Some(CLIENT_ID.into());
+        s.client_secret = Some(SecretString::from(CLIENT_SECRET));
+        s.bearer_token = None;
+        config.events.secret = Some(SecretString::from(EVENTS_SECRET));
+    }
+
+    /// From now on every grant change and login is relayed to the broker at
+    /// `broker_base`, as EventBridge would.
+    pub fn relay_to(&self, broker_base: &str) {
+        self.standin.relay_to(jit_genesys_standin::relay::Relay {
+            url: format!("{broker_base}/webhooks/genesys/events"),
+            header: jit_server::config::EventsSettings::default().header,
+            secret: EVENTS_SECRET.into(),
+        });
     }
 
     /// (role, division name) pairs `user` holds in their own name.

@@ -28,6 +28,7 @@ pub mod approval;
 pub mod decision;
 pub mod desired;
 pub mod grant;
+pub mod hint;
 pub mod lifecycle;
 pub mod names;
 pub mod policy;
@@ -45,6 +46,7 @@ pub use approval::{
 pub use decision::{Decision, Reason, TicketEvidence, decide, eligibility, ticket_ends_grant};
 pub use desired::{Desired, RoleChange, desired};
 pub use grant::{Grant, GrantId, Transition, TransitionError};
+pub use hint::{Hint, RelayedEvent, SubjectHint};
 pub use lifecycle::{EndReason, GrantState};
 pub use names::{Invalid, Justification, RoleName, TicketId, UnknownName, UserName};
 pub use policy::{EmergencyRule, Policy, PolicyError, RequesterMatch, RolePolicy};

@@ -20,6 +20,7 @@
 
 mod http;
 pub mod org;
+pub mod relay;
 
 use std::collections::{BTreeSet, HashMap};
 use std::num::NonZeroU32;
@@ -37,6 +38,9 @@ pub use org::{
 
 /// The stand-in's clock: the tests' injected one, or the system's.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// The client a change made by hand in the Admin UI is audited under.
+pub const BY_HAND: &str = "admin-ui";
 
 /// Genesys Cloud's documented default budget per OAuth client.
 pub const REQUESTS_PER_MINUTE: u32 = 300;
@@ -105,6 +109,8 @@ pub struct GenesysStandIn {
     /// A fault for the tests, not a Genesys behaviour: subjects a role's
     /// holders answer leaves out.
     omitted: Mutex<BTreeSet<String>>,
+    /// Where events go (Genesys's EventBridge forwarding), when set.
+    relay: Mutex<Option<relay::Relay>>,
     pub counts: Counts,
 }
 
@@ -131,6 +137,7 @@ impl GenesysStandIn {
             limiters: Mutex::default(),
             max_page_size: AtomicU64::new(500),
             omitted: Mutex::default(),
+            relay: Mutex::default(),
             counts: Counts::default(),
         }
     }
@@ -260,6 +267,24 @@ impl GenesysStandIn {
         })
     }
 
+    /// Forwards events from now on: an audit event for every change of a
+    /// subject's grants, a token event for every login.
+    pub fn relay_to(&self, relay: relay::Relay) {
+        *self.relay.lock().unwrap_or_else(|e| e.into_inner()) = Some(relay);
+    }
+
+    /// The audit event of a change to `subject`'s grants by `client`.
+    pub(crate) fn grants_changed(&self, subject: &str, client: &str) {
+        let Some(to) = self.relay.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+            return;
+        };
+        let is_group = self.org().groups.contains_key(subject);
+        relay::send(
+            &to,
+            relay::grants_changed(subject, is_group, client, self.now()),
+        );
+    }
+
     /// Answers pages of at most `n` (to make a short answer page).
     pub fn cap_page_size(&self, n: u64) {
         self.max_page_size.store(n, Ordering::Relaxed);
@@ -310,12 +335,13 @@ impl GenesysStandIn {
     pub fn grant(&self, subject: &str, role: &str, division: &str) {
         let now = self.now();
         // Seeding with ids it has just made: a refusal is a bug in the test.
-        if let Err(refusal) =
-            self.org()
-                .bulk_add(subject, &[(role.to_owned(), division.to_owned())], now)
-        {
+        let added = self
+            .org()
+            .bulk_add(subject, &[(role.to_owned(), division.to_owned())], now);
+        if let Err(refusal) = added {
             panic!("stand-in seed refused: {refusal:?}");
         }
+        self.grants_changed(subject, BY_HAND);
     }
 
     pub fn home_division(&self) -> String {
@@ -341,6 +367,10 @@ impl GenesysStandIn {
     pub fn user_logged_in(&self, user: &str, at: DateTime<Utc>) {
         if let Some(u) = self.org().users.get_mut(user) {
             u.last_token_issued = Some(at);
+        }
+        let to = self.relay.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(to) = to {
+            relay::send(&to, relay::token_issued(user, at));
         }
     }
 
@@ -372,7 +402,7 @@ impl GenesysStandIn {
     }
 
     /// The client a live token belongs to.
-    fn client_of(&self, token: &str) -> Option<String> {
+    pub(crate) fn client_of(&self, token: &str) -> Option<String> {
         let now = self.now();
         let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
         tokens

@@ -149,7 +149,7 @@ impl ScimClient {
 
     /// A user's `userName` by id: known from an earlier look-up, else asked
     /// of the Platform API (and remembered). With the requests it took.
-    async fn user_name_of(&self, id: &str) -> Result<(String, u64), ScimError> {
+    pub(crate) async fn user_name_of(&self, id: &str) -> Result<(String, u64), ScimError> {
         if let Some(name) = self.name_of(id) {
             return Ok((name, 0));
         }

@@ -257,6 +257,20 @@ impl Directory for ScimClient {
         Ok(ScimClient::role_holders(self, role.as_str()).await?)
     }
 
+    async fn user_by_id(&self, id: &str) -> Result<DirectoryUser, DirectoryError> {
+        if self.grant_divisions.is_none() {
+            return Directory::get_user(self, id).await;
+        }
+        let (name, _) = match self.user_name_of(id).await {
+            Err(ScimError::Status {
+                status: StatusCode::NOT_FOUND,
+                ..
+            }) => return Err(DirectoryError::UserNotFound(id.to_owned())),
+            other => other?,
+        };
+        Ok(self.grants_user(id, &name).await?)
+    }
+
     fn holders_are_grants(&self) -> bool {
         self.grant_divisions.is_some()
     }

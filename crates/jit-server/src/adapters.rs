@@ -357,6 +357,35 @@ pub(crate) fn webhook_for(config: &Config, dev: bool) -> anyhow::Result<Option<W
     }))
 }
 
+/// The gate for Genesys events relayed by EventBridge, and the queue of
+/// hints it feeds; `--dev` without a secret uses the public sandbox one.
+pub(crate) fn events_for(
+    config: &Config,
+    dev: bool,
+) -> anyhow::Result<
+    Option<(
+        crate::events::EventsGate,
+        tokio::sync::mpsc::Receiver<jit_domain::Hint>,
+    )>,
+> {
+    let e = &config.events;
+    let Some(secret) = secret("events.secret", &e.secret, &e.secret_file)?
+        .or_else(|| dev.then(|| SecretString::from(crate::DEV_EVENTS_SECRET)))
+    else {
+        return Ok(None);
+    };
+    let own_client = match dev {
+        true => Some(crate::sandbox::CLIENT_ID.to_owned()),
+        false => config.scim.client_id.clone(),
+    };
+    Ok(Some(crate::events::EventsGate::new(
+        secret,
+        e.header.clone(),
+        e.sources.clone(),
+        own_client,
+    )?))
+}
+
 /// The API keys; `--dev` without any accepts the public sandbox key.
 pub(crate) fn api_keys_for(config: &Config, dev: bool) -> Vec<crate::config::ApiKeyConfig> {
     let mut keys = config.api_keys.clone();

@@ -19,6 +19,9 @@ pub(crate) type Task = (oneshot::Sender<()>, tokio::task::JoinHandle<()>);
 
 pub(crate) struct Background {
     pub tasks: Vec<Task>,
+    /// Genesys events relayed by EventBridge, when configured: the gate the
+    /// API checks deliveries with (its follower is one of `tasks`).
+    pub events: Option<crate::events::EventsGate>,
     /// `--dev` without SMTP: where the emails went.
     pub mailbox: Option<Arc<SandboxMailbox>>,
 }
@@ -41,6 +44,7 @@ pub(crate) fn start(
 ) -> anyhow::Result<Background> {
     let mut background = Background {
         tasks: Vec::new(),
+        events: None,
         // `--dev` without SMTP: the emails go to the sandbox mailbox
         // instead, so the outbox drains and a newcomer can read them.
         mailbox: (dev && smtp.is_none())
@@ -116,6 +120,17 @@ pub(crate) fn start(
                 let _ = stop.await;
             }))
         });
+    }
+    if let Some((gate, hints)) = crate::adapters::events_for(config, dev)? {
+        let (app, me, reconcile) = (
+            app.clone(),
+            owner.to_owned(),
+            config.reconciler.to_reconcile_config(),
+        );
+        background.spawn(move |stop| {
+            tokio::spawn(crate::events::follow(app, hints, me, reconcile, stop))
+        });
+        background.events = Some(gate);
     }
     Ok(background)
 }

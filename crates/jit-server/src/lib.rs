@@ -11,6 +11,7 @@ pub mod sandbox_servicenow;
 
 mod adapters;
 mod background;
+mod events;
 mod replicas;
 mod running;
 mod schedules;
@@ -42,6 +43,9 @@ pub const DEV_API_KEY: &str = "dev-sandbox-key";
 pub const SANDBOX_MAILS_KEPT: usize = 300;
 /// The webhook secret `serve --dev` uses when none is configured.
 pub const DEV_WEBHOOK_SECRET: &str = "dev-sandbox-webhook-secret";
+/// The header secret `serve --dev` accepts relayed Genesys events with, and
+/// its Genesys Cloud stand-in relays them with, when none is configured.
+pub const DEV_EVENTS_SECRET: &str = "dev-sandbox-events-secret-0123456789abcdef";
 /// Where `serve --dev` keeps its data unless told otherwise.
 pub const DEV_DATABASE_URL: &str = "sqlite://jit-broker-dev.db";
 
@@ -114,7 +118,7 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
     let pulse = worker.pulse();
     let pages = web_from_config(&config, dev, addr, app.clone(), worker_wake.clone()).await?;
     let metrics = prometheus()?;
-    let background = background::start(
+    let mut background = background::start(
         &config,
         dev,
         &app,
@@ -142,13 +146,14 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
         ticket_system_configured,
         servicenow_seen: tokio::sync::Mutex::new(None),
         permissions: Arc::default(),
+        events: background.events.take(),
     });
     probe_permissions(&app, &config, &state);
     let server = http_server(
         listener,
         state,
         Sandboxes {
-            genesys: dev.then(|| web::Data::new(sandbox::genesys_seeded(&app.policy))),
+            genesys: dev.then(|| web::Data::new(sandbox::genesys_seeded(&app.policy, addr))),
             changes: sandbox_changes.clone().map(web::Data::new),
             mailbox: background.mailbox.clone(),
         },

@@ -20,7 +20,7 @@ use secrecy::SecretString;
 use serde_json::json;
 
 pub const BASE_PATH: &str = "/sandbox/genesys";
-const CLIENT_ID: &str = "jit-broker-sandbox";
+pub const CLIENT_ID: &str = "jit-broker-sandbox";
 /// Public on purpose: the sandbox's own OAuth client, on localhost.
 const CLIENT_SECRET: &str = "sandbox-client-secret";
 /// The group the sandbox seeds with Master Admin in every division.
@@ -61,8 +61,14 @@ pub fn login_users() -> Vec<jit_web::SandboxUser> {
 /// The sandbox org: the policy's roles, the seeded users with their
 /// baseline roles, a second division, and a group holding Master Admin in
 /// every division (standing privilege for the first holders sweep to find).
-pub fn genesys_seeded(policy: &Policy) -> GenesysStandIn {
+pub fn genesys_seeded(policy: &Policy, addr: std::net::SocketAddr) -> GenesysStandIn {
     let standin = GenesysStandIn::new(Settings::default(), GenesysStandIn::system_clock());
+    // Its events come back to the broker, as EventBridge would bring them.
+    standin.relay_to(jit_genesys_standin::relay::Relay {
+        url: format!("http://{addr}/webhooks/genesys/events"),
+        header: crate::config::EventsSettings::default().header,
+        secret: crate::DEV_EVENTS_SECRET.into(),
+    });
     standin.add_client_with_permissions(
         CLIENT_ID,
         CLIENT_SECRET,

@@ -189,6 +189,11 @@ pub trait Directory: Send + Sync {
     }
     /// The user whose `userName` is `user`.
     async fn find_user(&self, user: &UserName) -> Result<DirectoryUser, DirectoryError>;
+    /// The user by directory id, with their real `userName` (an event names
+    /// users by id): by default the same read as [`Self::get_user`].
+    async fn user_by_id(&self, id: &str) -> Result<DirectoryUser, DirectoryError> {
+        self.get_user(id).await
+    }
     /// The user by directory id (the read-back after a write).
     async fn get_user(&self, id: &str) -> Result<DirectoryUser, DirectoryError>;
     /// The org's OAuth clients with their roles, where the target offers it

@@ -31,6 +31,7 @@ use jit_domain::{
 use serde_json::json;
 
 mod deep;
+mod hinted;
 mod holders;
 
 use crate::app::{App, SYSTEM_ACTOR};
@@ -137,8 +138,21 @@ impl App {
         if result.is_ok() && !run.dry_run {
             result = self.resolve_incidents(&run, config).await;
         }
+        self.finish_run(&mut run, &result).await?;
+        self.store
+            .release_lease(&lease_name(run.kind), owner)
+            .await?;
+        Ok(run)
+    }
+
+    /// Records a run's end (completed or failed) with its audit event.
+    pub(super) async fn finish_run(
+        &self,
+        run: &mut ReconcileRun,
+        result: &Result<(), AppError>,
+    ) -> Result<(), AppError> {
         run.finished_at = Some(self.now());
-        match &result {
+        match result {
             Ok(()) => run.status = "completed".into(),
             Err(e) => {
                 run.status = "failed".into();
@@ -158,10 +172,7 @@ impl App {
                 "actions": run.actions, "errors": run.errors, "error": run.error,
             }),
         };
-        self.store.update_run(&run, Some(audit)).await?;
-        self.store
-            .release_lease(&lease_name(run.kind), owner)
-            .await?;
+        self.store.update_run(run, Some(audit)).await?;
         let kind = run.kind.as_str();
         metrics::counter!("jit_reconcile_runs_total", "kind" => kind, "status" => run.status.clone())
             .increment(1);
@@ -171,7 +182,7 @@ impl App {
             run = %run.id, kind = run.kind.as_str(), status = %run.status, users = run.users_scanned,
             findings = run.findings, removed = run.actions, errors = run.errors, "reconcile sweep"
         );
-        Ok(run)
+        Ok(())
     }
 
     /// Begin and run in one call (CLI, cron).

@@ -210,6 +210,15 @@ fn refused(
     None
 }
 
+/// The OAuth client a request's token belongs to.
+fn caller(req: &HttpRequest, standin: &GenesysStandIn) -> Option<String> {
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|t| standin.client_of(t))
+}
+
 // The permissions Genesys Cloud's API definitions list for each endpoint
 // (any one of a list will do); endpoints not listed need none.
 const NONE: &[&str] = &[];

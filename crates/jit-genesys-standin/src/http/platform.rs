@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::GenesysStandIn;
 use crate::org::{Org, SubjectKind};
 
 fn division_json(org: &Org, id: &str) -> Value {
@@ -143,8 +144,10 @@ pub(super) async fn bulk_add(
 ) -> HttpResponse {
     admit!(req, standin, grant_writes, GRANT_ADD);
     let now = standin.now();
-    match standin.org().bulk_add(&id, &pairs(&body), now) {
-        Ok(()) => HttpResponse::NoContent().finish(),
+    // The org is unlocked before the event goes out.
+    let written = standin.org().bulk_add(&id, &pairs(&body), now);
+    match written {
+        Ok(()) => changed(&req, &standin, &id),
         Err(r) => refusal(&r),
     }
 }
@@ -156,8 +159,10 @@ pub(super) async fn bulk_remove(
     body: web::Json<BulkGrants>,
 ) -> HttpResponse {
     admit!(req, standin, grant_writes, GRANT_DELETE);
-    match standin.org().bulk_remove(&id, &pairs(&body)) {
-        Ok(()) => HttpResponse::NoContent().finish(),
+    // The org is unlocked before the event goes out.
+    let written = standin.org().bulk_remove(&id, &pairs(&body));
+    match written {
+        Ok(()) => changed(&req, &standin, &id),
         Err(r) => refusal(&r),
     }
 }
@@ -170,8 +175,10 @@ pub(super) async fn grant_one(
     admit!(req, standin, grant_writes, GRANT_ADD);
     let (subject, division, role) = path.into_inner();
     let now = standin.now();
-    match standin.org().bulk_add(&subject, &[(role, division)], now) {
-        Ok(()) => HttpResponse::NoContent().finish(),
+    // The org is unlocked before the event goes out.
+    let written = standin.org().bulk_add(&subject, &[(role, division)], now);
+    match written {
+        Ok(()) => changed(&req, &standin, &subject),
         Err(r) => refusal(&r),
     }
 }
@@ -183,8 +190,10 @@ pub(super) async fn revoke_one(
 ) -> HttpResponse {
     admit!(req, standin, grant_writes, GRANT_DELETE);
     let (subject, division, role) = path.into_inner();
-    match standin.org().bulk_remove(&subject, &[(role, division)]) {
-        Ok(()) => HttpResponse::NoContent().finish(),
+    // The org is unlocked before the event goes out.
+    let written = standin.org().bulk_remove(&subject, &[(role, division)]);
+    match written {
+        Ok(()) => changed(&req, &standin, &subject),
         Err(r) => refusal(&r),
     }
 }
@@ -277,4 +286,11 @@ pub(super) async fn oauth_clients(req: HttpRequest, standin: Standin) -> HttpRes
         })
         .collect();
     HttpResponse::Ok().json(json!({"entities": entities}))
+}
+
+/// A write went through: its audit event goes out (if events are relayed).
+fn changed(req: &HttpRequest, standin: &GenesysStandIn, subject: &str) -> HttpResponse {
+    let client = caller(req, standin).unwrap_or_default();
+    standin.grants_changed(subject, &client);
+    HttpResponse::NoContent().finish()
 }

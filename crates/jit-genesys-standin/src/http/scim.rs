@@ -190,8 +190,12 @@ pub(super) async fn scim_patch(
     }
     // Genesys answers a PATCH with the full user.
     let user = org.users.get(id.as_str()).cloned().unwrap_or(user);
-    HttpResponse::Ok()
+    let answer = HttpResponse::Ok()
         .insert_header((header::ETAG, etag(&user)))
         .content_type("application/scim+json")
-        .json(scim_user(&org, &user, &standin))
+        .json(scim_user(&org, &user, &standin));
+    drop(org);
+    let client = caller(&req, &standin).unwrap_or_default();
+    standin.grants_changed(&user.id, &client);
+    answer
 }

@@ -50,6 +50,16 @@ pub enum ApiError {
     Webhook(WebhookError),
     #[error("the webhook is not configured (servicenow.webhook_secret)")]
     WebhookDisabled,
+    #[error("Genesys events are not configured (events.secret)")]
+    EventsDisabled,
+    /// A relayed event refused: `field` and `rule` say which check.
+    #[error("{message}")]
+    EventRefused {
+        status: StatusCode,
+        field: &'static str,
+        rule: &'static str,
+        message: String,
+    },
     #[error("internal error")]
     Internal(String),
 }
@@ -97,9 +107,10 @@ impl ResponseError for ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Denied(_) => StatusCode::FORBIDDEN,
-            Self::TicketSystemUnavailable(_) | Self::WebhookDisabled => {
+            Self::TicketSystemUnavailable(_) | Self::WebhookDisabled | Self::EventsDisabled => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            Self::EventRefused { status, .. } => *status,
             Self::Webhook(WebhookError::BadBody(_)) => StatusCode::BAD_REQUEST,
             Self::Webhook(_) => StatusCode::UNAUTHORIZED,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -146,6 +157,16 @@ impl ResponseError for ApiError {
             }
             Self::TicketSystemUnavailable(_) => ("ticket_system_unavailable", vec![]),
             Self::WebhookDisabled => ("webhook_disabled", vec![]),
+            Self::EventsDisabled => ("events_disabled", vec![]),
+            Self::EventRefused {
+                field,
+                rule,
+                message,
+                ..
+            } => (
+                "event_refused",
+                vec![FieldError::new(field, rule, message.clone())],
+            ),
             Self::Webhook(e) => (
                 "webhook_refused",
                 vec![FieldError::new(e.field(), e.rule(), e.to_string())],

@@ -54,6 +54,8 @@ pub struct ApiState {
     /// The directory's permission probe at start (`None`: not run, or
     /// nothing to check), shown by readiness, never gating it.
     pub permissions: Arc<std::sync::Mutex<Option<Vec<jit_app::PermissionProbe>>>>,
+    /// Genesys events relayed by EventBridge (`None`: not configured).
+    pub events: Option<crate::events::EventsGate>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -80,6 +82,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(resource("/openapi.json").route(web::get().to(ops::openapi_json))),
     )
     .service(resource("/webhooks/servicenow").route(web::post().to(webhooks::servicenow_webhook)))
+    .service(resource("/webhooks/genesys/events").route(web::post().to(webhooks::genesys_events)))
     .service(resource("/healthz").route(web::get().to(ops::healthz)))
     .service(resource("/readyz").route(web::get().to(ops::readyz)))
     .service(resource("/metrics").route(web::get().to(ops::metrics_page)));
@@ -125,6 +128,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/sessions/revoke"),
     ("get", "/api/v1/openapi.json"),
     ("post", "/webhooks/servicenow"),
+    ("post", "/webhooks/genesys/events"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),

@@ -193,6 +193,7 @@ impl Modify for Security {
         crate::api::sessions::revoke_sessions,
         crate::api::ops::openapi_json,
         crate::api::webhooks::servicenow_webhook,
+        crate::api::webhooks::genesys_events,
         crate::api::ops::healthz,
         crate::api::ops::readyz,
         crate::api::ops::metrics_page,

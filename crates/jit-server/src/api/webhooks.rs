@@ -1,9 +1,12 @@
 //! The signed ServiceNow webhook.
 
+use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use jit_domain::RelayedEvent;
 use jit_itsm::webhook::{
     DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookHeaders, change_number,
 };
+use serde_json::json;
 
 use super::body::{collect_body, declared_length};
 #[allow(unused_imports)] // named by the `utoipa::path` annotations
@@ -63,4 +66,89 @@ async fn handle_servicenow_webhook(
         response.insert_header(("X-JIT-Replayed", "true"));
     }
     Ok(response.json(answer.body))
+}
+
+/// `POST /webhooks/genesys/events`: a Genesys Cloud event relayed by Amazon
+/// EventBridge (an API destination whose connection sends the header
+/// secret). A hint, never evidence: an event about a user has that user's
+/// grants read and judged now; a group or role event asks for a holders
+/// sweep; a token event for a break-glass login check. Refused deliveries
+/// write nothing; a redelivered event id is answered without a second look.
+#[utoipa::path(post, path = "/webhooks/genesys/events", tag = "webhooks", security(()),
+    request_body(content = Object, description = "an EventBridge event from Genesys Cloud: `id`, `source`, `detail.topicName`, `detail.eventBody`"),
+    responses((status = 202, description = "accepted: looked at now"), (status = 200, description = "a redelivery, or a topic the broker does not act on"),
+              (status = 400, description = "not an EventBridge event from Genesys Cloud", body = ErrorBody), (status = 401, description = "header secret missing or wrong", body = ErrorBody),
+              (status = 403, description = "a source not in events.sources", body = ErrorBody), (status = 503, description = "no events secret configured, or too many events waiting (EventBridge retries)", body = ErrorBody)))]
+pub(crate) async fn genesys_events(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let answer = handle_genesys_event(&state, &req, payload).await;
+    let result = match &answer {
+        Ok(r) => r.status().as_u16().to_string(),
+        Err(e) => e.status_code().as_u16().to_string(),
+    };
+    metrics::counter!("jit_genesys_events_total", "result" => result).increment(1);
+    answer
+}
+
+async fn handle_genesys_event(
+    state: &ApiState,
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    use crate::events::Refused;
+    let refused = |status, field, rule, message: String| ApiError::EventRefused {
+        status,
+        field,
+        rule,
+        message,
+    };
+    let gate = state.events.as_ref().ok_or(ApiError::EventsDisabled)?;
+    let given = req
+        .headers()
+        .get(gate.header.as_str())
+        .map(|v| v.as_bytes());
+    gate.check_secret(given).map_err(|_| {
+        jit_app::warn_throttled!(
+            "genesys_events_refused",
+            "a Genesys event with a missing or wrong secret"
+        );
+        refused(
+            StatusCode::UNAUTHORIZED,
+            "header",
+            "secret",
+            format!("`{}` is missing or wrong", gate.header),
+        )
+    })?;
+    let body = collect_body(declared_length(req), payload, state.max_body_bytes).await?;
+    let event: RelayedEvent =
+        serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    gate.check_source(&event.source).map_err(|_| {
+        refused(
+            StatusCode::FORBIDDEN,
+            "source",
+            "allowed_source",
+            format!("`{}` is not in events.sources", event.source),
+        )
+    })?;
+    if gate.seen_before(&event.id) {
+        return Ok(HttpResponse::Ok().json(json!({"replayed": true})));
+    }
+    let Some(hint) = event.hint(gate.own_client()) else {
+        return Ok(HttpResponse::Ok().json(json!({"ignored": event.detail.topic_name})));
+    };
+    match gate.enqueue(hint) {
+        Ok(()) => {
+            gate.remember(&event.id);
+            Ok(HttpResponse::Accepted().json(json!({"accepted": event.id})))
+        }
+        Err(Refused::Busy | Refused::Secret | Refused::Source(_)) => Err(refused(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "",
+            "queue",
+            "too many events are waiting; retry".into(),
+        )),
+    }
 }

@@ -12,9 +12,11 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 mod directory;
+mod events;
 mod notify;
 
 pub use directory::{ScimProfile, ScimSettings};
+pub use events::EventsSettings;
 pub use notify::{NotifySettings, SmtpTls, WebhookSettings};
 
 #[derive(Debug, Deserialize)]
@@ -36,6 +38,8 @@ pub struct Config {
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
     pub web: WebConfig,
+    /// Genesys Cloud events relayed by EventBridge: hints to look now.
+    pub events: EventsSettings,
 }
 
 impl Default for Config {
@@ -54,6 +58,7 @@ impl Default for Config {
             log: LogSettings::default(),
             max_body_bytes: 16 * 1024,
             web: WebConfig::default(),
+            events: EventsSettings::default(),
         }
     }
 }
