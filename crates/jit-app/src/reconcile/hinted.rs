@@ -6,7 +6,7 @@
 use std::num::NonZeroU32;
 
 use governor::{Quota, RateLimiter};
-use jit_domain::{GrantId, RoleName, SweepKind, UserName};
+use jit_domain::{RoleName, SweepKind, UserName};
 
 use super::ReconcileConfig;
 use crate::app::App;
@@ -29,21 +29,8 @@ impl App {
             .await
             .map_err(AppError::Directory)?;
         let now = self.now();
-        let mut run = ReconcileRun {
-            id: GrantId::new_at(now).to_string(),
-            kind: SweepKind::Holders,
-            trigger: trigger.to_owned(),
-            dry_run: false,
-            status: "running".into(),
-            started_at: now,
-            finished_at: None,
-            users_scanned: 1,
-            pages: 1,
-            findings: 0,
-            actions: 0,
-            errors: 0,
-            error: None,
-        };
+        let mut run = super::new_run(SweepKind::Holders, trigger, false, now);
+        (run.users_scanned, run.pages) = (1, 1);
         self.store.insert_run(&run).await?;
         let rate = NonZeroU32::new(config.requests_per_second.max(1)).unwrap_or(NonZeroU32::MIN);
         let limiter = RateLimiter::direct(Quota::per_second(rate));

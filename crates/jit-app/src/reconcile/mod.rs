@@ -39,6 +39,30 @@ use crate::budget::{Lane, in_lane};
 use crate::error::AppError;
 use crate::ports::{DirectoryError, FindingRecord, GrantFilter, NewAudit, ReconcileRun, Sighting};
 
+/// A run record as it starts.
+pub(super) fn new_run(
+    kind: SweepKind,
+    trigger: &str,
+    dry_run: bool,
+    now: chrono::DateTime<chrono::Utc>,
+) -> ReconcileRun {
+    ReconcileRun {
+        id: GrantId::new_at(now).to_string(),
+        kind,
+        trigger: trigger.to_owned(),
+        dry_run,
+        status: "running".into(),
+        started_at: now,
+        finished_at: None,
+        users_scanned: 0,
+        pages: 0,
+        findings: 0,
+        actions: 0,
+        errors: 0,
+        error: None,
+    }
+}
+
 /// Privileged role → who holds it, as one source says.
 pub(super) type HoldersByRole = BTreeMap<RoleName, BTreeSet<UserName>>;
 
@@ -107,21 +131,7 @@ impl App {
                 kind.as_str()
             )));
         }
-        let run = ReconcileRun {
-            id: GrantId::new_at(now).to_string(),
-            kind,
-            trigger: trigger.to_owned(),
-            dry_run,
-            status: "running".into(),
-            started_at: now,
-            finished_at: None,
-            users_scanned: 0,
-            pages: 0,
-            findings: 0,
-            actions: 0,
-            errors: 0,
-            error: None,
-        };
+        let run = new_run(kind, trigger, dry_run, now);
         self.store.insert_run(&run).await?;
         Ok(run)
     }
