@@ -17,17 +17,27 @@ use crate::ports::ReconcileRun;
 impl App {
     /// Reads the user with directory id `user_id` now (in the revocation
     /// lane) and judges each privileged role they hold by a grant of their
-    /// own. No lease: converge's pair lock and re-decision make it safe
-    /// beside a sweep.
+    /// own; `None` when they hold none (nothing is recorded). No lease:
+    /// converge's pair lock and re-decision make it safe beside a sweep.
     pub async fn examine_user_now(
         &self,
         user_id: &str,
         trigger: &str,
         config: &ReconcileConfig,
-    ) -> Result<ReconcileRun, AppError> {
+    ) -> Result<Option<ReconcileRun>, AppError> {
         let user = in_lane(Lane::Revocation, self.directory.user_by_id(user_id))
             .await
             .map_err(AppError::Directory)?;
+        let roles: Vec<RoleName> = user
+            .roles
+            .iter()
+            .filter_map(|r| RoleName::parse(r).ok())
+            .filter(|r| self.policy.is_privileged(r))
+            .collect();
+        // Nothing privileged held: nothing to judge, nothing to record.
+        if roles.is_empty() {
+            return Ok(None);
+        }
         let now = self.now();
         let mut run = super::new_run(SweepKind::Holders, trigger, false, now);
         (run.users_scanned, run.pages) = (1, 1);
@@ -36,12 +46,6 @@ impl App {
         let limiter = RateLimiter::direct(Quota::per_second(rate));
         let result = match UserName::parse(&user.user_name) {
             Ok(name) => {
-                let roles: Vec<RoleName> = user
-                    .roles
-                    .iter()
-                    .filter_map(|r| RoleName::parse(r).ok())
-                    .filter(|r| self.policy.is_privileged(r))
-                    .collect();
                 let mut examined = Ok(());
                 for role in &roles {
                     examined = self.examine(&mut run, &name, role, config, &limiter).await;
@@ -57,6 +61,6 @@ impl App {
             }
         };
         self.finish_run(&mut run, &result).await?;
-        result.map(|()| run)
+        result.map(|()| Some(run))
     }
 }
