@@ -546,3 +546,50 @@ async fn a_forged_malformed_or_replayed_event_writes_nothing_and_strips_nothing(
     );
     app.running.stop().await;
 }
+
+/// A renamed clone of Master Admin carries its permissions: with
+/// `privileged_permissions`, the sweep treats it as privileged although the
+/// catalogue never names it, and strips it.
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn a_renamed_clone_of_master_admin_is_treated_as_privileged(#[case] backend: Backend) {
+    let genesys = Genesys::start(Settings::default(), &[ADMIN]).await;
+    let g = &genesys.standin;
+    let clone = g.add_role(
+        "CC Super Admin",
+        &["authorization:grant:add", "directory:user:edit"],
+    );
+    let harmless = g.add_role("Wallboard Viewer", &["analytics:dashboard:view"]);
+    let dave = g.add_user("dave@example.com");
+    g.grant(&dave, &clone, ALL_DIVISIONS);
+    g.grant(&dave, &harmless, ALL_DIVISIONS);
+    let text = format!(
+        "privileged_permissions = [\"authorization:grant:add\"]\n{}",
+        std::fs::read_to_string(jit_e2e::app::test_policy_path()).unwrap()
+    );
+    let policy = jit_domain::Policy::from_toml("test policy + permissions", &text).unwrap();
+    let stack = Stack::with_policy(backend, Arc::new(genesys.client(&policy)), policy).await;
+
+    let found: Vec<(String, String, String)> = holders_sweep(&stack)
+        .await
+        .into_iter()
+        .map(|(who, kind, action, _)| (who, kind, action))
+        .collect();
+    assert_eq!(
+        found,
+        [finding("dave@example.com", "standing_privilege", "removed")]
+    );
+    let (_, findings) = stack
+        .app
+        .reconcile_run(&stack.app.reconcile_runs(1).await.unwrap()[0].id)
+        .await
+        .unwrap();
+    assert_eq!(findings[0].role, "CC Super Admin");
+    assert_eq!(
+        genesys.grants_of(&dave),
+        [("Wallboard Viewer".to_owned(), "All divisions".to_owned())].into(),
+        "the clone is gone, the harmless role stays"
+    );
+}

@@ -34,6 +34,9 @@ pub struct App {
     /// grant and may end anyone's sessions (`web.soc_group`; empty: nobody).
     pub soc_group: String,
     pub(crate) pair_locks: PairLocks,
+    /// The policy as sweeps and converge apply it: the catalogue, plus the
+    /// org's roles found carrying a privileged permission (and when found).
+    pub(crate) effective: std::sync::RwLock<(Arc<Policy>, Option<DateTime<Utc>>)>,
 }
 
 /// Who asks for a grant, and through which door.
@@ -70,11 +73,21 @@ impl App {
             directory,
             tickets,
             clock,
-            policy,
             revocation_slo: chrono::TimeDelta::seconds(60),
             soc_group: String::new(),
             pair_locks: PairLocks::default(),
+            effective: std::sync::RwLock::new((policy.clone(), None)),
+            policy,
         }
+    }
+
+    /// The policy as sweeps and converge apply it (see `effective`).
+    pub fn rules(&self) -> Arc<Policy> {
+        self.effective
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .clone()
     }
 
     /// Millisecond precision: what the store keeps, so what a caller is

@@ -143,7 +143,7 @@ impl App {
                 return Err(ConvergeError::Unsettled(writes));
             }
             let grants = self.store.grants_for(user, role).await?;
-            let decision = desired(&self.policy, user, role, &grants, self.now());
+            let decision = desired(&self.rules(), user, role, &grants, self.now());
             report.desired = decision;
             if decision == Desired::Unmanaged {
                 return Ok(report);
@@ -200,7 +200,7 @@ impl App {
                 .await?;
             // Time or another replica may have changed the answer while we wrote.
             let grants = self.store.grants_for(user, role).await?;
-            if desired(&self.policy, user, role, &grants, self.now())
+            if desired(&self.rules(), user, role, &grants, self.now())
                 .change(still_held)
                 .is_none()
             {

@@ -97,6 +97,9 @@ pub struct Policy {
     /// Genesys Cloud groups allowed to hold privileged roles, with why
     /// (`[groups."name"] reason = "…"`): reported, never stripped.
     group_exceptions: BTreeMap<String, String>,
+    /// Permissions that make any role carrying them privileged, whatever it
+    /// is called (a renamed clone of Master Admin is as dangerous).
+    pub privileged_permissions: Vec<String>,
     /// How far ahead a grant may be scheduled to start.
     pub max_schedule_ahead: TimeDelta,
     /// How long a request may wait for its approvals before it lapses.
@@ -127,6 +130,8 @@ struct RawPolicy {
     version: Spanned<u32>,
     #[serde(default)]
     max_schedule_ahead: Option<Spanned<String>>,
+    #[serde(default)]
+    privileged_permissions: Vec<Spanned<String>>,
     #[serde(default)]
     approval_timeout: Option<Spanned<String>>,
     roles: Spanned<BTreeMap<String, Spanned<RawRole>>>,
@@ -537,10 +542,24 @@ impl Policy {
             }
             group_exceptions.insert(group.trim().to_owned(), reason.to_owned());
         }
+        let mut privileged_permissions = Vec::new();
+        for p in &raw.privileged_permissions {
+            let permission = p.get_ref().trim();
+            // Genesys permissions are domain:entity:action.
+            if permission.split(':').count() != 3 || permission.split(':').any(str::is_empty) {
+                return Err(r.err(
+                    Some(p.span()),
+                    "privileged_permissions",
+                    format!("`{permission}` is not a permission like \"authorization:grant:add\""),
+                ));
+            }
+            privileged_permissions.push(permission.to_owned());
+        }
         Ok(Self {
             roles,
             break_glass,
             group_exceptions,
+            privileged_permissions,
             max_schedule_ahead,
             approval_timeout,
         })
@@ -573,6 +592,36 @@ impl Policy {
 
     pub fn is_break_glass(&self, user: &UserName) -> bool {
         self.break_glass.contains(user)
+    }
+
+    /// This policy with `found` (roles the org has that carry one of
+    /// `privileged_permissions`) privileged too, unless the catalogue names
+    /// them already (the catalogue's word wins). Nobody may request them:
+    /// whoever holds one holds it without a grant.
+    pub fn with_privileged(&self, found: &BTreeSet<RoleName>) -> Policy {
+        let mut policy = self.clone();
+        for name in found {
+            policy
+                .roles
+                .entry(name.clone())
+                .or_insert_with(|| RolePolicy {
+                    name: name.clone(),
+                    privileged: true,
+                    default_duration: TimeDelta::hours(1),
+                    max_duration: TimeDelta::hours(1),
+                    eligible: Eligibility::default(),
+                    require_ticket: true,
+                    change_states: BTreeSet::from([ChangeState::Implement]),
+                    requester: RequesterMatch::Assignee,
+                    approvals: 0,
+                    approvers: Eligibility::default(),
+                    extension_needs_approval: false,
+                    emergency: None,
+                    report_only: false,
+                    divisions: vec![ALL_DIVISIONS.to_owned()],
+                });
+        }
+        policy
     }
 
     /// Why a group may hold privileged roles, if the policy says it may.
@@ -758,6 +807,34 @@ users = ["breakglass@example.com"]
             let e = error_of(&format!("{ROLE}{extra}"));
             assert_eq!((e.line, e.key.as_str()), (line, key), "{extra}: {e}");
         }
+    }
+
+    #[test]
+    fn a_role_carrying_a_privileged_permission_is_privileged_unless_the_catalogue_says() {
+        let text = format!(
+            "privileged_permissions = [\"authorization:grant:add\"]\n{}",
+            SAMPLE
+        );
+        let p = Policy::from_toml("p.toml", &text).unwrap();
+        assert_eq!(
+            p.privileged_permissions,
+            vec!["authorization:grant:add".to_owned()]
+        );
+        let clone = RoleName::parse("CC Super Admin").unwrap();
+        let employee = RoleName::parse("Employee").unwrap();
+        let found = BTreeSet::from([clone.clone(), employee.clone()]);
+        let effective = p.with_privileged(&found);
+        assert!(effective.is_privileged(&clone));
+        assert!(
+            !effective.is_privileged(&employee),
+            "the catalogue's word wins"
+        );
+        assert!(
+            effective.role(&clone).unwrap().eligible.is_empty(),
+            "nobody may request it"
+        );
+        let bad = format!("privileged_permissions = [\"grant\"]\n{}", SAMPLE);
+        assert_eq!(error_of(&bad).key, "privileged_permissions");
     }
 
     #[test]

@@ -280,6 +280,26 @@ impl ScimClient {
         }
     }
 
+    /// The names of the roles that carry `permission`, page by page.
+    pub async fn roles_with_permission(&self, permission: &str) -> Result<Vec<String>, ScimError> {
+        let mut names = Vec::new();
+        let mut page = 1;
+        loop {
+            let mut url = self.platform_url("api/v2/authorization/roles")?;
+            url.query_pairs_mut()
+                .append_pair("permission", permission)
+                .append_pair("pageSize", &PAGE.to_string())
+                .append_pair("pageNumber", &page.to_string());
+            let found: Page<Named> = Self::json(self.send(Method::GET, url, |r| r).await?).await?;
+            let done = found.entities.is_empty() || found.page_count.is_none_or(|n| page >= n);
+            names.extend(found.entities.into_iter().map(|r| r.name));
+            if done {
+                return Ok(names);
+            }
+            page += 1;
+        }
+    }
+
     /// The user names of a group's members (who a group grant reaches).
     pub async fn group_members(&self, group_id: &str) -> Result<Vec<String>, ScimError> {
         let mut members = Vec::new();

@@ -271,6 +271,18 @@ impl Directory for ScimClient {
         Ok(self.grants_user(id, &name).await?)
     }
 
+    async fn roles_with_permission(
+        &self,
+        permission: &str,
+    ) -> Result<Option<Vec<String>>, DirectoryError> {
+        if self.config.platform_api.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(
+            ScimClient::roles_with_permission(self, permission).await?,
+        ))
+    }
+
     fn holders_are_grants(&self) -> bool {
         self.grant_divisions.is_some()
     }

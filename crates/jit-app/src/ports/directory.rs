@@ -164,6 +164,16 @@ pub trait Directory: Send + Sync {
         let _ = role;
         Ok(None)
     }
+    /// The names of the org's roles that carry `permission` (Genesys Cloud:
+    /// `GET /api/v2/authorization/roles?permission=`); `None` where the
+    /// target cannot say.
+    async fn roles_with_permission(
+        &self,
+        permission: &str,
+    ) -> Result<Option<Vec<String>>, DirectoryError> {
+        let _ = permission;
+        Ok(None)
+    }
     /// Whether `role_holders` and the user reads come from where privilege
     /// is kept (Genesys Cloud's Authorization API), rather than from the
     /// same SCIM view the listing shows: then the deep sweep cross-checks.

@@ -22,6 +22,7 @@ impl App {
         config: &ReconcileConfig,
         limiter: &governor::DefaultDirectRateLimiter,
     ) -> Result<(), AppError> {
+        self.discover_privileged(true).await?;
         let mut by_grants = match self.directory.holders_are_grants() {
             true => Some(self.holders_by_role(run, config, limiter).await?),
             false => None,
@@ -45,7 +46,7 @@ impl App {
                     let Ok(role) = RoleName::parse(role) else {
                         continue;
                     };
-                    if !self.policy.is_privileged(&role) {
+                    if !self.rules().is_privileged(&role) {
                         continue;
                     }
                     let Ok(user_name) = UserName::parse(&user.user_name) else {
@@ -92,7 +93,7 @@ impl App {
         limiter: &governor::DefaultDirectRateLimiter,
     ) -> Result<HoldersByRole, AppError> {
         let mut by_role = BTreeMap::new();
-        let roles: Vec<RoleName> = self.policy.privileged_roles().cloned().collect();
+        let roles: Vec<RoleName> = self.rules().privileged_roles().cloned().collect();
         for role in roles {
             limiter.until_ready().await;
             let Some(holders) = self
@@ -192,7 +193,7 @@ impl App {
                 let Ok(role) = RoleName::parse(role) else {
                     continue;
                 };
-                if !self.policy.is_privileged(&role) {
+                if !self.rules().is_privileged(&role) {
                     continue;
                 }
                 let detail = format!(

@@ -32,7 +32,7 @@ impl App {
             .roles
             .iter()
             .filter_map(|r| RoleName::parse(r).ok())
-            .filter(|r| self.policy.is_privileged(r))
+            .filter(|r| self.rules().is_privileged(r))
             .collect();
         // Nothing privileged held: nothing to judge, nothing to record.
         if roles.is_empty() {

@@ -21,7 +21,8 @@ impl App {
         config: &ReconcileConfig,
         limiter: &governor::DefaultDirectRateLimiter,
     ) -> Result<(), AppError> {
-        let roles: Vec<RoleName> = self.policy.privileged_roles().cloned().collect();
+        self.discover_privileged(false).await?;
+        let roles: Vec<RoleName> = self.rules().privileged_roles().cloned().collect();
         for role in &roles {
             self.renew_lease(run, owner, config).await?;
             limiter.until_ready().await;
@@ -62,7 +63,7 @@ impl App {
         limiter: &governor::DefaultDirectRateLimiter,
     ) -> Result<(), AppError> {
         let judgement = judge_group_grant(
-            &self.policy,
+            &self.rules(),
             &group.name,
             role,
             &group.members,

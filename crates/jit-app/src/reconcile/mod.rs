@@ -33,6 +33,7 @@ use serde_json::json;
 mod deep;
 mod hinted;
 mod holders;
+mod permissions;
 
 use crate::app::{App, SYSTEM_ACTOR};
 use crate::budget::{Lane, in_lane};
@@ -301,7 +302,7 @@ impl App {
             .pair_history(user, role, now - config.rules.conflict.window)
             .await?;
         let Some(mut judgement) = judge(
-            &self.policy,
+            &self.rules(),
             user,
             role,
             &grants,

@@ -277,7 +277,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit { command } => return audit::audit(&config, command).await,
         Command::Policy {
             command: PolicyCommand::Check(check),
-        } => return policy::policy_check(&config, check),
+        } => return policy::policy_check(&config, check).await,
         Command::Reconcile { dry_run, kind } => return reconcile(&config, dry_run, kind).await,
         Command::Doctor => return doctor(&config).await,
         Command::HashKey => {

@@ -13,7 +13,7 @@ use jit_domain::{
 use super::PolicyCheck;
 use crate::config::Config;
 
-pub(super) fn policy_check(config: &Config, check: PolicyCheck) -> anyhow::Result<ExitCode> {
+pub(super) async fn policy_check(config: &Config, check: PolicyCheck) -> anyhow::Result<ExitCode> {
     let path = check.file.clone().unwrap_or_else(|| config.policy.clone());
     let policy = crate::load_policy(&path)?;
     let privileged = policy.roles().filter(|r| r.privileged).count();
@@ -24,6 +24,7 @@ pub(super) fn policy_check(config: &Config, check: PolicyCheck) -> anyhow::Resul
     );
     let (Some(user), Some(role)) = (check.user.clone(), check.role.clone()) else {
         print_catalogue(&policy);
+        print_permission_roles(config, &policy).await;
         return Ok(ExitCode::SUCCESS);
     };
     sample_decision(&policy, check, user, role)
@@ -54,6 +55,52 @@ fn print_catalogue(policy: &Policy) {
             r.approvals,
             eligible.join(", ")
         );
+    }
+}
+
+/// The org's roles each privileged permission makes privileged (asked of
+/// the configured directory; the catalogue's word wins for those it names).
+async fn print_permission_roles(config: &Config, policy: &Policy) {
+    if policy.privileged_permissions.is_empty() {
+        return;
+    }
+    println!("\nprivileged by permission (asked of the directory):");
+    let directory = match crate::directory_from_config(config, policy) {
+        Ok(d) => d,
+        Err(e) => {
+            println!("  cannot ask: {e:#}");
+            return;
+        }
+    };
+    for permission in &policy.privileged_permissions {
+        let found = jit_app::Directory::roles_with_permission(&directory, permission).await;
+        let line = match found {
+            Ok(Some(roles)) => {
+                let roles: Vec<String> = roles
+                    .into_iter()
+                    .map(|r| {
+                        match jit_domain::RoleName::parse(&r)
+                            .ok()
+                            .and_then(|n| policy.role(&n))
+                        {
+                            Some(named) if !named.privileged => {
+                                format!("{r} (baseline in the catalogue)")
+                            }
+                            Some(_) => r,
+                            None => format!("{r} (not in the catalogue: privileged by this rule)"),
+                        }
+                    })
+                    .collect();
+                if roles.is_empty() {
+                    "no role".to_owned()
+                } else {
+                    roles.join(", ")
+                }
+            }
+            Ok(None) => "the directory cannot say (genesys profile only)".to_owned(),
+            Err(e) => format!("cannot ask: {e}"),
+        };
+        println!("  {permission:<32} {line}");
     }
 }
 
