@@ -4,12 +4,11 @@
 //! Authorization API for grants, the client's budget paced at 95 %.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use actix_web::{App, HttpServer, web};
+use actix_web::web;
 use jit_domain::Policy;
-use jit_genesys_standin::{Counts, GenesysStandIn, Settings, routes};
-use jit_scim::{ScimAuth, ScimClient, ScimConfig};
+use jit_genesys_standin::{Counts, GenesysStandIn, Settings};
+use jit_scim::{ScimClient, ScimConfig};
 use secrecy::SecretString;
 
 pub const CLIENT_ID: &str = "jit-broker-e2e";
@@ -49,13 +48,8 @@ impl Genesys {
         for role in roles {
             standin.add_role(role, &["*"]);
         }
-        let data = standin.clone();
-        let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(routes))
-            .workers(2)
-            .bind("127.0.0.1:0")
-            .expect("bind the Genesys stand-in");
-        let base = format!("http://{}", server.addrs()[0]);
-        let server = server.run();
+        let (base, server) =
+            jit_genesys_standin::serve(standin.clone()).expect("serve the stand-in");
         let handle = server.handle();
         tokio::spawn(server);
         Self {
@@ -65,31 +59,28 @@ impl Genesys {
         }
     }
 
-    /// The broker's client: grants through the Authorization API with the
-    /// divisions `policy` names, paced inside 300 requests a minute.
+    /// The broker's client, built as `serve` builds it from a config
+    /// pointing at this stand-in: grants through the Authorization API with
+    /// the divisions `policy` names, paced inside 300 requests a minute.
     pub fn client(&self, policy: &Policy) -> ScimClient {
-        self.scim_client()
-            .with_grant_divisions(jit_server::grant_divisions(policy))
+        let mut config = jit_server::config::Config::default();
+        self.configure(&mut config);
+        jit_server::directory_from_config(&config, policy).expect("Genesys client")
     }
 
     /// The same client before grants moved to the Authorization API: roles
-    /// by SCIM `PATCH`, holders from the role's users (for comparison).
+    /// by SCIM `PATCH` (for comparison), paced the same.
     pub fn scim_client(&self) -> ScimClient {
-        let url = |s: String| url::Url::parse(&s).expect("stand-in URL");
-        let pace = 300 * 19 / 20;
-        ScimClient::new(ScimConfig {
-            base_url: url(format!("{}/api/v2/scim/v2", self.base)),
-            users_path: "users".into(),
-            auth: ScimAuth::ClientCredentials {
-                token_url: url(format!("{}/oauth/token", self.base)),
-                client_id: CLIENT_ID.into(),
-                client_secret: SecretString::from(CLIENT_SECRET),
-            },
-            timeout: Duration::from_secs(5),
-            platform_api: Some(url(format!("{}/", self.base))),
-        })
-        .expect("Genesys client")
-        .with_budget(Arc::new(jit_app::Budget::per_minute(pace, pace / 60)))
+        let config = ScimConfig::genesys_at(
+            &self.base,
+            CLIENT_ID.into(),
+            SecretString::from(CLIENT_SECRET),
+        )
+        .expect("stand-in URL");
+        let pace = jit_genesys_standin::REQUESTS_PER_MINUTE * 19 / 20;
+        ScimClient::new(config)
+            .expect("Genesys client")
+            .with_budget(Arc::new(jit_app::Budget::per_minute(pace, pace / 60)))
     }
 
     /// Points a broker's config at this stand-in (the genesys profile) and

@@ -156,15 +156,10 @@ impl App {
             });
             let current = on_turn(turn, self.directory.find_user(user)).await?;
             report.directory_id = Some(current.id.clone());
-            let holds = current.holds(role);
+            let held = current.holding(role);
+            let holds = held.any;
             report.held.get_or_insert(holds);
-            // A role that should be held counts as held only in every
-            // division its grant covers; one that should not, in none.
-            let seen = match decision.should_hold() {
-                Some(true) => current.holds_fully(role),
-                _ => holds,
-            };
-            let Some(change) = decision.change(seen) else {
+            let Some(change) = decision.change_for(held) else {
                 self.record_in_sync(user, role, decision, holds).await?;
                 return Ok(report);
             };
@@ -188,12 +183,12 @@ impl App {
                 Some(user) => user,
                 None => on_turn(turn, self.directory.get_user(&current.id)).await?,
             };
-            let still_held = match change {
-                RoleChange::Add => after.holds_fully(role),
-                RoleChange::Remove => after.holds(role),
-            };
-            if still_held != (change == RoleChange::Add) {
-                return Err(ConvergeError::NotVerified { change, still_held });
+            let held_after = after.holding(role);
+            if !change.done(held_after) {
+                return Err(ConvergeError::NotVerified {
+                    change,
+                    still_held: change == RoleChange::Remove,
+                });
             }
             report.change = Some(change);
             self.record_change(user, role, decision, change, &current, &after)
@@ -201,7 +196,7 @@ impl App {
             // Time or another replica may have changed the answer while we wrote.
             let grants = self.store.grants_for(user, role).await?;
             if desired(&self.rules(), user, role, &grants, self.now())
-                .change(still_held)
+                .change_for(held_after)
                 .is_none()
             {
                 return Ok(report);

@@ -41,10 +41,42 @@ impl Desired {
 
     /// The difference between what the directory holds and what it should.
     pub fn change(self, holds: bool) -> Option<RoleChange> {
-        match (self.should_hold(), holds) {
-            (Some(true), false) => Some(RoleChange::Add),
-            (Some(false), true) => Some(RoleChange::Remove),
+        self.change_for(Holding {
+            any: holds,
+            fully: holds,
+        })
+    }
+
+    /// The same where a role is held per division (Genesys Cloud): a role
+    /// that should be held counts as held only in every division its grant
+    /// covers (so a partial holding is completed); one that should not, in
+    /// none.
+    pub fn change_for(self, held: Holding) -> Option<RoleChange> {
+        match self.should_hold() {
+            Some(true) if !held.fully => Some(RoleChange::Add),
+            Some(false) if held.any => Some(RoleChange::Remove),
             _ => None,
+        }
+    }
+}
+
+/// What the directory shows of one role on one user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Holding {
+    /// By a grant of the user's own, in some division.
+    pub any: bool,
+    /// In every division the role's grant covers (where the target knows
+    /// roles by name only, the same as `any`).
+    pub fully: bool,
+}
+
+impl RoleChange {
+    /// Whether a read-back shows the change made: an add in full, a
+    /// removal in every division.
+    pub fn done(self, after: Holding) -> bool {
+        match self {
+            Self::Add => after.fully,
+            Self::Remove => !after.any,
         }
     }
 }
@@ -178,5 +210,29 @@ mod tests {
             };
             prop_assert_eq!(d.change(after), None);
         }
+    }
+
+    #[test]
+    fn a_partial_holding_is_completed_and_removal_means_every_division() {
+        let grant = Desired::HeldByGrant {
+            grant: GrantId(uuid::Uuid::nil()),
+        };
+        let partial = Holding {
+            any: true,
+            fully: false,
+        };
+        assert_eq!(grant.change_for(partial), Some(RoleChange::Add));
+        assert_eq!(
+            Desired::Absent.change_for(partial),
+            Some(RoleChange::Remove)
+        );
+        assert!(!RoleChange::Add.done(partial));
+        assert!(!RoleChange::Remove.done(partial));
+        let none = Holding {
+            any: false,
+            fully: false,
+        };
+        assert!(RoleChange::Remove.done(none));
+        assert_eq!(Desired::Absent.change_for(none), None);
     }
 }

@@ -44,7 +44,7 @@ pub use approval::{
     ReviewRefusal, Verdict, longest_extension, validate_extension, validate_review_comment,
 };
 pub use decision::{Decision, Reason, TicketEvidence, decide, eligibility, ticket_ends_grant};
-pub use desired::{Desired, RoleChange, desired};
+pub use desired::{Desired, Holding, RoleChange, desired};
 pub use grant::{Grant, GrantId, Transition, TransitionError};
 pub use hint::{Hint, RelayedEvent, SubjectHint};
 pub use lifecycle::{EndReason, GrantState};
@@ -52,7 +52,7 @@ pub use names::{Invalid, Justification, RoleName, TicketId, UnknownName, UserNam
 pub use policy::{EmergencyRule, Policy, PolicyError, RequesterMatch, RolePolicy};
 pub use reconcile::{
     ConflictAlert, ConflictRule, FindingAction, FindingKind, FindingOutcome, Judgement,
-    PairHistory, SweepKind, SweepRules, judge, judge_group_grant,
+    PairHistory, SweepKind, SweepRules, judge, judge_disagreement, judge_group_grant,
 };
 pub use request::{
     FieldError, Given, GrantRequestForm, ValidGrantRequest, privileged_role, validate_grant_request,

@@ -198,6 +198,35 @@ pub fn judge_group_grant(
     }
 }
 
+/// SCIM's `roles` and the grants (Genesys's Authorization API, read again
+/// just now) about one user and role: `None` when they agree; a reported
+/// finding when they do not (the grants, not SCIM, decide any strip).
+pub fn judge_disagreement(
+    user: &UserName,
+    role: &RoleName,
+    scim_lists: bool,
+    grants_show: bool,
+) -> Option<Judgement> {
+    if scim_lists == grants_show {
+        return None;
+    }
+    let detail = if scim_lists {
+        format!(
+            "SCIM's roles lists `{role}` for {user}, but the Authorization API shows no grant of it in their own name (a group's grant, or a SCIM view that lags)"
+        )
+    } else {
+        format!(
+            "the Authorization API shows {user} holding `{role}` by a grant of their own, but SCIM's roles does not list it (a grant in another division?)"
+        )
+    };
+    Some(Judgement {
+        kind: FindingKind::DirectoryDisagreement,
+        action: FindingAction::Report,
+        detail,
+        conflict: None,
+    })
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Judgement {
     pub kind: FindingKind,
@@ -711,5 +740,22 @@ mod tests {
         assert!(
             reported.detail.contains("until go-live") && reported.detail.contains("no members")
         );
+    }
+
+    #[test]
+    fn scim_and_the_grants_disagreeing_is_reported_either_way() {
+        let (user, role) = (
+            UserName::parse("bob@example.com").unwrap(),
+            RoleName::parse("Master Admin").unwrap(),
+        );
+        assert_eq!(judge_disagreement(&user, &role, true, true), None);
+        assert_eq!(judge_disagreement(&user, &role, false, false), None);
+        for (scim, grants) in [(true, false), (false, true)] {
+            let j = judge_disagreement(&user, &role, scim, grants).unwrap();
+            assert_eq!(
+                (j.kind, j.action),
+                (FindingKind::DirectoryDisagreement, FindingAction::Report)
+            );
+        }
     }
 }

@@ -36,6 +36,23 @@ pub use org::{
     ScimRemoveTakes, Switches, User,
 };
 
+/// Serves `standin` on a free port of 127.0.0.1 (tests, benchmarks): its
+/// base URL, and the server to spawn.
+pub fn serve(
+    standin: actix_web::web::Data<GenesysStandIn>,
+) -> std::io::Result<(String, actix_web::dev::Server)> {
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(standin.clone())
+            .configure(routes)
+    })
+    .workers(2)
+    .disable_signals()
+    .bind("127.0.0.1:0")?;
+    let base = format!("http://{}", server.addrs()[0]);
+    Ok((base, server.run()))
+}
+
 /// The stand-in's clock: the tests' injected one, or the system's.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 

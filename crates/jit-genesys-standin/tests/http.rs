@@ -3,9 +3,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use actix_web::{App, HttpServer, web};
+use actix_web::web;
 use chrono::{DateTime, TimeDelta, Utc};
-use jit_genesys_standin::{ALL_DIVISIONS, GenesysStandIn, Settings, routes};
+use jit_genesys_standin::{ALL_DIVISIONS, GenesysStandIn, Settings};
 use serde_json::{Value, json};
 
 struct Running {
@@ -40,15 +40,10 @@ async fn spawn(settings: Settings) -> Running {
             "authorization:role:view",
         ],
     );
-    let data = standin.clone();
-    let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(routes))
-        .workers(1)
-        .bind("127.0.0.1:0")
-        .unwrap();
-    let addr = server.addrs()[0];
-    tokio::spawn(server.run());
+    let (base, server) = jit_genesys_standin::serve(standin.clone()).unwrap();
+    tokio::spawn(server);
     Running {
-        base: format!("http://{addr}"),
+        base,
         standin,
         now,
         http: reqwest::Client::new(),

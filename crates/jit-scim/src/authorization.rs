@@ -80,11 +80,11 @@ struct SubjectGrantsJson {
 }
 
 #[derive(Deserialize)]
-struct Page<T> {
+pub(crate) struct Page<T> {
     #[serde(default = "Vec::new")]
-    entities: Vec<T>,
+    pub(crate) entities: Vec<T>,
     #[serde(rename = "pageCount")]
-    page_count: Option<u64>,
+    pub(crate) page_count: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -234,16 +234,13 @@ impl ScimClient {
             return Ok((None, requests));
         };
         let mut resolved_again = false;
-        let mut subjects = Vec::new();
-        let mut page = 1;
-        loop {
-            let mut url =
-                self.platform_url(&format!("api/v2/authorization/roles/{id}/subjectgrants"))?;
-            url.query_pairs_mut()
-                .append_pair("pageSize", &PAGE.to_string())
-                .append_pair("pageNumber", &page.to_string());
-            requests += 1;
-            let answer = match self.send(Method::GET, url, |r| r).await {
+        let found = loop {
+            let path = format!("api/v2/authorization/roles/{id}/subjectgrants");
+            match self.all_pages::<SubjectGrantsJson>(&path, &[]).await {
+                Ok((found, pages)) => {
+                    requests += pages;
+                    break found;
+                }
                 // The role was re-created under a new id: its name once more.
                 Err(ScimError::Status {
                     status: StatusCode::NOT_FOUND,
@@ -251,19 +248,18 @@ impl ScimClient {
                 }) if !resolved_again => {
                     resolved_again = true;
                     self.forget_role_id(role);
-                    requests += 1;
+                    requests += 2; // the 404, and the name again
                     match self.resolve_role_id(role).await? {
                         Some(again) => id = again,
                         None => return Ok((None, requests)),
                     }
-                    (subjects, page) = (Vec::new(), 1);
-                    continue;
                 }
-                other => other?,
-            };
-            let found: Page<SubjectGrantsJson> = Self::json(answer).await?;
-            let done = found.entities.is_empty() || found.page_count.is_none_or(|n| page >= n);
-            subjects.extend(found.entities.into_iter().map(|s| RoleSubject {
+                Err(e) => return Err(e),
+            }
+        };
+        let subjects = found
+            .into_iter()
+            .map(|s| RoleSubject {
                 id: s.id,
                 name: s.name,
                 kind: if s.kind.eq_ignore_ascii_case("PC_GROUP") {
@@ -272,29 +268,38 @@ impl ScimClient {
                     SubjectKind::User
                 },
                 division_ids: s.divisions.into_iter().map(|d| d.id).collect(),
-            }));
-            if done {
-                return Ok((Some(subjects), requests));
-            }
-            page += 1;
-        }
+            })
+            .collect();
+        Ok((Some(subjects), requests))
     }
 
-    /// The names of the roles that carry `permission`, page by page.
+    /// The names of the roles that carry `permission`.
     pub async fn roles_with_permission(&self, permission: &str) -> Result<Vec<String>, ScimError> {
-        let mut names = Vec::new();
-        let mut page = 1;
+        let (roles, _) = self
+            .all_pages::<Named>("api/v2/authorization/roles", &[("permission", permission)])
+            .await?;
+        Ok(roles.into_iter().map(|r| r.name).collect())
+    }
+
+    /// Every entity of a Platform API listing, page by page (`pageSize`,
+    /// `pageNumber`, until `pageCount`), with the requests it took.
+    pub(crate) async fn all_pages<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<(Vec<T>, u64), ScimError> {
+        let (mut items, mut page) = (Vec::new(), 1u64);
         loop {
-            let mut url = self.platform_url("api/v2/authorization/roles")?;
+            let mut url = self.platform_url(path)?;
             url.query_pairs_mut()
-                .append_pair("permission", permission)
+                .extend_pairs(query)
                 .append_pair("pageSize", &PAGE.to_string())
                 .append_pair("pageNumber", &page.to_string());
-            let found: Page<Named> = Self::json(self.send(Method::GET, url, |r| r).await?).await?;
+            let found: Page<T> = Self::json(self.send(Method::GET, url, |r| r).await?).await?;
             let done = found.entities.is_empty() || found.page_count.is_none_or(|n| page >= n);
-            names.extend(found.entities.into_iter().map(|r| r.name));
+            items.extend(found.entities);
             if done {
-                return Ok(names);
+                return Ok((items, page));
             }
             page += 1;
         }
@@ -302,26 +307,12 @@ impl ScimClient {
 
     /// The user names of a group's members (who a group grant reaches).
     pub async fn group_members(&self, group_id: &str) -> Result<Vec<String>, ScimError> {
-        let mut members = Vec::new();
-        let mut page = 1;
-        loop {
-            let mut url = self.platform_url(&format!("api/v2/groups/{group_id}/members"))?;
-            url.query_pairs_mut()
-                .append_pair("pageSize", &PAGE.to_string())
-                .append_pair("pageNumber", &page.to_string());
-            let found: Page<Member> = Self::json(self.send(Method::GET, url, |r| r).await?).await?;
-            let done = found.entities.is_empty() || found.page_count.is_none_or(|n| page >= n);
-            members.extend(
-                found
-                    .entities
-                    .into_iter()
-                    .map(|m| m.username.or(m.email).unwrap_or(m.id)),
-            );
-            if done {
-                return Ok(members);
-            }
-            page += 1;
-        }
+        let path = format!("api/v2/groups/{group_id}/members");
+        let (members, _) = self.all_pages::<Member>(&path, &[]).await?;
+        Ok(members
+            .into_iter()
+            .map(|m| m.username.or(m.email).unwrap_or(m.id))
+            .collect())
     }
 }
 

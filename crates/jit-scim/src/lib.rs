@@ -136,6 +136,29 @@ pub struct ScimConfig {
 }
 
 impl ScimConfig {
+    /// Genesys Cloud's profile served from one base URL (a proxy or a
+    /// stand-in): SCIM at `<base>/api/v2/scim/v2`, the token at
+    /// `<base>/oauth/token`, the Platform API at `<base>/`.
+    pub fn genesys_at(
+        base: &str,
+        client_id: String,
+        client_secret: SecretString,
+    ) -> Result<Self, ScimError> {
+        let base = base.trim_end_matches('/');
+        let parse = |s: String| Url::parse(&s).map_err(|e| ScimError::Config(format!("{s}: {e}")));
+        Ok(Self {
+            base_url: parse(format!("{base}/api/v2/scim/v2"))?,
+            users_path: "users".into(),
+            auth: ScimAuth::ClientCredentials {
+                token_url: parse(format!("{base}/oauth/token"))?,
+                client_id,
+                client_secret,
+            },
+            timeout: Duration::from_secs(10),
+            platform_api: Some(parse(format!("{base}/"))?),
+        })
+    }
+
     /// Genesys Cloud's profile for a region domain such as `mypurecloud.ie`:
     /// both URLs derive from it (docs/genesys-cloud.md, "Endpoints and authentication").
     pub fn genesys(

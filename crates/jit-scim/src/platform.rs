@@ -2,20 +2,13 @@
 //! last login, and the OAuth clients with their roles. (A role's holders
 //! come from its subject grants: see `authorization`.)
 
+use crate::authorization::Page;
 use crate::{ScimClient, ScimError};
 use jit_app::OAuthClientRoles;
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
 use url::Url;
-
-#[derive(Deserialize)]
-struct PlatformPage<T> {
-    #[serde(default = "Vec::new")]
-    entities: Vec<T>,
-    #[serde(rename = "pageCount")]
-    page_count: Option<u64>,
-}
 
 #[derive(Deserialize)]
 struct PlatformRole {
@@ -47,28 +40,14 @@ impl ScimClient {
         if self.config.platform_api.is_none() {
             return Ok(None);
         }
-        let join = |path: &str| self.platform_url(path);
-        let mut role_names = std::collections::HashMap::new();
-        let mut page = 1;
-        loop {
-            let mut url = join("api/v2/authorization/roles")?;
-            url.query_pairs_mut()
-                .append_pair("pageSize", "100")
-                .append_pair("pageNumber", &page.to_string());
-            let roles: PlatformPage<PlatformRole> =
-                Self::json(self.send(Method::GET, url, |r| r).await?).await?;
-            let done = roles.entities.is_empty() || roles.page_count.is_none_or(|n| page >= n);
-            role_names.extend(roles.entities.into_iter().map(|r| (r.id, r.name)));
-            if done {
-                break;
-            }
-            page += 1;
-        }
-        let clients: PlatformPage<PlatformClient> = Self::json(
-            self.send(Method::GET, join("api/v2/oauth/clients")?, |r| r)
-                .await?,
-        )
-        .await?;
+        let (roles, _) = self
+            .all_pages::<PlatformRole>("api/v2/authorization/roles", &[])
+            .await?;
+        let role_names: std::collections::HashMap<String, String> =
+            roles.into_iter().map(|r| (r.id, r.name)).collect();
+        let url = self.platform_url("api/v2/oauth/clients")?;
+        let clients: Page<PlatformClient> =
+            Self::json(self.send(Method::GET, url, |r| r).await?).await?;
         Ok(Some(
             clients
                 .entities
@@ -141,7 +120,7 @@ impl ScimClient {
         url.query_pairs_mut()
             .append_pair("name", role)
             .append_pair("pageSize", "25");
-        let roles: PlatformPage<PlatformRole> =
+        let roles: Page<PlatformRole> =
             Self::json(self.send(Method::GET, url, |r| r).await?).await?;
         let id = roles
             .entities

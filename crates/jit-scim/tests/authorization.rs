@@ -1,31 +1,19 @@
 //! The Authorization API client against the Genesys Cloud stand-in.
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
 
-use std::time::Duration;
-
-use actix_web::{App, HttpServer, web};
+use actix_web::web;
 use jit_app::ProbeOutcome;
 use jit_domain::RoleChange;
-use jit_genesys_standin::{GenesysStandIn, Settings, routes};
+use jit_genesys_standin::{GenesysStandIn, Settings};
 use jit_scim::authorization::{ALL_DIVISIONS, SubjectKind};
-use jit_scim::{ScimAuth, ScimClient, ScimConfig};
+use jit_scim::{ScimClient, ScimConfig};
 use secrecy::SecretString;
-use url::Url;
 
 /// A client of the stand-in at `base` with these OAuth credentials.
 fn client_of(base: &str, id: &str, secret: &str) -> ScimClient {
-    let url = |s: String| Url::parse(&s).unwrap();
-    ScimClient::new(ScimConfig {
-        base_url: url(format!("{base}/api/v2/scim/v2")),
-        users_path: "users".into(),
-        auth: ScimAuth::ClientCredentials {
-            token_url: url(format!("{base}/oauth/token")),
-            client_id: id.into(),
-            client_secret: SecretString::from(secret.to_owned()),
-        },
-        timeout: Duration::from_secs(5),
-        platform_api: Some(url(format!("{base}/"))),
-    })
+    ScimClient::new(
+        ScimConfig::genesys_at(base, id.into(), SecretString::from(secret.to_owned())).unwrap(),
+    )
     .unwrap()
 }
 
@@ -46,13 +34,8 @@ async fn spawn() -> (web::Data<GenesysStandIn>, ScimClient, String) {
         "jit-broker",
         &jit_scim::doctor::needed_permissions(false),
     );
-    let data = standin.clone();
-    let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(routes))
-        .workers(1)
-        .bind("127.0.0.1:0")
-        .unwrap();
-    let base = format!("http://{}", server.addrs()[0]);
-    tokio::spawn(server.run());
+    let (base, server) = jit_genesys_standin::serve(standin.clone()).unwrap();
+    tokio::spawn(server);
     let client = client_of(&base, "broker", "broker-secret");
     (standin, client, base)
 }

@@ -290,8 +290,11 @@ pub(crate) fn directory_for(
     addr: std::net::SocketAddr,
 ) -> anyhow::Result<(Arc<dyn Directory>, Option<SharedBudget>)> {
     if dev {
-        let sandbox = crate::sandbox::genesys_client(addr, policy)?;
-        return Ok((Arc::new(sandbox), None));
+        let sandbox = Config {
+            scim: crate::sandbox::genesys_settings(addr),
+            ..Config::default()
+        };
+        return Ok((Arc::new(directory_from_config(&sandbox, policy)?), None));
     }
     let client = directory_from_config(config, policy)?;
     let shared = (config.scim.replicas == 0 && client.budget().pace_per_minute().is_some())

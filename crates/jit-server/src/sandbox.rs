@@ -8,14 +8,11 @@
 //! stands is at `GET /sandbox/genesys/org`.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{HttpResponse, web};
 use jit_domain::Policy;
 use jit_genesys_standin::{ALL_DIVISIONS, GenesysStandIn, Settings};
-use jit_scim::{ScimAuth, ScimClient, ScimConfig};
 use secrecy::SecretString;
 use serde_json::json;
 
@@ -101,24 +98,19 @@ pub fn genesys_seeded(policy: &Policy, addr: std::net::SocketAddr) -> GenesysSta
     standin
 }
 
-/// The broker's client for the sandbox org, as the genesys profile builds
-/// one: OAuth client credentials, the Authorization API, 95 % of 300/min.
-pub fn genesys_client(addr: std::net::SocketAddr, policy: &Policy) -> anyhow::Result<ScimClient> {
+/// The `[scim]` settings that point the genesys profile at the sandbox org
+/// (the broker builds its client from them as from any configuration).
+pub fn genesys_settings(addr: std::net::SocketAddr) -> crate::config::ScimSettings {
     let base = format!("http://{addr}{BASE_PATH}");
-    let pace = jit_genesys_standin::REQUESTS_PER_MINUTE * 19 / 20;
-    Ok(ScimClient::new(ScimConfig {
-        base_url: url::Url::parse(&format!("{base}/api/v2/scim/v2"))?,
-        users_path: "users".into(),
-        auth: ScimAuth::ClientCredentials {
-            token_url: url::Url::parse(&format!("{base}/oauth/token"))?,
-            client_id: CLIENT_ID.into(),
-            client_secret: SecretString::from(CLIENT_SECRET),
-        },
-        timeout: Duration::from_secs(5),
-        platform_api: Some(url::Url::parse(&format!("{base}/"))?),
-    })?
-    .with_budget(Arc::new(jit_app::Budget::per_minute(pace, pace / 60)))
-    .with_grant_divisions(crate::adapters::grant_divisions(policy)))
+    crate::config::ScimSettings {
+        profile: crate::config::ScimProfile::Genesys,
+        base_url: Some(format!("{base}/api/v2/scim/v2")),
+        token_url: Some(format!("{base}/oauth/token")),
+        platform_url: Some(format!("{base}/")),
+        client_id: Some(CLIENT_ID.into()),
+        client_secret: Some(SecretString::from(CLIENT_SECRET)),
+        ..crate::config::ScimSettings::default()
+    }
 }
 
 /// The stand-in's Genesys paths under [`BASE_PATH`], and the org view.

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use jit_domain::{RoleChange, RoleName, UserName};
+use jit_domain::{Holding, RoleChange, RoleName, UserName};
 use serde::Serialize;
 
 /// A user as the directory holds them, with the roles it lists.
@@ -41,9 +41,13 @@ impl DirectoryUser {
         self.roles.iter().any(|r| r == role.as_str())
     }
 
-    /// Held in every division a grant of the role covers.
-    pub fn holds_fully(&self, role: &RoleName) -> bool {
-        self.holds(role) && !self.partial.iter().any(|r| r == role.as_str())
+    /// What this read shows of `role`.
+    pub fn holding(&self, role: &RoleName) -> Holding {
+        let any = self.holds(role);
+        Holding {
+            any,
+            fully: any && !self.partial.iter().any(|r| r == role.as_str()),
+        }
     }
 }
 

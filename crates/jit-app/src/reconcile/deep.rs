@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use jit_domain::{FindingAction, FindingKind, FindingOutcome, Judgement, RoleName, UserName};
+use jit_domain::{
+    FindingAction, FindingKind, FindingOutcome, Judgement, RoleName, UserName, judge_disagreement,
+};
 
 use super::{HoldersByRole, ReconcileConfig};
 use crate::app::App;
@@ -57,14 +59,13 @@ impl App {
                         .entry(role.clone())
                         .or_default()
                         .insert(user_name.clone());
-                    let findings = run.findings;
-                    self.examine(run, &user_name, &role, config, limiter)
+                    let found = self
+                        .examine(run, &user_name, &role, config, limiter)
                         .await?;
-                    // A finding means converge read the grants and saw the
-                    // role held: the grants agree with SCIM about this pair.
-                    if run.findings > findings
-                        && let Some(by_grants) = by_grants.as_mut()
-                    {
+                    // A finding: the pair was judged held (a strip's converge
+                    // read the grants; a report is kept as it is), so it is
+                    // not a disagreement between SCIM and the grants.
+                    if found && let Some(by_grants) = by_grants.as_mut() {
                         by_grants.entry(role.clone()).or_default().insert(user_name);
                     }
                 }
@@ -139,24 +140,10 @@ impl App {
                     Err(AppError::Directory(DirectoryError::UserNotFound(_))) => continue,
                     Err(e) => return Err(e),
                 };
-                let scim_lists = listed.contains(user);
-                if holds == scim_lists {
-                    continue; // they agree now: the pair changed during the sweep
-                }
-                let detail = if scim_lists {
-                    format!(
-                        "SCIM's roles lists `{role}` for {user}, but the Authorization API shows no grant of it in their own name (a group's grant, or a SCIM view that lags)"
-                    )
-                } else {
-                    format!(
-                        "the Authorization API shows {user} holding `{role}` by a grant of their own, but SCIM's roles does not list it (a grant in another division?)"
-                    )
-                };
-                let judgement = Judgement {
-                    kind: FindingKind::DirectoryDisagreement,
-                    action: FindingAction::Report,
-                    detail,
-                    conflict: None,
+                // Equal now: the pair changed during the sweep.
+                let Some(judgement) = judge_disagreement(user, role, listed.contains(user), holds)
+                else {
+                    continue;
                 };
                 self.record_finding(
                     run,

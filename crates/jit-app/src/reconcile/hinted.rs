@@ -48,7 +48,10 @@ impl App {
             Ok(name) => {
                 let mut examined = Ok(());
                 for role in &roles {
-                    examined = self.examine(&mut run, &name, role, config, &limiter).await;
+                    examined = self
+                        .examine(&mut run, &name, role, config, &limiter)
+                        .await
+                        .map(|_| ());
                     if examined.is_err() {
                         break;
                     }

@@ -279,6 +279,8 @@ impl App {
         }
     }
 
+    /// Judges one held pair and acts on it; `true` when a finding was
+    /// recorded (a strip converge found the role held for, or a report).
     async fn examine(
         &self,
         run: &mut ReconcileRun,
@@ -286,7 +288,7 @@ impl App {
         role: &RoleName,
         config: &ReconcileConfig,
         limiter: &governor::DefaultDirectRateLimiter,
-    ) -> Result<(), AppError> {
+    ) -> Result<bool, AppError> {
         let grants = self
             .store
             .grants(&GrantFilter {
@@ -310,7 +312,7 @@ impl App {
             &config.rules,
             now,
         ) else {
-            return Ok(());
+            return Ok(false);
         };
         let action = match (judgement.action, run.dry_run) {
             (FindingAction::Report, _) => FindingOutcome::Reported,
@@ -334,7 +336,7 @@ impl App {
                     }
                     // A grant covers it now (activated during the sweep), or
                     // it was already gone: no finding.
-                    Ok(_) => return Ok(()),
+                    Ok(_) => return Ok(false),
                     Err(e) => {
                         tracing::warn!(%user, %role, error = %e, "reconcile: could not strip");
                         run.errors += 1;
@@ -344,7 +346,8 @@ impl App {
             }
         };
         self.record_finding(run, user.as_str(), role, &judgement, action)
-            .await
+            .await?;
+        Ok(true)
     }
 
     /// One finding: its row and its audit event, in one transaction. A
