@@ -483,8 +483,12 @@ async fn a_forged_malformed_or_replayed_event_writes_nothing_and_strips_nothing(
     .await;
     let url = format!("{}/webhooks/genesys/events", app.base);
     let header = jit_server::config::EventsSettings::default().header;
-    let event =
-        jit_genesys_standin::relay::grants_changed(&bob, false, "admin-ui", chrono::Utc::now());
+    let event = jit_genesys_standin::relay::audited(
+        &bob,
+        false,
+        serde_json::json!({"id": "forged-1", "entityType": "User", "entity": {"id": bob}}),
+        chrono::Utc::now(),
+    );
     let post = |secret: &str, body: String| {
         app.http
             .post(&url)

@@ -13,11 +13,15 @@
 //! - The Authorization API: a subject's grants, bulk add and remove, a role's
 //!   subject grants, role users, roles and divisions; group members; a user's
 //!   last token; the OAuth clients.
+//! - The audit trail: every grant change, and whatever a test records, by
+//!   the realtime query (recent past, pages by number) or the asynchronous
+//!   one (polled, pages by cursor); an action can arrive late.
 //!
 //! Where Genesys is silent (which division a SCIM role add lands in, what a
 //! SCIM remove takes), [`Switches`] choose, so that the broker can be tested
 //! to be right either way.
 
+pub mod audit;
 mod http;
 pub mod org;
 pub mod relay;
@@ -71,6 +75,8 @@ pub struct Settings {
     /// How many of them may come at once; then they refill evenly over the minute.
     pub burst: u32,
     pub token_lifetime: TimeDelta,
+    /// Polls an asynchronous audit query answers Running before Succeeded.
+    pub audit_query_polls: u32,
 }
 
 impl Default for Settings {
@@ -82,6 +88,7 @@ impl Default for Settings {
             // limit is documented, so a minute's worth may come at once.
             burst: REQUESTS_PER_MINUTE,
             token_lifetime: TimeDelta::hours(24),
+            audit_query_polls: 1,
         }
     }
 }
@@ -100,6 +107,8 @@ pub struct Counts {
     pub scim_writes: AtomicU64,
     pub grant_reads: AtomicU64,
     pub grant_writes: AtomicU64,
+    /// Audit queries: realtime, asynchronous creates, polls and result pages.
+    pub audit_reads: AtomicU64,
     pub other: AtomicU64,
 }
 
@@ -128,6 +137,7 @@ pub struct GenesysStandIn {
     omitted: Mutex<BTreeSet<String>>,
     /// Where events go (Genesys's EventBridge forwarding), when set.
     relay: Mutex<Option<relay::Relay>>,
+    trail: Mutex<audit::Trail>,
     pub counts: Counts,
 }
 
@@ -155,6 +165,7 @@ impl GenesysStandIn {
             max_page_size: AtomicU64::new(500),
             omitted: Mutex::default(),
             relay: Mutex::default(),
+            trail: Mutex::default(),
             counts: Counts::default(),
         }
     }
@@ -290,16 +301,89 @@ impl GenesysStandIn {
         *self.relay.lock().unwrap_or_else(|e| e.into_inner()) = Some(relay);
     }
 
-    /// The audit event of a change to `subject`'s grants by `client`.
-    pub(crate) fn grants_changed(&self, subject: &str, client: &str) {
+    /// A change to `subject`'s grants by `client` (and the user `actor`
+    /// when a person made it): audited with the grants before and after,
+    /// and relayed when events are.
+    pub(crate) fn grants_changed(
+        &self,
+        subject: &str,
+        client: &str,
+        actor: Option<&str>,
+        before: BTreeSet<String>,
+    ) {
+        let (is_group, name, after) = {
+            let org = self.org();
+            let is_group = org.groups.contains_key(subject);
+            let name = if is_group {
+                org.groups.get(subject).map(|g| g.name.clone())
+            } else {
+                org.users.get(subject).map(|u| u.user_name.clone())
+            };
+            (is_group, name.unwrap_or_default(), org.grant_names(subject))
+        };
+        let action = audit::Action {
+            user: actor.map(str::to_owned),
+            client: client.to_owned(),
+            service: "Authorization".into(),
+            entity_type: if is_group { "Group" } else { "User" }.into(),
+            entity_id: subject.to_owned(),
+            entity_name: name,
+            action: "Update".into(),
+            at: None,
+            late_by: TimeDelta::zero(),
+            changes: vec![(
+                "grants".into(),
+                before.into_iter().collect(),
+                after.into_iter().collect(),
+            )],
+        };
+        let event = self.audit_event(action);
         let Some(to) = self.relay.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
             return;
         };
-        let is_group = self.org().groups.contains_key(subject);
-        relay::send(
-            &to,
-            relay::grants_changed(subject, is_group, client, self.now()),
-        );
+        relay::send(&to, relay::audited(subject, is_group, event, self.now()));
+    }
+
+    /// Puts an action in the audit trail; its event id.
+    pub fn record(&self, action: audit::Action) -> String {
+        self.audit_event(action)["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    fn audit_event(&self, action: audit::Action) -> serde_json::Value {
+        let at = action.at.unwrap_or_else(|| self.now());
+        let id = uuid::Uuid::new_v4().to_string();
+        let (user_name, client_name) = {
+            let org = self.org();
+            let user_name = action
+                .user
+                .as_ref()
+                .and_then(|u| org.users.get(u))
+                .map(|u| u.user_name.clone());
+            let client_name = org
+                .clients
+                .get(&action.client)
+                .map_or_else(|| action.client.clone(), |c| c.name.clone());
+            (user_name, client_name)
+        };
+        let event = audit::event_json(&id, &action, at, user_name.as_deref(), &client_name);
+        self.trail().records.push(audit::Record {
+            event: event.clone(),
+            at,
+            visible_at: at + action.late_by,
+            user: action.user,
+            client: action.client,
+            action: action.action,
+            entity_type: action.entity_type,
+            entity_id: action.entity_id,
+        });
+        event
+    }
+
+    pub(crate) fn trail(&self) -> MutexGuard<'_, audit::Trail> {
+        self.trail.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Answers pages of at most `n` (to make a short answer page).
@@ -350,7 +434,21 @@ impl GenesysStandIn {
 
     /// A grant made outside the broker (an admin by hand, Terraform, the IdP).
     pub fn grant(&self, subject: &str, role: &str, division: &str) {
+        self.grant_by(None, BY_HAND, subject, role, division);
+    }
+
+    /// A grant made outside the broker by the user `actor` (if a person)
+    /// through the OAuth client `client`, audited as such.
+    pub fn grant_by(
+        &self,
+        actor: Option<&str>,
+        client: &str,
+        subject: &str,
+        role: &str,
+        division: &str,
+    ) {
         let now = self.now();
+        let before = self.org().grant_names(subject);
         // Seeding with ids it has just made: a refusal is a bug in the test.
         let added = self
             .org()
@@ -358,7 +456,7 @@ impl GenesysStandIn {
         if let Err(refusal) = added {
             panic!("stand-in seed refused: {refusal:?}");
         }
-        self.grants_changed(subject, BY_HAND);
+        self.grants_changed(subject, client, actor, before);
     }
 
     pub fn home_division(&self) -> String {

@@ -198,6 +198,20 @@ impl Org {
             .collect()
     }
 
+    /// A subject's own grants as the audit trail names them: "role in division".
+    pub fn grant_names(&self, subject: &str) -> BTreeSet<String> {
+        self.grants_of(subject, false)
+            .into_iter()
+            .map(|g| {
+                let role = self
+                    .roles
+                    .get(&g.role)
+                    .map_or(g.role.as_str(), |r| r.name.as_str());
+                format!("{role} in {}", self.division_name(&g.division))
+            })
+            .collect()
+    }
+
     /// Every subject holding `role`, each with the divisions of its grants.
     pub fn subject_grants(&self, role: &str) -> BTreeMap<String, BTreeSet<String>> {
         let mut holders: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();

@@ -41,22 +41,13 @@ pub fn envelope(topic: &str, body: Value, at: DateTime<Utc>) -> Value {
     })
 }
 
-/// The audit event for a change of `subject`'s grants (a user or a group)
-/// made by `client` (an OAuth client id; the Admin UI's own when by hand).
-pub fn grants_changed(subject: &str, is_group: bool, client: &str, at: DateTime<Utc>) -> Value {
+/// The audit event for a change of `subject`'s grants (a user or a group),
+/// as the audit trail recorded it, on its audit topic.
+pub fn audited(subject: &str, is_group: bool, event: Value, at: DateTime<Utc>) -> Value {
     let entity_type = if is_group { "group" } else { "user" };
     envelope(
         &format!("v2.audits.entitytype.{entity_type}.entityid.{subject}"),
-        json!({
-            "id": uuid::Uuid::new_v4().to_string(),
-            "client": {"id": client},
-            "serviceName": "Authorization",
-            "eventDate": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            "action": "Update",
-            "entityType": if is_group { "Group" } else { "User" },
-            "entity": {"id": subject},
-            "status": "SUCCESS",
-        }),
+        event,
         at,
     )
 }

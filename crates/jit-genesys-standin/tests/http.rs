@@ -38,6 +38,7 @@ async fn spawn(settings: Settings) -> Running {
             "authorization:grant:add",
             "authorization:grant:delete",
             "authorization:role:view",
+            "audits:audit:view",
         ],
     );
     let (base, server) = jit_genesys_standin::serve(standin.clone()).unwrap();
@@ -75,6 +76,22 @@ impl Running {
             .await
             .unwrap();
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post_json(&self, token: &str, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    fn advance(&self, by: TimeDelta) {
+        *self.now.lock().unwrap() += by;
     }
 
     async fn post(&self, token: &str, path: &str, body: Value) -> u16 {
@@ -278,4 +295,171 @@ async fn tokens_expire_and_the_budget_answers_429() {
         .await
         .unwrap();
     assert_eq!(bad.status().as_u16(), 401);
+}
+
+fn interval(from: DateTime<Utc>, to: DateTime<Utc>) -> String {
+    format!("{}/{}", from.to_rfc3339(), to.to_rfc3339())
+}
+
+#[tokio::test]
+async fn the_audit_trail_answers_both_queries_with_paging_and_late_arrivals() {
+    use jit_genesys_standin::audit::Action;
+    let g = spawn(Settings {
+        audit_query_polls: 2,
+        ..Settings::default()
+    })
+    .await;
+    let alice = g.standin.add_user("alice@example.com");
+    let bob = g.standin.add_user("bob@example.com");
+    for n in 0..3 {
+        g.standin.record(Action::by(
+            &alice,
+            "Routing",
+            "Queue",
+            &format!("Queue {n}"),
+            "Update",
+        ));
+    }
+    g.standin
+        .record(Action::by(&bob, "Routing", "Queue", "Bob's", "Update"));
+    let late = g.standin.record(
+        Action::by(&alice, "Architect", "Flow", "Main IVR", "Publish")
+            .late_by(TimeDelta::minutes(5)),
+    );
+    let token = g.token().await;
+    let window = interval(t0() - TimeDelta::hours(1), t0() + TimeDelta::hours(1));
+    let by_alice = json!([{"property": "UserId", "value": alice}]);
+
+    // Realtime: pages by number; the late one is not there yet.
+    let (status, first) = g
+        .post_json(
+            &token,
+            "/api/v2/audits/query/realtime",
+            json!({"interval": window, "filters": by_alice, "pageNumber": 1, "pageSize": 2}),
+        )
+        .await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["total"], 3);
+    assert_eq!(first["pageCount"], 2);
+    assert_eq!(first["entities"][0]["entity"]["name"], "Queue 0");
+    assert_eq!(first["entities"][0]["user"]["name"], "alice@example.com");
+    assert_eq!(first["entities"][0]["client"]["id"], "admin-ui");
+
+    // Asynchronous: queued, running until polled enough, results by cursor.
+    g.advance(TimeDelta::minutes(6));
+    let (status, created) = g
+        .post_json(
+            &token,
+            "/api/v2/audits/query",
+            json!({"interval": window, "filters": by_alice}),
+        )
+        .await;
+    assert_eq!((status, created["state"].as_str()), (200, Some("Queued")));
+    let id = created["id"].as_str().unwrap();
+    let polls: Vec<String> = {
+        let mut states = Vec::new();
+        for _ in 0..3 {
+            let (_, p) = g.get(&token, &format!("/api/v2/audits/query/{id}")).await;
+            states.push(p["state"].as_str().unwrap().to_owned());
+        }
+        states
+    };
+    assert_eq!(polls, ["Running", "Running", "Succeeded"]);
+    let (_, page1) = g
+        .get(
+            &token,
+            &format!("/api/v2/audits/query/{id}/results?pageSize=3"),
+        )
+        .await;
+    let cursor = page1["cursor"].as_str().unwrap();
+    let (_, page2) = g
+        .get(
+            &token,
+            &format!("/api/v2/audits/query/{id}/results?pageSize=3&cursor={cursor}"),
+        )
+        .await;
+    assert!(page2.get("cursor").is_none(), "{page2}");
+    assert_eq!(
+        page2["entities"][0]["id"],
+        late.as_str(),
+        "the late arrival is there now"
+    );
+
+    // The documented refusals, and the permission.
+    for (body, why) in [
+        (json!({"filters": by_alice}), "interval is required"),
+        (
+            json!({"interval": window, "filters": [{"property": "Action", "value": "Update"}]}),
+            "needs an EntityType",
+        ),
+        (
+            json!({"interval": window, "filters": [{"property": "Colour", "value": "x"}]}),
+            "unknown filter",
+        ),
+    ] {
+        let (status, answer) = g
+            .post_json(&token, "/api/v2/audits/query/realtime", body)
+            .await;
+        assert_eq!(status, 400);
+        assert!(
+            answer["message"].as_str().unwrap().contains(why),
+            "{answer}"
+        );
+    }
+    let month = interval(t0() - TimeDelta::days(31), t0());
+    let (status, _) = g
+        .post_json(&token, "/api/v2/audits/query", json!({"interval": month}))
+        .await;
+    assert_eq!(status, 400, "more than 30 days");
+    g.standin
+        .add_client_with_permissions("nosy", "nosy-secret", "nosy", &["directory:user:view"]);
+    let answer: Value = g
+        .http
+        .post(format!("{}/oauth/token", g.base))
+        .basic_auth("nosy", Some("nosy-secret"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (status, _) = g
+        .post_json(
+            answer["access_token"].as_str().unwrap(),
+            "/api/v2/audits/query/realtime",
+            json!({"interval": window}),
+        )
+        .await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test]
+async fn a_grant_change_is_audited_with_who_and_the_grants_before_and_after() {
+    let g = spawn(Settings::default()).await;
+    let admin = g.standin.add_user("admin@example.com");
+    let alice = g.standin.add_user("alice@example.com");
+    let role = g.standin.add_role("Master Admin", &["*"]);
+    g.standin
+        .grant_by(Some(&admin), "terraform", &alice, &role, ALL_DIVISIONS);
+    let token = g.token().await;
+    let (_, found) = g
+        .post_json(
+            &token,
+            "/api/v2/audits/query/realtime",
+            json!({
+                "interval": interval(t0() - TimeDelta::hours(1), t0() + TimeDelta::hours(1)),
+                "filters": [{"property": "EntityType", "value": "User"}, {"property": "EntityId", "value": alice}],
+            }),
+        )
+        .await;
+    let event = &found["entities"][0];
+    assert_eq!(event["user"]["name"], "admin@example.com");
+    assert_eq!(event["client"]["id"], "terraform");
+    assert_eq!(event["serviceName"], "Authorization");
+    assert_eq!(event["propertyChanges"][0]["oldValues"], json!([]));
+    assert_eq!(
+        event["propertyChanges"][0]["newValues"],
+        json!(["Master Admin in All divisions"])
+    );
 }

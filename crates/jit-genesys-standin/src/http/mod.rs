@@ -64,7 +64,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/v2/authorization/divisions", web::get().to(divisions))
         .route("/api/v2/groups/{id}/members", web::get().to(group_members))
         .route("/api/v2/users/{id}", web::get().to(platform_user))
-        .route("/api/v2/oauth/clients", web::get().to(oauth_clients));
+        .route("/api/v2/oauth/clients", web::get().to(oauth_clients))
+        .route(
+            "/api/v2/audits/query/realtime",
+            web::post().to(audits::realtime),
+        )
+        .route("/api/v2/audits/query", web::post().to(audits::create))
+        .route("/api/v2/audits/query/{id}", web::get().to(audits::poll))
+        .route(
+            "/api/v2/audits/query/{id}/results",
+            web::get().to(audits::results),
+        );
 }
 
 // ------------------------------------------------------------------ answers
@@ -237,6 +247,7 @@ macro_rules! admit {
     };
 }
 
+mod audits;
 mod platform;
 mod scim;
 

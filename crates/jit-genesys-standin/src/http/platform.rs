@@ -144,10 +144,11 @@ pub(super) async fn bulk_add(
 ) -> HttpResponse {
     admit!(req, standin, grant_writes, GRANT_ADD);
     let now = standin.now();
+    let before = standin.org().grant_names(&id);
     // The org is unlocked before the event goes out.
     let written = standin.org().bulk_add(&id, &pairs(&body), now);
     match written {
-        Ok(()) => changed(&req, &standin, &id),
+        Ok(()) => changed(&req, &standin, &id, before),
         Err(r) => refusal(&r),
     }
 }
@@ -159,10 +160,11 @@ pub(super) async fn bulk_remove(
     body: web::Json<BulkGrants>,
 ) -> HttpResponse {
     admit!(req, standin, grant_writes, GRANT_DELETE);
+    let before = standin.org().grant_names(&id);
     // The org is unlocked before the event goes out.
     let written = standin.org().bulk_remove(&id, &pairs(&body));
     match written {
-        Ok(()) => changed(&req, &standin, &id),
+        Ok(()) => changed(&req, &standin, &id, before),
         Err(r) => refusal(&r),
     }
 }
@@ -175,10 +177,11 @@ pub(super) async fn grant_one(
     admit!(req, standin, grant_writes, GRANT_ADD);
     let (subject, division, role) = path.into_inner();
     let now = standin.now();
+    let before = standin.org().grant_names(&subject);
     // The org is unlocked before the event goes out.
     let written = standin.org().bulk_add(&subject, &[(role, division)], now);
     match written {
-        Ok(()) => changed(&req, &standin, &subject),
+        Ok(()) => changed(&req, &standin, &subject, before),
         Err(r) => refusal(&r),
     }
 }
@@ -190,10 +193,11 @@ pub(super) async fn revoke_one(
 ) -> HttpResponse {
     admit!(req, standin, grant_writes, GRANT_DELETE);
     let (subject, division, role) = path.into_inner();
+    let before = standin.org().grant_names(&subject);
     // The org is unlocked before the event goes out.
     let written = standin.org().bulk_remove(&subject, &[(role, division)]);
     match written {
-        Ok(()) => changed(&req, &standin, &subject),
+        Ok(()) => changed(&req, &standin, &subject, before),
         Err(r) => refusal(&r),
     }
 }
@@ -288,9 +292,14 @@ pub(super) async fn oauth_clients(req: HttpRequest, standin: Standin) -> HttpRes
     HttpResponse::Ok().json(json!({"entities": entities}))
 }
 
-/// A write went through: its audit event goes out (if events are relayed).
-fn changed(req: &HttpRequest, standin: &GenesysStandIn, subject: &str) -> HttpResponse {
+/// A write went through: it is audited (and relayed, if events are).
+fn changed(
+    req: &HttpRequest,
+    standin: &GenesysStandIn,
+    subject: &str,
+    before: std::collections::BTreeSet<String>,
+) -> HttpResponse {
     let client = caller(req, standin).unwrap_or_default();
-    standin.grants_changed(subject, &client);
+    standin.grants_changed(subject, &client, None, before);
     HttpResponse::NoContent().finish()
 }

@@ -174,6 +174,7 @@ pub(super) async fn scim_patch(
             current: etag(&user),
         });
     }
+    let before = org.grant_names(&user.id);
     let changes = match role_operations(&body) {
         Ok(c) => c,
         Err(r) => return refusal(&r),
@@ -196,6 +197,6 @@ pub(super) async fn scim_patch(
         .json(scim_user(&org, &user, &standin));
     drop(org);
     let client = caller(&req, &standin).unwrap_or_default();
-    standin.grants_changed(&user.id, &client);
+    standin.grants_changed(&user.id, &client, None, before);
     answer
 }
