@@ -414,7 +414,14 @@ async fn the_dev_sandbox_works_with_no_external_system() {
         .collect();
     assert_eq!(
         outcomes,
-        ["allowed", "allowed", "allowed", "not_probed", "not_probed"],
+        [
+            "allowed",
+            "allowed",
+            "allowed",
+            "not_probed",
+            "not_probed",
+            "allowed"
+        ],
         "{permissions}"
     );
     app.running.stop().await;

@@ -2,6 +2,7 @@
 #![allow(clippy::disallowed_methods)] // tests against the real server read the wall clock
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
 
+mod activity;
 mod api;
 mod audit;
 mod crash;

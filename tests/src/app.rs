@@ -166,11 +166,21 @@ impl Stack {
         directory: Arc<dyn Directory>,
         policy: Policy,
     ) -> Self {
+        let clock = Arc::new(ManualClock::new(t0()));
+        Self::with_clock(backend, directory, policy, clock).await
+    }
+
+    /// A stack on `clock` (shared with a stand-in that keeps the same time).
+    pub async fn with_clock(
+        backend: Backend,
+        directory: Arc<dyn Directory>,
+        policy: Policy,
+        clock: Arc<ManualClock>,
+    ) -> Self {
         let database_url = fresh_database(backend).await;
         let store = jit_store::open(&database_url, true, 5)
             .await
             .expect("open store");
-        let clock = Arc::new(ManualClock::new(t0()));
         let servicenow = ServiceNow::start().await;
         let tickets = Arc::new(servicenow.client(clock.clone()));
         let app = Arc::new(App::new(

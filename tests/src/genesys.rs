@@ -35,10 +35,17 @@ impl Genesys {
     /// A stand-in organisation with the broker's OAuth client, the home
     /// division and the roles `roles` (all permissions).
     pub async fn start(settings: Settings, roles: &[&str]) -> Self {
-        let standin = web::Data::new(GenesysStandIn::new(
-            settings,
-            GenesysStandIn::system_clock(),
-        ));
+        Self::start_with_clock(settings, roles, GenesysStandIn::system_clock()).await
+    }
+
+    /// The same, keeping the time of `clock` (a test's injected clock, so
+    /// that the audit trail and the broker agree on when things happened).
+    pub async fn start_with_clock(
+        settings: Settings,
+        roles: &[&str],
+        clock: jit_genesys_standin::Clock,
+    ) -> Self {
+        let standin = web::Data::new(GenesysStandIn::new(settings, clock));
         standin.add_client_with_permissions(
             CLIENT_ID,
             CLIENT_SECRET,

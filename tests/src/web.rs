@@ -226,6 +226,18 @@ pub async fn spawn_web_app_on(
     users: &[(&str, &[&str])],
     clock: Arc<dyn Clock>,
 ) -> WebApp {
+    spawn_web_app_with(backend, claims, users, clock, |_| {}).await
+}
+
+/// The same, with the config changed by `tweak` before the start (another
+/// directory, say).
+pub async fn spawn_web_app_with(
+    backend: Backend,
+    claims: Claims,
+    users: &[(&str, &[&str])],
+    clock: Arc<dyn Clock>,
+    tweak: impl FnOnce(&mut Config),
+) -> WebApp {
     let tenant = Tenant::new();
     for (name, roles) in users {
         tenant.create_user(name, roles).await;
@@ -233,7 +245,8 @@ pub async fn spawn_web_app_on(
     let oidc = OidcPeer::start_with(claims).expect("oidc-provider");
     let servicenow = ServiceNow::start().await;
     let database_url = fresh_database(backend).await;
-    let config = web_config(&database_url, &oidc, &servicenow, &tenant);
+    let mut config = web_config(&database_url, &oidc, &servicenow, &tenant);
+    tweak(&mut config);
     let running = jit_server::start(config, false, clock)
         .await
         .expect("start the broker with its web form");

@@ -37,6 +37,10 @@ pub struct App {
     /// The policy as sweeps and converge apply it: the catalogue, plus the
     /// org's roles found carrying a privileged permission (and when found).
     pub(crate) effective: std::sync::RwLock<(Arc<Policy>, Option<DateTime<Utc>>)>,
+    /// When a grant's activity is read after its role is removed.
+    pub activity_plan: jit_domain::PassPlan,
+    /// Wakes the activity collector when a removal schedules a pass.
+    pub activity_wake: Arc<tokio::sync::Notify>,
 }
 
 /// Who asks for a grant, and through which door.
@@ -77,6 +81,8 @@ impl App {
             soc_group: String::new(),
             pair_locks: PairLocks::default(),
             effective: std::sync::RwLock::new((policy.clone(), None)),
+            activity_plan: jit_domain::PassPlan::default(),
+            activity_wake: Arc::default(),
             policy,
         }
     }

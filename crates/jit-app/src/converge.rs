@@ -160,7 +160,8 @@ impl App {
             let holds = held.any;
             report.held.get_or_insert(holds);
             let Some(change) = decision.change_for(held) else {
-                self.record_in_sync(user, role, decision, holds).await?;
+                self.record_in_sync(user, role, decision, holds, &current.id)
+                    .await?;
                 return Ok(report);
             };
             let answered =
@@ -210,6 +211,7 @@ impl App {
         role: &RoleName,
         decision: Desired,
         holds: bool,
+        directory_id: &str,
     ) -> Result<(), StoreError> {
         let now = self.now();
         match decision {
@@ -222,8 +224,11 @@ impl App {
                 let mark = GrantMark::RoleRemoved {
                     user: user.clone(),
                     role: role.clone(),
+                    activity: self.activity_schedule(directory_id, now),
                 };
-                self.store.mark(&mark, now, None).await
+                self.store.mark(&mark, now, None).await?;
+                self.activity_wake.notify_one();
+                Ok(())
             }
             _ => Ok(()),
         }
@@ -252,6 +257,7 @@ impl App {
                 Some(GrantMark::RoleRemoved {
                     user: user.clone(),
                     role: role.clone(),
+                    activity: self.activity_schedule(&before.id, now),
                 }),
             ),
         };
@@ -267,7 +273,11 @@ impl App {
             }),
         };
         match mark {
-            Some(mark) => self.store.mark(&mark, now, Some(audit)).await,
+            Some(mark) => {
+                self.store.mark(&mark, now, Some(audit)).await?;
+                self.activity_wake.notify_one();
+                Ok(())
+            }
             None => self.store.append_audit(audit).await,
         }
     }

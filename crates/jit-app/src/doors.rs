@@ -81,6 +81,28 @@ impl App {
         Ok(grant)
     }
 
+    /// What was done with a grant's privilege, as collected so far; for
+    /// whoever may see the grant.
+    pub async fn view_activity(
+        &self,
+        caller: &Caller,
+        id: GrantId,
+    ) -> Result<crate::Activity, AppError> {
+        self.view_grant(caller, id).await?;
+        self.grant_activity(id).await
+    }
+
+    /// Reads a live grant's activity now (one audit query in the report
+    /// lane); for whoever may see the grant.
+    pub async fn look_at_activity_as(
+        &self,
+        caller: &Caller,
+        id: GrantId,
+    ) -> Result<crate::Activity, AppError> {
+        self.view_grant(caller, id).await?;
+        self.look_at_activity(&caller.actor(), id).await
+    }
+
     /// Grants newest first; a person (not in the SOC) sees only their own.
     pub async fn list_grants(
         &self,

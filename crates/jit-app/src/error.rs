@@ -18,6 +18,9 @@ pub enum AppError {
     Busy(String),
     #[error("{0}")]
     NotFound(String),
+    /// Not in this state (e.g. activity on demand for a grant not held now).
+    #[error("{0}")]
+    NotNow(String),
     #[error("the directory failed: {0}")]
     Directory(DirectoryError),
     #[error("grant {0} not found")]

@@ -1,5 +1,6 @@
 //! jit-app: jit-broker's use cases, written once over the ports in [`ports`].
 
+pub mod activity;
 pub mod app;
 pub mod approvals;
 pub mod budget;
@@ -17,6 +18,7 @@ pub mod throttle;
 pub mod tickets;
 pub mod worker;
 
+pub use activity::Activity;
 pub use app::{App, Requester, SYSTEM_ACTOR};
 pub use approvals::Person;
 pub use budget::{Budget, Lane, Turn};

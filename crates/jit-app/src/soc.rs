@@ -83,16 +83,24 @@ impl App {
         report.accounts += 1;
         let now = self.now();
         let previous = self.store.last_login_seen(account).await?;
-        let alert = match (login_is_news(previous, login, now), login) {
+        let (alert, follow_up) = match (login_is_news(previous, login, now), login) {
             (true, Some(at)) => {
                 report.alerts += 1;
-                Some(self.login_alert(account, at, previous.flatten(), now).await)
+                let (alert, directory_id) =
+                    self.login_alert(account, at, previous.flatten(), now).await;
+                (Some(alert), directory_id.map(|id| (id, at)))
             }
-            _ => None,
+            _ => (None, None),
         };
         self.store
             .record_login_check(account, login, now, alert)
             .await?;
+        // What the account does from its login on is read later and mailed
+        // as a follow-up (the trail fills in after the fact).
+        if let Some((directory_id, at)) = follow_up {
+            self.schedule_login_activity(account, &directory_id, at)
+                .await?;
+        }
         Ok(())
     }
 
@@ -102,15 +110,16 @@ impl App {
         at: DateTime<Utc>,
         previous: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
-    ) -> NewAudit {
+    ) -> (NewAudit, Option<String>) {
         // What the account can do now; the alert goes out without it rather
         // than not at all.
-        let roles = match in_lane(Lane::Sweep, self.directory.find_user(account)).await {
-            Ok(user) => json!(user.roles),
-            Err(e) => json!(format!("unknown: {e}")),
-        };
+        let (roles, directory_id) =
+            match in_lane(Lane::Sweep, self.directory.find_user(account)).await {
+                Ok(user) => (json!(user.roles), Some(user.id)),
+                Err(e) => (json!(format!("unknown: {e}")), None),
+            };
         tracing::error!(%account, logged_in_at = %at, "break-glass account used");
-        NewAudit {
+        let alert = NewAudit {
             at: now,
             actor: SYSTEM_ACTOR.into(),
             kind: BREAK_GLASS_LOGIN,
@@ -120,7 +129,8 @@ impl App {
                 "user": account, "logged_in_at": at, "previous_login_at": previous,
                 "roles": roles,
             }),
-        }
+        };
+        (alert, directory_id)
     }
 
     /// The daily digest: open incidents (break-glass accounts and what they

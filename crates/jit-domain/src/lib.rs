@@ -24,6 +24,7 @@ macro_rules! snake_names {
 }
 
 pub mod access;
+pub mod activity;
 pub mod approval;
 pub mod decision;
 pub mod desired;
@@ -39,6 +40,7 @@ pub mod soc;
 pub mod ticket;
 
 pub use access::{AccessRefusal, Caller, MAX_DROP_REASON_CHARS, validate_drop_reason};
+pub use activity::{ActivityEvent, PassOutcome, PassPlan};
 pub use approval::{
     ExtensionForm, ExtensionOutcome, ExtensionRequest, ExtensionState, Review, ReviewOutcome,
     ReviewRefusal, Verdict, longest_extension, validate_extension, validate_review_comment,

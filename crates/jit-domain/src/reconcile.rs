@@ -176,6 +176,7 @@ pub fn judge_group_grant(
                 "group `{group}` holds `{role}` in divisions [{divisions}] ({who}); the policy marks the role report-only"
             ),
             conflict: None,
+            granted_by: None,
         };
     }
     match policy.group_exception(group) {
@@ -186,6 +187,7 @@ pub fn judge_group_grant(
                 "group `{group}` holds `{role}` in divisions [{divisions}] ({who}); the policy allows it: {reason}"
             ),
             conflict: None,
+            granted_by: None,
         },
         None => Judgement {
             kind: FindingKind::GroupGrant,
@@ -194,6 +196,7 @@ pub fn judge_group_grant(
                 "group `{group}` holds `{role}` in divisions [{divisions}], so its {who} hold it without a grant"
             ),
             conflict: None,
+            granted_by: None,
         },
     }
 }
@@ -224,6 +227,7 @@ pub fn judge_disagreement(
         action: FindingAction::Report,
         detail,
         conflict: None,
+        granted_by: None,
     })
 }
 
@@ -235,6 +239,9 @@ pub struct Judgement {
     /// Set on the sweep that first sees a conflicting-writer pattern: the SOC
     /// is told once per pattern, not on every sweep.
     pub conflict: Option<ConflictAlert>,
+    /// Who granted the role, where the target's audit trail says (set by
+    /// the caller after a read; never a reason to act).
+    pub granted_by: Option<String>,
 }
 
 /// When a role coming back is a pattern rather than a one-off, and how long
@@ -341,6 +348,7 @@ pub fn judge(
             },
             detail,
             conflict: None,
+            granted_by: None,
         })
     };
     match desired(policy, user, role, grants, now) {
@@ -350,6 +358,7 @@ pub fn judge(
             action: FindingAction::Report,
             detail: format!("break-glass account `{user}` holds `{role}`"),
             conflict: None,
+            granted_by: None,
         }),
         Desired::Absent => {
             let last = grants

@@ -63,6 +63,12 @@ pub fn soc_notice(kind: &str, data: &Value) -> Option<Severity> {
         "grant_approved" | "grant_denied" => Some(Severity::P3),
         "grant_cancelled" if data["from"] == "pending_approval" => Some(Severity::P3),
         "extension_requested" | "extension_approved" | "extension_denied" => Some(Severity::P3),
+        // What was done with a grant: the preliminary record when the role
+        // is removed, and a final pass only when it found more. A
+        // break-glass account's actions follow its P1 login.
+        "activity_collected" if data["pass"] == 0 => Some(Severity::P3),
+        "activity_amended" => Some(Severity::P3),
+        "break_glass_activity" => Some(Severity::P2),
         _ => None,
     }
 }

@@ -26,6 +26,10 @@ pub const NEEDED: &[(&str, &str)] = &[
         "remove grants (expiry, strips)",
         "authorization:grant:delete",
     ),
+    (
+        "read the audit trail (what a grant was used for, who granted a stripped role)",
+        "audits:audit:view",
+    ),
 ];
 
 pub const OAUTH_CLIENTS: (&str, &str) = ("report OAuth clients (deep sweep)", "oauth:client:view");
@@ -76,6 +80,24 @@ impl ScimClient {
         probes.push(probe(NEEDED[2], self.read(roles).await.0));
         probes.push(probe(NEEDED[3], Outcome::NotProbed));
         probes.push(probe(NEEDED[4], Outcome::NotProbed));
+        // An asynchronous query that does not exist: 404 once the
+        // permission is checked, 403 without it; nothing is queried.
+        let outcome = match self.platform_url("api/v2/audits/query/jit-broker-doctor-probe") {
+            Ok(url) => match self.send(Method::GET, url, |r| r).await {
+                Ok(_)
+                | Err(ScimError::Status {
+                    status: StatusCode::NOT_FOUND,
+                    ..
+                }) => Outcome::Allowed,
+                Err(ScimError::Status {
+                    status: StatusCode::FORBIDDEN,
+                    ..
+                }) => Outcome::Missing,
+                Err(e) => Outcome::Failed(e.to_string()),
+            },
+            Err(e) => Outcome::Failed(e.to_string()),
+        };
+        probes.push(probe(NEEDED[5], outcome));
         if oauth_clients {
             let url = self.platform_url("api/v2/oauth/clients").ok();
             probes.push(probe(OAUTH_CLIENTS, self.read(url).await.0));

@@ -3,6 +3,7 @@
 //! token cache, one-role PATCH guarded by `If-Match`, read-back, and errors
 //! sorted into transient and permanent.
 
+mod audits;
 pub mod authorization;
 pub mod doctor;
 mod grants;
@@ -13,10 +14,11 @@ mod transport;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use jit_app::{
     Budget, Directory, DirectoryError, DirectoryPage, DirectoryUser, OAuthClientRoles, RoleHolders,
 };
-use jit_domain::{RoleChange, RoleName, UserName};
+use jit_domain::{ActivityEvent, RoleChange, RoleName, UserName};
 
 pub use grants::GrantDivisions;
 use reqwest::{Method, StatusCode};
@@ -308,6 +310,43 @@ impl Directory for ScimClient {
 
     fn holders_are_grants(&self) -> bool {
         self.grant_divisions.is_some()
+    }
+
+    fn has_audit_trail(&self) -> bool {
+        self.config.platform_api.is_some() && self.own_client_id().is_some()
+    }
+
+    async fn activity(
+        &self,
+        user_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Vec<ActivityEvent>>, DirectoryError> {
+        if !Directory::has_audit_trail(self) {
+            return Ok(None);
+        }
+        let events = self
+            .audit_events(&[("UserId", user_id)], from, to, now)
+            .await?;
+        Ok(Some(jit_domain::activity::not_by_client(
+            events,
+            self.own_client_id(),
+        )))
+    }
+
+    async fn grant_changes(
+        &self,
+        user_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Vec<ActivityEvent>>, DirectoryError> {
+        if !Directory::has_audit_trail(self) {
+            return Ok(None);
+        }
+        let filters = [("EntityType", "User"), ("EntityId", user_id)];
+        Ok(Some(self.audit_events(&filters, from, to, now).await?))
     }
 
     async fn probe_permissions(

@@ -145,6 +145,7 @@ async fn the_doctor_names_the_feature_a_missing_permission_breaks() {
             ("authorization:role:view", ProbeOutcome::Missing),
             ("authorization:grant:add", ProbeOutcome::NotProbed),
             ("authorization:grant:delete", ProbeOutcome::NotProbed),
+            ("audits:audit:view", ProbeOutcome::Allowed),
             ("oauth:client:view", ProbeOutcome::Allowed),
         ]
     );

@@ -121,6 +121,16 @@ pub(crate) fn start(
             }))
         });
     }
+    // What each grant's privilege was used for, read from the target's
+    // audit trail after the removal (only where it keeps one).
+    if app.directory.has_audit_trail() {
+        let (app, me) = (app.clone(), owner.to_owned());
+        background.spawn(move |stop| {
+            tokio::spawn(app.collect_activity(me, async {
+                let _ = stop.await;
+            }))
+        });
+    }
     if let Some((gate, hints)) = crate::adapters::events_for(config, dev)? {
         let (app, me, reconcile) = (
             app.clone(),

@@ -110,6 +110,7 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
     app.revocation_slo =
         chrono::TimeDelta::seconds(i64::try_from(config.notify.revocation_slo_secs).unwrap_or(60));
     app.soc_group = config.web.soc_group.clone();
+    app.activity_plan = config.activity.plan()?;
     let app = Arc::new(app);
     let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
     let reconcile = config.reconciler.to_reconcile_config();

@@ -85,6 +85,7 @@ pub(crate) async fn hand_back(app: &App, owner: &str) {
             job_ids = ?released.job_ids,
             outbox = released.outbox,
             leases = released.leases,
+            activity = released.activity,
             "leases handed back"
         ),
         Err(e) => {

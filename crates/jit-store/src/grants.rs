@@ -318,7 +318,7 @@ macro_rules! grant_store {
                     )
                     .bind(ms(at))
                     .bind(id.to_string()),
-                    GrantMark::RoleRemoved { user, role } => sqlx::query(
+                    GrantMark::RoleRemoved { user, role, .. } => sqlx::query(
                         "UPDATE grants SET role_removed_at = $1 \
                          WHERE user_name = $2 AND role = $3 AND state = 'ended' AND role_removed_at IS NULL",
                     )
@@ -330,6 +330,20 @@ macro_rules! grant_store {
                         .bind(id.to_string()),
                 };
                 q.execute(&mut *tx).await.map_err(db)?;
+                if let GrantMark::RoleRemoved { user, role, activity: Some(activity) } = mark {
+                    for (pass, due) in &activity.passes {
+                        sqlx::query(crate::activity::SCHEDULE_FOR_REMOVED_SQL)
+                            .bind(i64::from(*pass))
+                            .bind(&activity.directory_id)
+                            .bind(ms(at))
+                            .bind(ms(*due))
+                            .bind(user.as_str())
+                            .bind(role.as_str())
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db)?;
+                    }
+                }
                 if let Some(audit) = audit {
                     Self::append_audit_in(&mut tx, &audit).await?;
                 }

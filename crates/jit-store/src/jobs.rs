@@ -154,6 +154,8 @@ macro_rules! job_store {
                     (&mut released.outbox, "UPDATE outbox SET lease_owner = NULL, lease_until = NULL \
                       WHERE status = 'pending' AND lease_owner = $1"),
                     (&mut released.leases, "DELETE FROM leases WHERE owner = $1"),
+                    (&mut released.activity, "UPDATE activity_passes SET lease_owner = NULL, lease_until = NULL \
+                      WHERE status = 'pending' AND lease_owner = $1"),
                 ] {
                     *count = sqlx::query(sql)
                         .bind(owner)

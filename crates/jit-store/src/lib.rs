@@ -6,6 +6,7 @@
 //! backends: the query texts are the same (`$N` placeholders work on both);
 //! only the claim locking clause (jobs, outbox) and the audit-chain lock differ.
 
+mod activity;
 mod audit;
 mod chain;
 mod deliveries;

@@ -47,7 +47,9 @@ impl From<AppError> for WebError {
     fn from(e: AppError) -> Self {
         match e {
             AppError::GrantNotFound(_) | AppError::NotFound(_) => Self::NotFound(e.to_string()),
-            AppError::Conflict(_) | AppError::Busy(_) => Self::Conflict(e.to_string()),
+            AppError::Conflict(_) | AppError::Busy(_) | AppError::NotNow(_) => {
+                Self::Conflict(e.to_string())
+            }
             AppError::Store(StoreError::Duplicate(what)) => Self::Conflict(what),
             AppError::Refused(r) if r.is_forbidden() => Self::Forbidden(r.message),
             AppError::Refused(r) => Self::Conflict(r.message),

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use jit_domain::{Holding, RoleChange, RoleName, UserName};
+use jit_domain::{ActivityEvent, Holding, RoleChange, RoleName, UserName};
 use serde::Serialize;
 
 /// A user as the directory holds them, with the roles it lists.
@@ -199,6 +199,38 @@ pub trait Directory: Send + Sync {
         user: &UserName,
     ) -> Result<Option<Option<DateTime<Utc>>>, DirectoryError> {
         let _ = user;
+        Ok(None)
+    }
+    /// Whether the target keeps an audit trail the broker can read (Genesys
+    /// Cloud's audit API): then a grant's activity is collected.
+    fn has_audit_trail(&self) -> bool {
+        false
+    }
+    /// What the user with directory id `user_id` did from `from` to `to`,
+    /// as the target's audit trail has it by `now`, without the broker's own
+    /// client's writes; `None` where the target keeps no trail.
+    async fn activity(
+        &self,
+        user_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Vec<ActivityEvent>>, DirectoryError> {
+        let _ = (user_id, from, to, now);
+        Ok(None)
+    }
+    /// The changes to the grants of the user with directory id `user_id`
+    /// from `from` to `to`, whoever made them (the broker's included): who
+    /// granted what, through which client. `None` where the target keeps no
+    /// trail.
+    async fn grant_changes(
+        &self,
+        user_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Vec<ActivityEvent>>, DirectoryError> {
+        let _ = (user_id, from, to, now);
         Ok(None)
     }
     /// The user whose `userName` is `user`.

@@ -135,10 +135,59 @@ pub struct GrantFilter {
 pub enum GrantMark {
     /// The role is present for this (active) grant.
     RoleAdded(GrantId),
-    /// The role is gone: every ended grant of the pair that lacks a removal time gets `at`.
-    RoleRemoved { user: UserName, role: RoleName },
+    /// The role is gone: every ended grant of the pair that lacks a removal
+    /// time gets `at`, and, with `activity`, the passes over its window.
+    RoleRemoved {
+        user: UserName,
+        role: RoleName,
+        activity: Option<ActivitySchedule>,
+    },
     /// A permanent failure applying this grant.
     Failed(GrantId, String),
+}
+
+/// When to read what a grant's user did while the role was held, scheduled
+/// with the removal that closes the window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivitySchedule {
+    /// The target's id of the user (the audit trail names users by id).
+    pub directory_id: String,
+    /// (pass number, due time); pass 0 is preliminary.
+    pub passes: Vec<(u32, DateTime<Utc>)>,
+}
+
+/// A pass over the audit trail to run: whose actions, over which window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivityPass {
+    /// A grant id, or `login:<user>:<ms>` for a break-glass login.
+    pub subject: String,
+    pub pass: u32,
+    pub grant: Option<GrantId>,
+    pub user: String,
+    pub directory_id: String,
+    pub from: DateTime<Utc>,
+    /// `None`: up to when the pass runs.
+    pub to: Option<DateTime<Utc>>,
+    pub due: DateTime<Utc>,
+}
+
+/// A claimed pass: its row id and how often it was tried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedPass {
+    pub id: i64,
+    pub attempts: u32,
+    pub pass: ActivityPass,
+}
+
+/// A pass as the grant page shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PassRecord {
+    pub pass: u32,
+    /// `pending`, `done` or `failed`.
+    pub status: String,
+    pub due_at: DateTime<Utc>,
+    pub done_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
 }
 
 /// The store, one trait per aggregate (each has its own file in jit-store).
@@ -156,6 +205,7 @@ pub trait Store:
     + HealthStore
     + SessionStore
     + ExtensionStore
+    + ActivityStore
 {
 }
 
@@ -172,6 +222,7 @@ impl<T> Store for T where
         + HealthStore
         + SessionStore
         + ExtensionStore
+        + ActivityStore
         + ?Sized
 {
 }
@@ -285,6 +336,7 @@ pub struct Released {
     pub job_ids: Vec<i64>,
     pub outbox: u64,
     pub leases: u64,
+    pub activity: u64,
 }
 
 /// Reconciler runs, their findings, and the lease that makes sweeps exclusive.
@@ -485,4 +537,56 @@ pub trait ExtensionStore: Send + Sync {
         jobs: &[NewJob],
         audit: NewAudit,
     ) -> Result<bool, StoreError>;
+}
+
+/// What was done with a privilege: passes over the target's audit trail and
+/// the events they found, kept once each by the target's id.
+#[async_trait]
+pub trait ActivityStore: Send + Sync {
+    /// Adds passes (one already scheduled for the subject is kept as is).
+    async fn schedule_activity(
+        &self,
+        passes: &[ActivityPass],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Due passes, leased to `owner` until `lease_until`.
+    async fn claim_activity(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<ClaimedPass>, StoreError>;
+    /// The subject's events, oldest first.
+    async fn activity(&self, subject: &str) -> Result<Vec<jit_domain::ActivityEvent>, StoreError>;
+    async fn activity_passes(&self, subject: &str) -> Result<Vec<PassRecord>, StoreError>;
+    /// Keeps the events not kept yet, ends the claimed pass `done` (if
+    /// any: a look on demand has none) and appends `audit`, together.
+    async fn record_activity(
+        &self,
+        subject: &str,
+        done: Option<(i64, u32, &str)>,
+        events: &[jit_domain::ActivityEvent],
+        at: DateTime<Utc>,
+        audit: Option<NewAudit>,
+    ) -> Result<(), StoreError>;
+    /// Gives the claimed pass back, to run again at `next_at`.
+    async fn retry_activity(
+        &self,
+        id: i64,
+        owner: &str,
+        next_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), StoreError>;
+    /// Ends the claimed pass as failed, with `audit`.
+    async fn fail_activity(
+        &self,
+        id: i64,
+        owner: &str,
+        at: DateTime<Utc>,
+        error: &str,
+        audit: NewAudit,
+    ) -> Result<(), StoreError>;
+    /// When the next pass is due (or its lease ends).
+    async fn next_activity_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
 }

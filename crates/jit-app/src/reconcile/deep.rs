@@ -193,6 +193,7 @@ impl App {
                     action: FindingAction::Report,
                     detail,
                     conflict: None,
+                    granted_by: None,
                 };
                 self.record_finding(run, &who, &role, &judgement, FindingOutcome::Reported)
                     .await?;

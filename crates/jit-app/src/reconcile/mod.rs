@@ -314,6 +314,7 @@ impl App {
         ) else {
             return Ok(false);
         };
+        let mut directory_id = None;
         let action = match (judgement.action, run.dry_run) {
             (FindingAction::Report, _) => FindingOutcome::Reported,
             (FindingAction::StripAfter(at), _) => {
@@ -332,6 +333,7 @@ impl App {
                 match self.converge(user, role).await {
                     Ok(report) if report.change == Some(RoleChange::Remove) => {
                         run.actions += 1;
+                        directory_id = report.directory_id;
                         FindingOutcome::Removed
                     }
                     // A grant covers it now (activated during the sweep), or
@@ -345,9 +347,55 @@ impl App {
                 }
             }
         };
+        if !run.dry_run
+            && let Some(writer) = self.name_writer(user, role, directory_id, now).await
+        {
+            judgement.detail.push_str(&format!("; granted by {writer}"));
+            judgement.granted_by = Some(writer);
+        }
         self.record_finding(run, user.as_str(), role, &judgement, action)
             .await?;
         Ok(true)
+    }
+
+    /// Who gave `user` the role, as the target's audit trail of their
+    /// grants says (where it keeps one): "who through client C at T". A
+    /// name, never a reason to act; `None` when the trail cannot say.
+    async fn name_writer(
+        &self,
+        user: &UserName,
+        role: &RoleName,
+        directory_id: Option<String>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<String> {
+        if !self.directory.has_audit_trail() {
+            return None;
+        }
+        let read = async {
+            let id = match directory_id {
+                Some(id) => id,
+                None => self.directory.find_user(user).await?.id,
+            };
+            // The realtime query's reach, less a margin.
+            let since = now - chrono::TimeDelta::days(13);
+            self.directory.grant_changes(&id, since, now, now).await
+        };
+        match crate::budget::in_lane(crate::budget::Lane::Report, read).await {
+            Ok(Some(changes)) => {
+                jit_domain::activity::who_granted(&changes, role.as_str()).map(|e| {
+                    format!(
+                        "{} at {} (Genesys audit trail)",
+                        jit_domain::activity::writer_of(e),
+                        e.at.format("%Y-%m-%d %H:%M:%S UTC")
+                    )
+                })
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(%user, %role, error = %e, "could not read who granted the role");
+                None
+            }
+        }
     }
 
     /// One finding: its row and its audit event, in one transaction. A
@@ -378,6 +426,7 @@ impl App {
         let data = json!({
             "run": run.id, "user": who, "role": role, "kind": finding.kind,
             "action": action, "detail": detail, "dry_run": run.dry_run,
+            "granted_by": judgement.granted_by,
         });
         let audit = NewAudit {
             at: finding.at,
@@ -413,7 +462,7 @@ impl App {
                 ticket: None,
                 data: json!({
                     "kind": finding.kind, "user": who, "role": role, "detail": detail,
-                    "run": run.id, "sweep": run.kind,
+                    "run": run.id, "sweep": run.kind, "granted_by": judgement.granted_by,
                 }),
             },
         };

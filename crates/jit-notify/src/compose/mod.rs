@@ -6,6 +6,7 @@ use std::time::Duration;
 use jit_app::{AuditEvent, Notice};
 use jit_domain::{FindingOutcome, Severity, severity};
 
+mod activity;
 mod soc;
 use serde::Serialize;
 use serde_json::Value;
@@ -130,6 +131,9 @@ pub fn compose(notice: &Notice, slo: Duration) -> Composed {
         "incident_opened" | "incident_resolved" => ev.incident(&mut facts),
         "break_glass_login" => ev.break_glass_login(&mut facts),
         "soc_digest" => ev.soc_digest(&mut facts),
+        "activity_collected" | "activity_amended" | "break_glass_activity" => {
+            ev.activity(&mut facts)
+        }
         _ => ev.other(),
     };
     Composed {

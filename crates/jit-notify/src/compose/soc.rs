@@ -21,6 +21,9 @@ impl Event<'_> {
             format!("{} times within {window} s", text(&c["reappearances"])),
         ));
         facts.push(("Next strip".into(), text(&c["next_strip_at"])));
+        if let Some(writer) = self.d["granted_by"].as_str() {
+            facts.push(("Granted by".into(), writer.to_owned()));
+        }
         facts.push(("Run".into(), text(&self.d["run"])));
         words(
             "conflicting_writer",

@@ -80,7 +80,7 @@ impl From<AppError> for ApiError {
                 Self::TicketSystemUnavailable(format!("cannot check the change ticket: {why}"))
             }
             AppError::Store(StoreError::Duplicate(what)) => Self::Conflict(what),
-            AppError::Busy(what) => Self::Conflict(what),
+            AppError::Busy(what) | AppError::NotNow(what) => Self::Conflict(what),
             AppError::NotFound(what) => Self::NotFound(what),
             AppError::Access(AccessRefusal::NotFound) => Self::NotFound("grant not found".into()),
             AppError::Access(AccessRefusal::Forbidden { rule, message }) => {

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::body::{MAX_PAGE, parse_id};
 #[allow(unused_imports)] // named by the `utoipa::path` annotations
 use super::openapi::{
-    ErrorBody, ExtendRequest, ExtensionRequestedDoc, GrantDoc, GrantRequest, Page,
+    ActivityDoc, ErrorBody, ExtendRequest, ExtensionRequestedDoc, GrantDoc, GrantRequest, Page,
 };
 use super::{ApiError, ApiState, Caller, JsonBody};
 
@@ -208,4 +208,32 @@ pub(crate) async fn drop_grant(
         .await?;
     state.worker_wake.notify_one();
     Ok(HttpResponse::Ok().json(&grant))
+}
+
+#[utoipa::path(get, path = "/api/v1/grants/{id}/activity", tag = "grants", params(("id" = String, Path, description = "grant id (UUID)", pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
+    responses((status = 200, description = "what was done with the grant's privilege, as collected so far: the Genesys Cloud audit events of the window the role was held (the broker's own writes left out), the passes that read them, the digest the audit chain records", body = ActivityDoc), (status = 404, description = "no such grant", body = ErrorBody), (status = 422, description = "not a grant id", body = ErrorBody), (status = 401, description = "no or bad credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody)))]
+pub(crate) async fn get_activity(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let activity = state
+        .app
+        .view_activity(&caller.as_caller(), parse_id(&id)?)
+        .await?;
+    Ok(HttpResponse::Ok().json(&activity))
+}
+
+#[utoipa::path(post, path = "/api/v1/grants/{id}/activity", tag = "grants", params(("id" = String, Path, description = "grant id (UUID)", pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
+    responses((status = 200, description = "read now from the audit trail (a grant whose role is held), then as `GET`", body = ActivityDoc), (status = 404, description = "no such grant", body = ErrorBody), (status = 409, description = "the grant's role is not held now (an ended grant's passes run by themselves)", body = ErrorBody), (status = 422, description = "not a grant id", body = ErrorBody), (status = 401, description = "no or bad credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody), (status = 503, description = "the audit trail could not be read", body = ErrorBody)))]
+pub(crate) async fn look_at_activity(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let activity = state
+        .app
+        .look_at_activity_as(&caller.as_caller(), parse_id(&id)?)
+        .await?;
+    Ok(HttpResponse::Ok().json(&activity))
 }

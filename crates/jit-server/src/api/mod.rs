@@ -69,6 +69,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(resource("/grants/{id}").route(web::get().to(grants::get_grant)))
             .service(resource("/grants/{id}/drop").route(web::post().to(grants::drop_grant)))
             .service(
+                resource("/grants/{id}/activity")
+                    .route(web::get().to(grants::get_activity))
+                    .route(web::post().to(grants::look_at_activity)),
+            )
+            .service(
                 resource("/grants/{id}/approve").route(web::post().to(approvals::approve_grant)),
             )
             .service(resource("/grants/{id}/deny").route(web::post().to(approvals::deny_grant)))
@@ -117,6 +122,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/grants"),
     ("get", "/api/v1/grants/{id}"),
     ("post", "/api/v1/grants/{id}/drop"),
+    ("get", "/api/v1/grants/{id}/activity"),
+    ("post", "/api/v1/grants/{id}/activity"),
     ("post", "/api/v1/grants/{id}/approve"),
     ("post", "/api/v1/grants/{id}/deny"),
     ("post", "/api/v1/grants/{id}/extend"),

@@ -142,6 +142,23 @@ pub struct AuditPageDoc {
     next_cursor: Option<i64>,
 }
 
+/// What was done with a grant's privilege: Genesys Cloud audit events of the
+/// window the role was held (`id`, `at`, `service`, `action`, `entity_type`,
+/// `entity_id`, `entity_name`, `status`, `user_*`, `client_*`, `changes`),
+/// the passes over the trail (0: preliminary, at the removal; later ones
+/// for late arrivals), and the SHA-256 of the set the audit chain records.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct ActivityDoc {
+    #[schema(value_type = Vec<Object>)]
+    events: Vec<serde_json::Value>,
+    #[schema(value_type = Vec<Object>)]
+    passes: Vec<serde_json::Value>,
+    digest: String,
+    /// The directory keeps no audit trail (generic SCIM): nothing is collected.
+    unsupported: bool,
+}
+
 /// One reconciler sweep, and (when finished) its findings.
 #[derive(Serialize, ToSchema)]
 #[allow(dead_code)]
@@ -182,6 +199,8 @@ impl Modify for Security {
         crate::api::grants::list_grants,
         crate::api::grants::get_grant,
         crate::api::grants::drop_grant,
+        crate::api::grants::get_activity,
+        crate::api::grants::look_at_activity,
         crate::api::approvals::approve_grant,
         crate::api::approvals::deny_grant,
         crate::api::grants::extend_grant,
@@ -198,7 +217,7 @@ impl Modify for Security {
         crate::api::ops::readyz,
         crate::api::ops::metrics_page,
     ),
-    components(schemas(GrantRequest, ExtendRequest, ReviewRequest, ErrorBody, ErrorDetail, FieldErrorDoc, GrantDoc, Page, AuditPageDoc, RunDoc, RevokeSessionsRequest, RevokedDoc, ExtensionRequestedDoc)),
+    components(schemas(GrantRequest, ExtendRequest, ReviewRequest, ErrorBody, ErrorDetail, FieldErrorDoc, GrantDoc, Page, AuditPageDoc, RunDoc, RevokeSessionsRequest, RevokedDoc, ExtensionRequestedDoc, ActivityDoc)),
     modifiers(&Security),
     security(("bearer" = []))
 )]

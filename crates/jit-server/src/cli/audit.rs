@@ -90,14 +90,58 @@ async fn verify_store(config: &Config, trusted: Option<String>) -> anyhow::Resul
             return Ok(ExitCode::from(2));
         }
     }
+    // What was done with each grant: the events kept must be the set whose
+    // digest the chain last recorded.
+    let mut recorded_events = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.audit_events(after, 1000).await?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        recorded_events.extend(
+            page.into_iter()
+                .filter(|e| jit_domain::activity::PASS_KINDS.contains(&e.kind.as_str())),
+        );
+    }
+    let recorded = jit_domain::activity::recorded_digests(
+        recorded_events.iter().map(|e| (e.kind.as_str(), &e.data)),
+    );
+    let mut kept = Vec::new();
+    for subject in recorded.keys() {
+        kept.push((subject.clone(), store.activity(subject).await?));
+    }
+    activity_verified(&recorded, &kept)
+}
+
+/// Each subject's kept events against the digest the chain recorded.
+fn activity_verified(
+    recorded: &std::collections::BTreeMap<String, String>,
+    kept: &[(String, Vec<jit_domain::ActivityEvent>)],
+) -> anyhow::Result<ExitCode> {
+    let mismatches = jit_domain::activity::digest_mismatches(
+        recorded,
+        kept.iter().map(|(s, e)| (s.as_str(), e.as_slice())),
+    );
+    if !mismatches.is_empty() {
+        eprintln!(
+            "activity does not match the digest the audit chain recorded for: {}",
+            mismatches.join(", ")
+        );
+        return Ok(ExitCode::from(2));
+    }
+    println!(
+        "activity verified: {} sets match the digests in the chain",
+        recorded.len()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
-/// An export file (JSON lines of events and checkpoints).
+/// An export file (JSON lines of events, the activity sets of the grants
+/// in it, and checkpoints).
 fn verify_file(path: &Path, trusted: Option<String>) -> anyhow::Result<ExitCode> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let (mut events, mut checkpoints) = (Vec::new(), Vec::new());
+    let (mut events, mut checkpoints, mut kept) = (Vec::new(), Vec::new(), Vec::new());
     for (n, line) in text
         .lines()
         .enumerate()
@@ -105,6 +149,15 @@ fn verify_file(path: &Path, trusted: Option<String>) -> anyhow::Result<ExitCode>
     {
         let value: serde_json::Value = serde_json::from_str(line)
             .with_context(|| format!("{} line {}", path.display(), n + 1))?;
+        if let Some(set) = value.get("activity") {
+            let subject = set["subject"].as_str().unwrap_or_default().to_owned();
+            let found: Vec<jit_domain::ActivityEvent> =
+                serde_json::from_value(set["events"].clone()).with_context(|| {
+                    format!("{} line {}: an activity set", path.display(), n + 1)
+                })?;
+            kept.push((subject, found));
+            continue;
+        }
         match value.get("checkpoint") {
             Some(cp) => checkpoints.push(
                 serde_json::from_value(cp.clone())
@@ -126,7 +179,15 @@ fn verify_file(path: &Path, trusted: Option<String>) -> anyhow::Result<ExitCode>
             return Ok(ExitCode::from(2));
         }
     }
-    Ok(ExitCode::SUCCESS)
+    let recorded: Vec<&jit_app::AuditEvent> = events
+        .iter()
+        .filter(|e: &&jit_app::AuditEvent| {
+            jit_domain::activity::PASS_KINDS.contains(&e.kind.as_str())
+        })
+        .collect();
+    let recorded =
+        jit_domain::activity::recorded_digests(recorded.iter().map(|e| (e.kind.as_str(), &e.data)));
+    activity_verified(&recorded, &kept)
 }
 
 /// The filtered events as JSON lines, then the checkpoints they reach.
@@ -144,17 +205,53 @@ async fn export(
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
     let (mut cursor, mut written, mut last_seq) = (0, 0u64, 0);
+    // Each activity subject's pass events in the export.
+    let mut passes: std::collections::BTreeMap<String, Vec<jit_app::AuditEvent>> =
+        std::collections::BTreeMap::new();
     loop {
         let page = app.audit_page(&filter, cursor, 1000).await?;
         for e in &page.events {
             writeln!(sink, "{}", serde_json::to_string(e)?)?;
             last_seq = e.seq;
             written += 1;
+            if jit_domain::activity::PASS_KINDS.contains(&e.kind.as_str())
+                && let Some(subject) = e.data["subject"].as_str()
+            {
+                passes
+                    .entry(subject.to_owned())
+                    .or_default()
+                    .push(e.clone());
+            }
         }
         match page.next_cursor {
             Some(next) => cursor = next,
             None => break,
         }
+    }
+    // What was done with each grant in the export: the set as its last
+    // exported pass recorded it (the events every pass up to it found), so
+    // an auditor can recompute the digest.
+    for (subject, exported) in &passes {
+        let last = exported.iter().map(|e| e.seq).max().unwrap_or_default();
+        let all_passes = match exported.iter().find_map(|e| e.grant) {
+            Some(grant) => app.grant_audit(grant).await?,
+            None => exported.clone(),
+        };
+        let found: std::collections::BTreeSet<&str> = all_passes
+            .iter()
+            .filter(|e| e.seq <= last)
+            .filter(|e| jit_domain::activity::PASS_KINDS.contains(&e.kind.as_str()))
+            .filter(|e| e.data["subject"].as_str() == Some(subject.as_str()))
+            .flat_map(|e| e.data["new_ids"].as_array().into_iter().flatten())
+            .filter_map(serde_json::Value::as_str)
+            .collect();
+        let mut events = app.store.activity(subject).await?;
+        events.retain(|e| found.contains(e.id.as_str()));
+        writeln!(
+            sink,
+            "{}",
+            serde_json::json!({"activity": {"subject": subject, "events": events}})
+        )?;
     }
     for cp in app.audit_checkpoints().await? {
         if cp.seq <= last_seq {

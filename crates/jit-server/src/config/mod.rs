@@ -40,6 +40,8 @@ pub struct Config {
     pub web: WebConfig,
     /// Genesys Cloud events relayed by EventBridge: hints to look now.
     pub events: EventsSettings,
+    /// What was done with a privilege: when the audit trail is read again.
+    pub activity: ActivitySettings,
 }
 
 impl Default for Config {
@@ -59,7 +61,51 @@ impl Default for Config {
             max_body_bytes: 16 * 1024,
             web: WebConfig::default(),
             events: EventsSettings::default(),
+            activity: ActivitySettings::default(),
         }
+    }
+}
+
+/// A grant's activity is read from the audit trail when its role is
+/// removed (preliminary), and again after each of `final_passes` (Genesys
+/// does not say how soon an action becomes queryable).
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ActivitySettings {
+    /// Delays after the removal, e.g. `["15m", "24h"]`.
+    pub final_passes: Vec<String>,
+}
+
+impl Default for ActivitySettings {
+    fn default() -> Self {
+        Self {
+            final_passes: vec!["15m".into(), "24h".into()],
+        }
+    }
+}
+
+impl ActivitySettings {
+    /// The passes; a delay that is not a duration, or out of order, is refused.
+    pub fn plan(&self) -> Result<jit_domain::PassPlan, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            key: "activity.final_passes",
+            message,
+        };
+        let mut finals = Vec::new();
+        for text in &self.final_passes {
+            let delay = humantime::parse_duration(text)
+                .map_err(|e| invalid(format!("`{text}`: {e}")))
+                .and_then(|d| {
+                    chrono::TimeDelta::from_std(d).map_err(|e| invalid(format!("`{text}`: {e}")))
+                })?;
+            if delay.is_zero() || finals.last().is_some_and(|last| *last >= delay) {
+                return Err(invalid(format!(
+                    "`{text}`: each pass must come after the one before it (and after the removal)"
+                )));
+            }
+            finals.push(delay);
+        }
+        Ok(jit_domain::PassPlan { finals })
     }
 }
 
@@ -443,6 +489,7 @@ impl Config {
                 });
             }
         }
+        config.activity.plan()?;
         // A replica killed mid-removal leaves its job until the lease lapses;
         // that wait alone must not break the revocation SLO.
         if config.worker.lease_secs >= config.notify.revocation_slo_secs {

@@ -1,16 +1,95 @@
-//! One grant: the decision clause by clause, the ticket, the answers and
-//! the audit trail.
+//! One grant: the decision clause by clause, the ticket, the answers, what
+//! was done with the privilege, and the audit trail.
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
+use serde::Deserialize;
 
-use super::{GrantView, Nav, html, parse_id, when, when_opt};
+use super::{GrantView, Nav, html, parse_id, see_other, when, when_opt};
 use crate::session::SignedIn;
 use crate::{Web, WebError};
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/grants/{id}", web::get().to(grant_page));
+    cfg.route("/grants/{id}", web::get().to(grant_page))
+        .route("/grants/{id}/activity", web::post().to(look_now));
+}
+
+/// Actions of one kind on one kind of entity in one service.
+pub struct ActionGroup {
+    pub service: String,
+    pub entity_type: String,
+    pub action: String,
+    /// (entity name, time), oldest first.
+    pub items: Vec<(String, String)>,
+}
+
+/// What was done with the privilege, as the page shows it.
+pub struct ActivityView {
+    /// The target keeps an audit trail (else nothing is collected).
+    pub supported: bool,
+    pub total: usize,
+    pub groups: Vec<ActionGroup>,
+    /// One line per pass: "preliminary: done at …", "final 1: due at …".
+    pub passes: Vec<String>,
+    pub digest: String,
+    /// The role is held now: the trail can be read on demand.
+    pub can_look: bool,
+}
+
+impl ActivityView {
+    fn of(a: &jit_app::Activity, can_look: bool) -> Self {
+        let groups = a
+            .grouped()
+            .into_iter()
+            .flat_map(|(service, by_type)| {
+                by_type
+                    .into_iter()
+                    .flat_map(move |(entity_type, by_action)| {
+                        let service = service.clone();
+                        by_action
+                            .into_iter()
+                            .map(move |(action, events)| ActionGroup {
+                                service: service.clone(),
+                                entity_type: entity_type.clone(),
+                                action,
+                                items: events
+                                    .iter()
+                                    .map(|e| {
+                                        let name = if e.entity_name.is_empty() {
+                                            e.entity_id.clone()
+                                        } else {
+                                            e.entity_name.clone()
+                                        };
+                                        (name, when(e.at))
+                                    })
+                                    .collect(),
+                            })
+                    })
+            })
+            .collect();
+        let passes = a
+            .passes
+            .iter()
+            .map(|p| {
+                let name = jit_domain::activity::pass_name(p.pass);
+                match (&p.done_at, &p.last_error) {
+                    (Some(done), None) => format!("{name}: read at {}", when(*done)),
+                    (Some(done), Some(e)) => format!("{name}: gave up at {} ({e})", when(*done)),
+                    (None, Some(e)) => format!("{name}: retrying ({e})"),
+                    (None, None) => format!("{name}: due at {}", when(p.due_at)),
+                }
+            })
+            .collect();
+        Self {
+            supported: !a.unsupported,
+            total: a.events.len(),
+            groups,
+            passes,
+            digest: a.digest.clone(),
+            can_look: can_look && !a.unsupported,
+        }
+    }
 }
 
 pub struct ReasonView {
@@ -43,6 +122,27 @@ struct GrantPage {
     ticket: Vec<(String, String)>,
     reviews: Vec<ReviewView>,
     events: Vec<EventView>,
+    activity: ActivityView,
+}
+
+#[derive(Deserialize)]
+struct LookForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// Reads a live grant's activity from the audit trail now.
+async fn look_now(
+    req: HttpRequest,
+    web: web::Data<Web>,
+    who: SignedIn,
+    id: web::Path<String>,
+    form: web::Form<LookForm>,
+) -> Result<HttpResponse, WebError> {
+    who.check_csrf(&req, &form.csrf)?;
+    let id = parse_id(&id)?;
+    web.app.look_at_activity_as(&who.caller(), id).await?;
+    Ok(see_other(&format!("/grants/{id}#activity")))
 }
 
 async fn grant_page(
@@ -120,6 +220,8 @@ async fn grant_page(
             seq: e.seq,
         })
         .collect();
+    let held = grant.state == jit_domain::GrantState::Active && grant.role_added_at.is_some();
+    let activity = ActivityView::of(&web.app.view_activity(&who.caller(), id).await?, held);
     html(
         StatusCode::OK,
         &GrantPage {
@@ -130,6 +232,7 @@ async fn grant_page(
             ticket,
             reviews,
             events,
+            activity,
         },
     )
 }

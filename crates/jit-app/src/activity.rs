@@ -1,0 +1,329 @@
+//! What was done with a privilege: passes over the target's audit trail for
+//! each grant's window (scheduled with the verified removal), for a
+//! break-glass account since its login, and on demand for a live grant.
+//! Each pass keeps the events it has not seen and records its outcome with
+//! the digest of the whole set in the audit chain.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use jit_domain::activity::{self, PassOutcome, digest, new_events, pass_name, summary};
+use jit_domain::{ActivityEvent, GrantId, GrantState, UserName};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::app::{App, SYSTEM_ACTOR};
+use crate::budget::{Lane, in_lane};
+use crate::error::AppError;
+use crate::ports::{
+    ActivityPass, ActivitySchedule, ClaimedPass, DirectoryError, NewAudit, PassRecord, StoreError,
+};
+
+/// Passes claimed at once (each one audit query, in the report lane).
+const CLAIM: u32 = 8;
+/// How long a claimed pass stays this replica's.
+const LEASE: TimeDelta = TimeDelta::minutes(2);
+/// Attempts before a pass is given up (and the giving up audited).
+const MAX_ATTEMPTS: u32 = 8;
+const RETRY_BASE: Duration = Duration::from_secs(30);
+const RETRY_CAP: Duration = Duration::from_secs(3600);
+/// The longest the collector sleeps without looking for due passes.
+const MAX_IDLE: Duration = Duration::from_secs(2);
+/// The follow-up passes after a break-glass login: its actions since then.
+const BREAK_GLASS_PASSES: [TimeDelta; 2] = [TimeDelta::minutes(15), TimeDelta::hours(24)];
+
+/// A grant's (or a login's) activity as the page and the API show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Activity {
+    pub events: Vec<ActivityEvent>,
+    pub passes: Vec<PassRecord>,
+    /// SHA-256 of the set (as the audit chain records it).
+    pub digest: String,
+    /// The target keeps no audit trail: nothing will be collected.
+    pub unsupported: bool,
+}
+
+impl Activity {
+    pub fn grouped(&self) -> activity::Grouped {
+        activity::grouped(&self.events)
+    }
+}
+
+/// The subject a break-glass login's passes are kept under.
+pub fn login_subject(account: &UserName, at: DateTime<Utc>) -> String {
+    format!("login:{account}:{}", at.timestamp_millis())
+}
+
+impl App {
+    /// The passes to schedule with the verified removal of a grant's role,
+    /// where the target keeps an audit trail.
+    pub(crate) fn activity_schedule(
+        &self,
+        directory_id: &str,
+        removed_at: DateTime<Utc>,
+    ) -> Option<ActivitySchedule> {
+        self.directory.has_audit_trail().then(|| ActivitySchedule {
+            directory_id: directory_id.to_owned(),
+            passes: self.activity_plan.schedule(removed_at),
+        })
+    }
+
+    /// The follow-up passes of a break-glass login (see [`BREAK_GLASS_PASSES`]).
+    pub(crate) async fn schedule_login_activity(
+        &self,
+        account: &UserName,
+        directory_id: &str,
+        logged_in_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if !self.directory.has_audit_trail() {
+            return Ok(());
+        }
+        let passes: Vec<ActivityPass> = BREAK_GLASS_PASSES
+            .iter()
+            .zip(0u32..)
+            .map(|(delay, pass)| ActivityPass {
+                subject: login_subject(account, logged_in_at),
+                pass,
+                grant: None,
+                user: account.to_string(),
+                directory_id: directory_id.to_owned(),
+                from: logged_in_at,
+                to: None,
+                due: logged_in_at + *delay,
+            })
+            .collect();
+        self.store.schedule_activity(&passes, self.now()).await?;
+        self.activity_wake.notify_one();
+        Ok(())
+    }
+
+    /// Runs the passes due now; how many ran.
+    pub async fn run_due_activity(&self, owner: &str) -> Result<usize, StoreError> {
+        let now = self.now();
+        let claimed = self
+            .store
+            .claim_activity(owner, now, now + LEASE, CLAIM)
+            .await?;
+        let n = claimed.len();
+        for pass in claimed {
+            self.run_pass(owner, pass).await?;
+        }
+        Ok(n)
+    }
+
+    /// Collects due passes until `stop`: woken when a removal schedules
+    /// one, else every [`MAX_IDLE`] at most.
+    pub async fn collect_activity(
+        self: Arc<Self>,
+        owner: String,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(stop);
+        loop {
+            // Run everything due before sleeping again.
+            loop {
+                match self.run_due_activity(&owner).await {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "activity passes: store unavailable");
+                        break;
+                    }
+                }
+            }
+            let idle = match self.store.next_activity_due().await {
+                Ok(Some(due)) => (due - self.now())
+                    .to_std()
+                    .unwrap_or_default()
+                    .min(MAX_IDLE),
+                _ => MAX_IDLE,
+            };
+            tokio::select! {
+                () = tokio::time::sleep(idle) => {}
+                () = self.activity_wake.notified() => {}
+                () = &mut stop => return,
+            }
+        }
+    }
+
+    async fn run_pass(&self, owner: &str, claimed: ClaimedPass) -> Result<(), StoreError> {
+        let now = self.now();
+        let p = &claimed.pass;
+        let to = p.to.unwrap_or(now).min(now);
+        let read = in_lane(
+            Lane::Report,
+            self.directory.activity(&p.directory_id, p.from, to, now),
+        )
+        .await;
+        let found = match read {
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                let e = DirectoryError::Permanent("the directory keeps no audit trail".into());
+                return self.give_up(owner, &claimed, &e, now).await;
+            }
+            Err(e) if e.is_permanent() || claimed.attempts >= MAX_ATTEMPTS => {
+                return self.give_up(owner, &claimed, &e, now).await;
+            }
+            Err(e) => {
+                let delay = jit_domain::retry::next_delay(
+                    claimed.attempts,
+                    RETRY_BASE,
+                    RETRY_CAP,
+                    0.5,
+                    e.retry_after(),
+                );
+                let next = now + TimeDelta::from_std(delay).unwrap_or(TimeDelta::minutes(1));
+                return self
+                    .store
+                    .retry_activity(claimed.id, owner, next, &e.to_string())
+                    .await;
+            }
+        };
+        let known = self.store.activity(&p.subject).await?;
+        let fresh = new_events(&known.iter().map(|e| e.id.clone()).collect(), found);
+        let outcome = PassOutcome::of(p.pass, fresh.len());
+        let mut all = known;
+        all.extend(fresh.iter().cloned());
+        let audit = self
+            .pass_audit(p, outcome, (p.from, to), &fresh, &all, now)
+            .await?;
+        self.store
+            .record_activity(
+                &p.subject,
+                Some((claimed.id, p.pass, owner)),
+                &fresh,
+                now,
+                Some(audit),
+            )
+            .await
+    }
+
+    /// The audit event of a pass: what it found, and the digest of the set.
+    async fn pass_audit(
+        &self,
+        p: &ActivityPass,
+        outcome: PassOutcome,
+        window: (DateTime<Utc>, DateTime<Utc>),
+        fresh: &[ActivityEvent],
+        all: &[ActivityEvent],
+        now: DateTime<Utc>,
+    ) -> Result<NewAudit, StoreError> {
+        let (role, ticket) = match p.grant {
+            Some(id) => match self.store.grant(id).await? {
+                Some(g) => (Some(g.role.to_string()), g.ticket),
+                None => (None, None),
+            },
+            None => (None, None),
+        };
+        let kind = if p.grant.is_none() {
+            "break_glass_activity"
+        } else {
+            outcome.audit_kind()
+        };
+        // The first break-glass pass is always told; a later one only with news.
+        let told = p.grant.is_some() || p.pass == 0 || !fresh.is_empty();
+        Ok(NewAudit {
+            at: now,
+            actor: SYSTEM_ACTOR.into(),
+            kind: if told { kind } else { "activity_confirmed" },
+            grant: p.grant,
+            ticket,
+            data: json!({
+                "user": p.user, "role": role, "subject": p.subject,
+                "pass": p.pass, "pass_name": pass_name(p.pass),
+                "window": {"from": window.0, "to": window.1},
+                "new": fresh.len(), "total": all.len(), "digest": digest(all),
+                "new_ids": fresh.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+                "summary": summary(all),
+            }),
+        })
+    }
+
+    async fn give_up(
+        &self,
+        owner: &str,
+        claimed: &ClaimedPass,
+        error: &DirectoryError,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let p = &claimed.pass;
+        tracing::warn!(subject = %p.subject, pass = p.pass, error = %error, "activity pass given up");
+        let audit = NewAudit {
+            at: now,
+            actor: SYSTEM_ACTOR.into(),
+            kind: "activity_unavailable",
+            grant: p.grant,
+            ticket: None,
+            data: json!({
+                "user": p.user, "subject": p.subject, "pass": p.pass,
+                "attempts": claimed.attempts, "error": error.to_string(),
+            }),
+        };
+        self.store
+            .fail_activity(claimed.id, owner, now, &error.to_string(), audit)
+            .await
+    }
+
+    /// A grant's activity as collected so far.
+    pub async fn grant_activity(&self, id: GrantId) -> Result<Activity, AppError> {
+        let subject = id.to_string();
+        let events = self.store.activity(&subject).await?;
+        Ok(Activity {
+            digest: digest(&events),
+            passes: self.store.activity_passes(&subject).await?,
+            events,
+            unsupported: !self.directory.has_audit_trail(),
+        })
+    }
+
+    /// On demand, for a grant whose role is held now: reads its activity
+    /// since the role was added, keeps what is new, and records the look.
+    pub async fn look_at_activity(&self, actor: &str, id: GrantId) -> Result<Activity, AppError> {
+        let grant = self.grant(id).await?;
+        if !self.directory.has_audit_trail() {
+            return self.grant_activity(id).await;
+        }
+        let (Some(from), GrantState::Active) = (grant.role_added_at, grant.state) else {
+            return Err(AppError::NotNow(
+                "activity is read on demand only while the grant's role is held; \
+                 an ended grant's passes run by themselves"
+                    .into(),
+            ));
+        };
+        let now = self.now();
+        let read = async {
+            let user = self.directory.find_user(&grant.user).await?;
+            self.directory.activity(&user.id, from, now, now).await
+        };
+        let found = in_lane(Lane::Report, read)
+            .await
+            .map_err(AppError::Directory)?
+            .unwrap_or_default();
+        let subject = id.to_string();
+        let known = self.store.activity(&subject).await?;
+        let known_ids: BTreeSet<String> = known.iter().map(|e| e.id.clone()).collect();
+        let fresh = new_events(&known_ids, found);
+        let mut all = known;
+        all.extend(fresh.iter().cloned());
+        let audit = NewAudit {
+            at: now,
+            actor: actor.to_owned(),
+            kind: "activity_collected",
+            grant: Some(id),
+            ticket: grant.ticket.clone(),
+            data: json!({
+                "user": grant.user, "role": grant.role, "subject": subject,
+                "pass": null, "pass_name": "on demand",
+                "window": {"from": from, "to": now},
+                "new": fresh.len(), "total": all.len(), "digest": digest(&all),
+                "new_ids": fresh.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+            }),
+        };
+        self.store
+            .record_activity(&subject, None, &fresh, now, Some(audit))
+            .await?;
+        self.grant_activity(id).await
+    }
+}
