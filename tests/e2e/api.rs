@@ -392,6 +392,61 @@ async fn the_dev_sandbox_works_with_no_external_system() {
         assert!(Instant::now() < deadline, "the outbox never drained");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // What a sandbox user does in Genesys (put in the stand-in's audit
+    // trail) is what the grant's activity says once the role is gone.
+    let mut request = body("bob@example.com", "1h");
+    request["role"] = json!("Telephony Admin");
+    request["ticket"] = json!("CHG0000002");
+    let (status, g) = app.post("/api/v1/grants", &request).await;
+    assert_eq!(status, 201, "{g}");
+    let id = g["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let held = app.grant_with(&id, "role_added_at").await;
+    assert!(
+        !held["role_added_at"].is_null(),
+        "bob's role never added: {held}"
+    );
+    let act = |user: &str| {
+        app.http
+            .post(format!("{}/sandbox/genesys/actions", app.base))
+            .json(
+                &json!({"user": user, "service": "Architect", "entity_type": "Flow",
+                          "entity": "Main IVR", "action": "Publish"}),
+            )
+            .send()
+    };
+    assert_eq!(act("bob@example.com").await.unwrap().status(), 201);
+    assert_eq!(act("nobody@example.com").await.unwrap().status(), 404);
+    let (status, _) = app
+        .post(
+            &format!("/api/v1/grants/{id}/drop"),
+            &json!({"reason": "done"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let activity = loop {
+        let (_, a) = app.get(&format!("/api/v1/grants/{id}/activity")).await;
+        if a["passes"][0]["status"] == "done" {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "no preliminary pass: {a}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        activity["events"][0]["entity_name"], "Main IVR",
+        "{activity}"
+    );
+    while !mail()
+        .await
+        .iter()
+        .any(|m| m["kind"] == "activity_collected")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no activity email in the mailbox"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // Readiness shows the start-up permission probe of the sandbox's
     // OAuth client (it holds exactly what the broker needs).
     let permissions = loop {

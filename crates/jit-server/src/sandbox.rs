@@ -116,7 +116,37 @@ pub fn genesys_settings(addr: std::net::SocketAddr) -> crate::config::ScimSettin
 /// The stand-in's Genesys paths under [`BASE_PATH`], and the org view.
 pub fn genesys_routes(cfg: &mut web::ServiceConfig) {
     cfg.route(&format!("{BASE_PATH}/org"), web::get().to(org_view))
+        .route(&format!("{BASE_PATH}/actions"), web::post().to(act))
         .service(web::scope(BASE_PATH).configure(jit_genesys_standin::routes));
+}
+
+/// What a sandbox user does in Genesys Cloud (not a Genesys API: the
+/// sandbox's way to put an action in the audit trail, for "What was done").
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SandboxAction {
+    user: String,
+    service: String,
+    entity_type: String,
+    entity: String,
+    action: String,
+}
+
+async fn act(standin: web::Data<GenesysStandIn>, body: web::Json<SandboxAction>) -> HttpResponse {
+    let Some(user) = standin.org().user_by_name(&body.user).map(|u| u.id.clone()) else {
+        return HttpResponse::NotFound()
+            .json(json!({"error": format!("no sandbox user {}", body.user)}));
+    };
+    let id = standin.record(jit_genesys_standin::audit::Action::by(
+        &user,
+        &body.service,
+        &body.entity_type,
+        &body.entity,
+        &body.action,
+    ));
+    HttpResponse::Created()
+        .insert_header(("X-Sandbox", "true"))
+        .json(json!({"id": id}))
 }
 
 /// Who holds what, by grant and division: users and groups.
