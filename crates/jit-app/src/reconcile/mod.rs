@@ -347,7 +347,11 @@ impl App {
                 }
             }
         };
-        if !run.dry_run
+        // Named once per strip or conflicting-writer alert, not on every
+        // sweep that sees a finding left in place (one audit query each).
+        let worth_naming = action == FindingOutcome::Removed || judgement.conflict.is_some();
+        if worth_naming
+            && !run.dry_run
             && let Some(writer) = self.name_writer(user, role, directory_id, now).await
         {
             judgement.detail.push_str(&format!("; granted by {writer}"));
