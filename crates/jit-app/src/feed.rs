@@ -105,7 +105,7 @@ impl Feed {
             let Some(last) = events.last().map(|e| e.seq) else {
                 return Ok(delivered);
             };
-            let Some(event) = events.iter().find(|e| feeds(&e.kind, &e.data)) else {
+            let Some(event) = events.iter().find(|e| self.sink.wants(&e.kind, &e.data)) else {
                 // Nothing here for the SOC: move past the whole batch.
                 self.store
                     .advance_feed(&name, last, self.clock.now())
@@ -115,7 +115,7 @@ impl Feed {
             let result = self.sink.send(event, self.clock.now()).await;
             let outcome = match &result {
                 Ok(()) => "delivered",
-                Err(NotifyError::Transient(_)) => "deferred",
+                Err(NotifyError::Transient(_) | NotifyError::Throttled(..)) => "deferred",
                 Err(NotifyError::Permanent(_)) => "refused",
             };
             metrics::counter!("jit_siem_deliveries_total", "endpoint" => name.clone(), "result" => outcome)
@@ -135,13 +135,17 @@ impl Feed {
                         .advance_feed(&name, event.seq, self.clock.now())
                         .await?;
                 }
-                Err(NotifyError::Transient(e) | NotifyError::Permanent(e)) => {
+                Err(error) => {
+                    let (e, asked) = match error {
+                        NotifyError::Throttled(e, after) => (e, Some(after)),
+                        NotifyError::Transient(e) | NotifyError::Permanent(e) => (e, None),
+                    };
                     let delay = next_delay(
                         cursor.attempts + 1,
                         self.config.retry_base,
                         self.config.retry_cap,
                         rand::random::<f64>(),
-                        None,
+                        asked,
                     );
                     let next = self.clock.now()
                         + TimeDelta::from_std(delay).unwrap_or(TimeDelta::seconds(30));

@@ -4,6 +4,7 @@ pub mod activity;
 pub mod app;
 pub mod approvals;
 pub mod budget;
+pub mod chat;
 pub mod clock;
 pub mod converge;
 pub mod doors;

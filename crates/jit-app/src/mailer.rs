@@ -102,7 +102,7 @@ impl Mailer {
         let now = self.clock.now();
         let outcome = match &result {
             Ok(()) => "sent",
-            Err(NotifyError::Transient(_)) => "deferred",
+            Err(NotifyError::Transient(_) | NotifyError::Throttled(..)) => "deferred",
             Err(NotifyError::Permanent(_)) => "failed",
         };
         metrics::counter!("jit_emails_total", "result" => outcome).increment(1);
@@ -113,7 +113,7 @@ impl Mailer {
                     .release_outbox(item.id, &self.owner, "sent", now, None, None)
                     .await
             }
-            Err(NotifyError::Transient(e)) => {
+            Err(NotifyError::Transient(e)) | Err(NotifyError::Throttled(e, _)) => {
                 let delay = next_delay(
                     item.attempts,
                     self.config.retry_base,

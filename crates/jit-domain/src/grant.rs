@@ -217,6 +217,16 @@ impl Grant {
     /// How long past its end this grant's role has outlived the revocation
     /// SLO: `Some` once the grant ended more than `slo` ago and the role was
     /// never seen removed.
+    /// Whether its holder is due the warning before it ends: active, the
+    /// role really added, within `nudge` of the end (zero: never).
+    pub fn nudge_due(&self, nudge: TimeDelta, now: DateTime<Utc>) -> bool {
+        self.state == GrantState::Active
+            && self.role_added_at.is_some()
+            && nudge > TimeDelta::zero()
+            && self.expires_at - nudge <= now
+            && now < self.expires_at
+    }
+
     pub fn revocation_overdue(&self, now: DateTime<Utc>, slo: TimeDelta) -> Option<TimeDelta> {
         let ended_at = self.ended_at?;
         (self.state == GrantState::Ended && self.role_removed_at.is_none() && now >= ended_at + slo)
@@ -275,6 +285,21 @@ pub(crate) mod tests {
 
     fn at(secs: i64) -> DateTime<Utc> {
         DateTime::<Utc>::from_timestamp(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    #[test]
+    fn the_warning_before_the_end_is_due_once_held_and_inside_the_nudge() {
+        let nudge = TimeDelta::seconds(600);
+        let mut g = grant(GrantState::Active, 0, 3600);
+        assert!(!g.nudge_due(nudge, at(3000)), "the role not added yet");
+        g.role_added_at = Some(at(1));
+        assert!(!g.nudge_due(nudge, at(2999)));
+        assert!(g.nudge_due(nudge, at(3000)));
+        assert!(g.nudge_due(nudge, at(3599)));
+        assert!(!g.nudge_due(nudge, at(3600)), "over");
+        assert!(!g.nudge_due(TimeDelta::zero(), at(3300)), "zero: never");
+        g.state = GrantState::Ended;
+        assert!(!g.nudge_due(nudge, at(3300)));
     }
 
     #[test]

@@ -50,7 +50,16 @@ pub struct RolePolicy {
     /// Genesys Cloud: the divisions a grant of this role covers, by name;
     /// `*` is every division (the default), `home` the org's home division.
     pub divisions: Vec<String>,
+    /// The Slack channel its approval requests go to (default:
+    /// `slack.default_channel`).
+    pub slack_channel: Option<String>,
+    /// How long before a grant's end its holder is offered Extend and Drop
+    /// in Slack (default [`DEFAULT_EXPIRY_NUDGE`]; zero: never).
+    pub expiry_nudge: TimeDelta,
 }
+
+/// The default warning before a grant ends.
+pub const DEFAULT_EXPIRY_NUDGE: TimeDelta = TimeDelta::minutes(10);
 
 /// Who may hold a role (or approve one).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -178,6 +187,10 @@ struct RawRole {
     report_only: bool,
     #[serde(default)]
     divisions: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    slack_channel: Option<Spanned<String>>,
+    #[serde(default)]
+    expiry_nudge: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -332,6 +345,22 @@ impl Reader<'_> {
             emergency: self.emergency(&key, role, max_duration)?,
             report_only: role.report_only,
             divisions: self.divisions(&key, role)?,
+            slack_channel: match &role.slack_channel {
+                None => None,
+                Some(c) if c.get_ref().trim().is_empty() => {
+                    return Err(self.err(
+                        Some(c.span()),
+                        &format!("{key}.slack_channel"),
+                        "must name a channel (its id or `#name`)".into(),
+                    ));
+                }
+                Some(c) => Some(c.get_ref().trim().to_owned()),
+            },
+            expiry_nudge: match &role.expiry_nudge {
+                None => DEFAULT_EXPIRY_NUDGE,
+                Some(v) if v.get_ref().trim() == "0" => TimeDelta::zero(),
+                Some(v) => self.duration(v, &format!("{key}.expiry_nudge"))?,
+            },
         })
     }
 
@@ -619,6 +648,8 @@ impl Policy {
                     emergency: None,
                     report_only: false,
                     divisions: vec![ALL_DIVISIONS.to_owned()],
+                    slack_channel: None,
+                    expiry_nudge: DEFAULT_EXPIRY_NUDGE,
                 });
         }
         policy

@@ -404,3 +404,88 @@ pub(crate) fn api_keys_for(config: &Config, dev: bool) -> Vec<crate::config::Api
     }
     keys
 }
+
+/// The chat doors as configured: the Slack callback's door, the feeds that
+/// post to Slack and Teams, and `--dev`'s sandbox Slack.
+pub(crate) struct Chat {
+    pub door: Option<Arc<crate::slack::SlackDoor>>,
+    pub feeds: Vec<Arc<dyn jit_app::EventSink>>,
+    pub sandbox: Option<Arc<crate::sandbox_slack::SandboxSlack>>,
+}
+
+pub(crate) fn chat_for(
+    config: &Config,
+    dev: bool,
+    addr: std::net::SocketAddr,
+    app: &Arc<jit_app::App>,
+) -> anyhow::Result<Chat> {
+    let public_url = config
+        .web
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let mut chat = Chat {
+        door: None,
+        feeds: Vec::new(),
+        sandbox: None,
+    };
+    let s = &config.slack;
+    let token = secret("slack.bot_token", &s.bot_token, &s.bot_token_file)?;
+    let slack = match (token, dev) {
+        (Some(token), _) => {
+            let signing = secret("slack.signing_secret", &s.signing_secret, &s.signing_secret_file)?
+                .ok_or_else(|| anyhow::anyhow!("`slack.bot_token` is set: `slack.signing_secret` is needed to check its callbacks"))?;
+            let channel = s.default_channel.clone().ok_or_else(|| {
+                anyhow::anyhow!("`slack.bot_token` is set: `slack.default_channel` says where requests go")
+            })?;
+            let url = url::Url::parse(&s.api_url)
+                .map_err(|e| anyhow::anyhow!("`slack.api_url`: {e}"))?;
+            let local = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "::1"));
+            if url.scheme() != "https" && !local {
+                anyhow::bail!("`slack.api_url` must be HTTPS (the bot token travels with every call)");
+            }
+            Some((s.api_url.clone(), token, signing, channel))
+        }
+        (None, true) => {
+            let sandbox = Arc::new(crate::sandbox_slack::SandboxSlack::seeded(addr));
+            let api = sandbox.api_url.clone();
+            chat.sandbox = Some(sandbox);
+            Some((
+                api,
+                SecretString::from(crate::DEV_SLACK_TOKEN),
+                SecretString::from(crate::DEV_SLACK_SIGNING_SECRET),
+                crate::sandbox_slack::CHANNEL.to_owned(),
+            ))
+        }
+        (None, false) => None,
+    };
+    if let Some((api_url, token, signing_secret, channel)) = slack {
+        let links = jit_chat::slack::Links {
+            public_url: public_url.clone(),
+            servicenow_url: config.servicenow.instance_url.clone(),
+            confirm_in_browser: s.confirm_in_browser,
+        };
+        let client = Arc::new(jit_chat::slack::Slack::new(&api_url, &token)?);
+        chat.feeds.push(Arc::new(jit_chat::slack::SlackFeed::new(
+            client.clone(),
+            app.store.clone(),
+            app.policy.clone(),
+            links.clone(),
+            channel,
+        )));
+        chat.door = Some(Arc::new(crate::slack::SlackDoor {
+            slack: client,
+            signing_secret,
+            links,
+        }));
+    }
+    let t = &config.teams;
+    if let Some(url) = secret("teams.webhook_url", &t.webhook_url, &t.webhook_url_file)? {
+        chat.feeds.push(Arc::new(jit_chat::teams::TeamsSink::new(
+            url,
+            &public_url,
+            Duration::from_secs(config.notify.revocation_slo_secs),
+        )?));
+    }
+    Ok(chat)
+}

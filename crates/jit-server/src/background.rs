@@ -41,6 +41,7 @@ pub(crate) fn start(
     shared_budget: Option<Arc<jit_app::Budget>>,
     smtp: Option<jit_notify::SmtpNotifier>,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
+    chat_feeds: Vec<Arc<dyn jit_app::EventSink>>,
 ) -> anyhow::Result<Background> {
     let mut background = Background {
         tasks: Vec::new(),
@@ -119,6 +120,43 @@ pub(crate) fn start(
             tokio::spawn(feed.run(async {
                 let _ = stop.await;
             }))
+        });
+    }
+    // Slack and Teams: fed the audit log in order, like the SIEM. With
+    // Slack, the warning before a grant ends is recorded for it to deliver.
+    let slack = chat_feeds.iter().any(|f| f.name() == "slack");
+    for sink in chat_feeds {
+        let feed = Arc::new(jit_app::Feed::new(
+            app.store.clone(),
+            sink,
+            app.clock.clone(),
+            owner.to_owned(),
+            jit_app::FeedConfig {
+                idle: Duration::from_millis(500),
+                ..jit_app::FeedConfig::default()
+            },
+        ));
+        background.spawn(move |stop| {
+            tokio::spawn(feed.run(async {
+                let _ = stop.await;
+            }))
+        });
+    }
+    if slack {
+        let app = app.clone();
+        background.spawn(move |stop| {
+            tokio::spawn(async move {
+                tokio::pin!(stop);
+                loop {
+                    if let Err(e) = app.nudge_expiring().await {
+                        tracing::warn!(error = %e, "the warnings before grants end could not be recorded");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                        _ = &mut stop => break,
+                    }
+                }
+            })
         });
     }
     // What each grant's privilege was used for, read from the target's

@@ -8,6 +8,8 @@ pub mod config;
 mod request_log;
 pub mod sandbox;
 pub mod sandbox_servicenow;
+pub mod sandbox_slack;
+mod slack;
 
 mod adapters;
 mod background;
@@ -46,6 +48,9 @@ pub const DEV_WEBHOOK_SECRET: &str = "dev-sandbox-webhook-secret";
 /// The header secret `serve --dev` accepts relayed Genesys events with, and
 /// its Genesys Cloud stand-in relays them with, when none is configured.
 pub const DEV_EVENTS_SECRET: &str = "dev-sandbox-events-secret-0123456789abcdef";
+/// `--dev`'s sandbox Slack: the bot token and the signing secret (public).
+pub const DEV_SLACK_TOKEN: &str = "xoxb-dev-sandbox";
+pub const DEV_SLACK_SIGNING_SECRET: &str = "dev-sandbox-slack-signing-secret";
 /// Where `serve --dev` keeps its data unless told otherwise.
 pub const DEV_DATABASE_URL: &str = "sqlite://jit-broker-dev.db";
 
@@ -119,6 +124,7 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
     let pulse = worker.pulse();
     let pages = web_from_config(&config, dev, addr, app.clone(), worker_wake.clone()).await?;
     let metrics = prometheus()?;
+    let chat = adapters::chat_for(&config, dev, addr, &app)?;
     let mut background = background::start(
         &config,
         dev,
@@ -127,6 +133,7 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
         shared_budget.clone(),
         notifier,
         metrics.clone(),
+        chat.feeds,
     )?;
     let (worker_stop, stop_rx) = oneshot::channel::<()>();
     let worker_task = tokio::spawn(worker.run(async {
@@ -148,6 +155,7 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
         servicenow_seen: tokio::sync::Mutex::new(None),
         permissions: Arc::default(),
         events: background.events.take(),
+        slack: chat.door,
     });
     probe_permissions(&app, &config, &state);
     let server = http_server(
@@ -157,6 +165,7 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
             genesys: dev.then(|| web::Data::new(sandbox::genesys_seeded(&app.policy, addr))),
             changes: sandbox_changes.clone().map(web::Data::new),
             mailbox: background.mailbox.clone(),
+            slack: chat.sandbox.map(web::Data::from),
         },
         pages,
     )?;
@@ -254,6 +263,7 @@ struct Sandboxes {
     genesys: Option<web::Data<jit_genesys_standin::GenesysStandIn>>,
     changes: Option<web::Data<sandbox_servicenow::ChangeBook>>,
     mailbox: Option<Arc<jit_notify::sandbox::SandboxMailbox>>,
+    slack: Option<web::Data<sandbox_slack::SandboxSlack>>,
 }
 
 /// The HTTP server: the API and webhooks, the sandboxes, then the pages
@@ -278,6 +288,12 @@ fn http_server(
             a = a
                 .app_data(web::Data::from(mailbox.clone()))
                 .configure(sandbox::mailbox_routes);
+        }
+        if let Some(slack) = &sandboxes.slack {
+            a = a
+                .app_data(slack.clone())
+                .app_data(slack.standin.clone())
+                .configure(sandbox_slack::routes);
         }
         if let Some(book) = &sandboxes.changes {
             a = a

@@ -350,6 +350,24 @@ macro_rules! grant_store {
                 tx.commit().await.map_err(db)
             }
 
+            async fn mark_nudged(&self, id: GrantId, audit: NewAudit) -> Result<bool, StoreError> {
+                let mut tx = self.pool.begin().await.map_err(db)?;
+                let done = sqlx::query(
+                    "UPDATE grants SET nudged_at = $1 WHERE id = $2 AND nudged_at IS NULL AND state = 'active'",
+                )
+                .bind(ms(audit.at))
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+                if done.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                Self::append_audit_in(&mut tx, &audit).await?;
+                tx.commit().await.map_err(db)?;
+                Ok(true)
+            }
+
             async fn mark_overdue(&self, id: GrantId, audit: NewAudit) -> Result<bool, StoreError> {
                 let mut tx = self.pool.begin().await.map_err(db)?;
                 let done = sqlx::query(

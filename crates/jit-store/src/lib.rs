@@ -8,6 +8,7 @@
 
 mod activity;
 mod audit;
+mod chat;
 mod chain;
 mod deliveries;
 mod extensions;

@@ -117,6 +117,12 @@ macro_rules! session_store {
                     .await
                     .map_err(db)?
                     .rows_affected();
+                // What a chat click could count as their groups ends too.
+                sqlx::query("DELETE FROM sign_ins WHERE user_name = $1")
+                    .bind(user)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
                 let mut audit = audit;
                 if let serde_json::Value::Object(data) = &mut audit.data {
                     data.insert("sessions_ended".into(), serde_json::json!(ended));
@@ -124,6 +130,45 @@ macro_rules! session_store {
                 Self::append_audit_in(&mut tx, &audit).await?;
                 tx.commit().await.map_err(db)?;
                 Ok(ended)
+            }
+
+            async fn record_sign_in(
+                &self,
+                user: &str,
+                groups: &std::collections::BTreeSet<String>,
+                at: DateTime<Utc>,
+                until: DateTime<Utc>,
+            ) -> Result<(), StoreError> {
+                let groups = serde_json::to_string(groups).map_err(|e| crate::corrupt("groups", e))?;
+                sqlx::query(
+                    "INSERT INTO sign_ins (user_name, groups, signed_in_at, valid_until) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (user_name) DO UPDATE SET groups = $2, signed_in_at = $3, valid_until = $4",
+                )
+                .bind(user)
+                .bind(groups)
+                .bind(ms(at))
+                .bind(ms(until))
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
+                Ok(())
+            }
+
+            async fn signed_in_groups(
+                &self,
+                user: &str,
+                now: DateTime<Utc>,
+            ) -> Result<Option<std::collections::BTreeSet<String>>, StoreError> {
+                let row: Option<(String,)> = sqlx::query_as(
+                    "SELECT groups FROM sign_ins WHERE user_name = $1 AND valid_until > $2",
+                )
+                .bind(user)
+                .bind(ms(now))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+                row.map(|(g,)| serde_json::from_str(&g).map_err(|e| crate::corrupt("groups", e)))
+                    .transpose()
             }
 
             async fn count_sessions_of(&self, user: &str, now: DateTime<Utc>) -> Result<u64, StoreError> {

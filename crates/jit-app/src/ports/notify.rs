@@ -21,6 +21,9 @@ pub enum NotifyError {
     /// Trying again will not help (5xx reply, bad address, template error).
     #[error("{0}")]
     Permanent(String),
+    /// The receiver asked to be left alone this long (a 429's `Retry-After`).
+    #[error("{0} (retry after {1:?})")]
+    Throttled(String, std::time::Duration),
 }
 
 /// What the SOC is told about one audit event, with what it refers to.
@@ -39,11 +42,17 @@ pub trait Notifier: Send + Sync {
     async fn deliver(&self, notice: &Notice) -> Result<(), NotifyError>;
 }
 
-/// A SIEM endpoint fed every SOC event as it happens (jit-notify over HTTPS).
+/// A receiver fed audit events in order (jit-notify's SIEM feed over
+/// HTTPS; jit-chat's Slack and Teams).
 #[async_trait]
 pub trait EventSink: Send + Sync {
     /// The endpoint's configured name: its cursor's key.
     fn name(&self) -> &str;
+    /// Which events it is fed (default: the SIEM's, every SOC event and
+    /// the chain's checkpoints).
+    fn wants(&self, kind: &str, data: &serde_json::Value) -> bool {
+        crate::feed::feeds(kind, data)
+    }
     /// Delivers one event, stamped `sent_at`; the receiver de-duplicates on
     /// its stable id.
     async fn send(&self, event: &AuditEvent, sent_at: DateTime<Utc>) -> Result<(), NotifyError>;

@@ -206,6 +206,7 @@ pub trait Store:
     + SessionStore
     + ExtensionStore
     + ActivityStore
+    + ChatStore
 {
 }
 
@@ -223,6 +224,7 @@ impl<T> Store for T where
         + SessionStore
         + ExtensionStore
         + ActivityStore
+        + ChatStore
         + ?Sized
 {
 }
@@ -285,6 +287,8 @@ pub trait GrantStore: Send + Sync {
     /// Records, once per grant, that its role outlived the revocation SLO,
     /// with the audit event (and so the email). `false`: already recorded.
     async fn mark_overdue(&self, id: GrantId, audit: NewAudit) -> Result<bool, StoreError>;
+    /// Records the warning before a grant ends, once: `false` if it was.
+    async fn mark_nudged(&self, id: GrantId, audit: NewAudit) -> Result<bool, StoreError>;
 
     /// Distinct tickets cited by grants that are not terminal.
     async fn tickets_of_live_grants(&self) -> Result<Vec<TicketId>, StoreError>;
@@ -503,6 +507,22 @@ pub trait SessionStore: Send + Sync {
     /// Ends every session of `user`, with the audit event, atomically;
     /// answers how many there were.
     async fn delete_sessions_of(&self, user: &str, audit: NewAudit) -> Result<u64, StoreError>;
+    /// Remembers the groups the identity provider named at a sign-in, valid
+    /// until `until` (the sign-in's absolute timeout).
+    async fn record_sign_in(
+        &self,
+        user: &str,
+        groups: &std::collections::BTreeSet<String>,
+        at: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// The groups of `user`'s last sign-in, if it is still within its
+    /// absolute timeout at `now` (and their sessions were not ended since).
+    async fn signed_in_groups(
+        &self,
+        user: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<std::collections::BTreeSet<String>>, StoreError>;
     /// Live sessions of `user` at `now` (the SOC page shows the count).
     async fn count_sessions_of(&self, user: &str, now: DateTime<Utc>) -> Result<u64, StoreError>;
 }
@@ -589,4 +609,19 @@ pub trait ActivityStore: Send + Sync {
     ) -> Result<(), StoreError>;
     /// When the next pass is due (or its lease ends).
     async fn next_activity_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+}
+
+/// The chat messages the broker posted and updates in place.
+#[async_trait]
+pub trait ChatStore: Send + Sync {
+    /// Remembers where `key`'s message is (the first one posted wins).
+    async fn save_chat_message(
+        &self,
+        key: &str,
+        channel: &str,
+        ts: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Where `key`'s message is: (channel, ts).
+    async fn chat_message(&self, key: &str) -> Result<Option<(String, String)>, StoreError>;
 }

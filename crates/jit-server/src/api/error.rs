@@ -52,6 +52,8 @@ pub enum ApiError {
     WebhookDisabled,
     #[error("Genesys events are not configured (events.secret)")]
     EventsDisabled,
+    #[error("Slack is not configured (slack.signing_secret)")]
+    SlackDisabled,
     /// A relayed event refused: `field` and `rule` say which check.
     #[error("{message}")]
     EventRefused {
@@ -107,7 +109,10 @@ impl ResponseError for ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Denied(_) => StatusCode::FORBIDDEN,
-            Self::TicketSystemUnavailable(_) | Self::WebhookDisabled | Self::EventsDisabled => {
+            Self::TicketSystemUnavailable(_)
+            | Self::WebhookDisabled
+            | Self::EventsDisabled
+            | Self::SlackDisabled => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::EventRefused { status, .. } => *status,
@@ -158,6 +163,7 @@ impl ResponseError for ApiError {
             Self::TicketSystemUnavailable(_) => ("ticket_system_unavailable", vec![]),
             Self::WebhookDisabled => ("webhook_disabled", vec![]),
             Self::EventsDisabled => ("events_disabled", vec![]),
+            Self::SlackDisabled => ("slack_disabled", vec![]),
             Self::EventRefused {
                 field,
                 rule,

@@ -56,6 +56,8 @@ pub struct ApiState {
     pub permissions: Arc<std::sync::Mutex<Option<Vec<jit_app::PermissionProbe>>>>,
     /// Genesys events relayed by EventBridge (`None`: not configured).
     pub events: Option<crate::events::EventsGate>,
+    /// Slack's interaction callback (`None`: Slack not configured).
+    pub slack: Option<Arc<crate::slack::SlackDoor>>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -88,6 +90,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     )
     .service(resource("/webhooks/servicenow").route(web::post().to(webhooks::servicenow_webhook)))
     .service(resource("/webhooks/genesys/events").route(web::post().to(webhooks::genesys_events)))
+    .service(resource("/webhooks/slack/interactions").route(web::post().to(webhooks::slack_interactions)))
     .service(resource("/healthz").route(web::get().to(ops::healthz)))
     .service(resource("/readyz").route(web::get().to(ops::readyz)))
     .service(resource("/metrics").route(web::get().to(ops::metrics_page)));
@@ -136,6 +139,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/openapi.json"),
     ("post", "/webhooks/servicenow"),
     ("post", "/webhooks/genesys/events"),
+    ("post", "/webhooks/slack/interactions"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),

@@ -213,6 +213,7 @@ impl Modify for Security {
         crate::api::ops::openapi_json,
         crate::api::webhooks::servicenow_webhook,
         crate::api::webhooks::genesys_events,
+        crate::api::webhooks::slack_interactions,
         crate::api::ops::healthz,
         crate::api::ops::readyz,
         crate::api::ops::metrics_page,

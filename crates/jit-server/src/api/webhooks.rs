@@ -152,3 +152,61 @@ async fn handle_genesys_event(
         )),
     }
 }
+
+#[utoipa::path(post, path = "/webhooks/slack/interactions", tag = "webhooks", security(()),
+    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "Slack's interaction callback: `payload=<JSON>` (a button's `block_actions`, or the deny reason's `view_submission`), signed with `X-Slack-Signature` over `v0:<X-Slack-Request-Timestamp>:<body>`"),
+    responses((status = 200, description = "read and acted on (a refusal is told to the clicker in Slack); for the deny reason, `response_action: errors` keeps the form open with the reason"),
+              (status = 400, description = "not an interaction payload", body = ErrorBody), (status = 401, description = "signature missing, wrong, or older than 5 minutes", body = ErrorBody),
+              (status = 503, description = "Slack is not configured", body = ErrorBody)))]
+pub(crate) async fn slack_interactions(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    use jit_chat::slack::Refused;
+    let door = state.slack.as_ref().ok_or(ApiError::SlackDisabled)?;
+    let body = collect_body(declared_length(&req), payload, state.max_body_bytes).await?;
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let text = String::from_utf8_lossy(&body);
+    let answer = door
+        .handle(
+            &state.app,
+            &state.worker_wake,
+            header("X-Slack-Request-Timestamp"),
+            header("X-Slack-Signature"),
+            &text,
+        )
+        .await;
+    let refused = |status, field, rule, message: String| ApiError::EventRefused {
+        status,
+        field,
+        rule,
+        message,
+    };
+    let result = match &answer {
+        Ok(_) => "accepted",
+        Err(Refused::Malformed(_)) => "malformed",
+        Err(_) => "refused",
+    };
+    metrics::counter!("jit_slack_interactions_total", "result" => result).increment(1);
+    match answer {
+        Ok(crate::slack::Answer::Done) => Ok(HttpResponse::Ok().finish()),
+        Ok(crate::slack::Answer::ModalError(why)) => {
+            Ok(HttpResponse::Ok().json(crate::slack::modal_error(&why)))
+        }
+        Err(Refused::Malformed(why)) => Err(refused(
+            StatusCode::BAD_REQUEST,
+            "payload",
+            "interaction",
+            why,
+        )),
+        Err(e) => {
+            jit_app::warn_throttled!(
+                "slack_interactions_refused",
+                "a Slack callback with a missing, wrong or stale signature"
+            );
+            let rule = if matches!(e, Refused::Stale) { "timestamp" } else { "signature" };
+            Err(refused(StatusCode::UNAUTHORIZED, "header", rule, e.to_string()))
+        }
+    }
+}

@@ -11,10 +11,12 @@ use figment::providers::{Env, Format, Toml};
 use secrecy::SecretString;
 use serde::Deserialize;
 
+mod chat;
 mod directory;
 mod events;
 mod notify;
 
+pub use chat::{SlackSettings, TeamsSettings};
 pub use directory::{ScimProfile, ScimSettings};
 pub use events::EventsSettings;
 pub use notify::{NotifySettings, SmtpTls, WebhookSettings};
@@ -42,6 +44,10 @@ pub struct Config {
     pub events: EventsSettings,
     /// What was done with a privilege: when the audit trail is read again.
     pub activity: ActivitySettings,
+    /// Approvals in Slack.
+    pub slack: SlackSettings,
+    /// Notices in Microsoft Teams.
+    pub teams: TeamsSettings,
 }
 
 impl Default for Config {
@@ -62,6 +68,8 @@ impl Default for Config {
             web: WebConfig::default(),
             events: EventsSettings::default(),
             activity: ActivitySettings::default(),
+            slack: SlackSettings::default(),
+            teams: TeamsSettings::default(),
         }
     }
 }

@@ -85,6 +85,7 @@ async fn sandbox_login(
         None,
         web.app.now(),
     )?;
+    remember(&web, &chosen.user, &chosen.groups).await?;
     Ok(see_other("/"))
 }
 
@@ -134,6 +135,7 @@ async fn callback(
     })?;
     let person = signed_in.person;
     tracing::info!(user = %person.user, groups = ?person.groups, "signed in");
+    remember(&web, &person.user, &person.groups).await?;
     sign_in(
         &session,
         &person.user,
@@ -143,6 +145,19 @@ async fn callback(
         web.app.now(),
     )?;
     Ok(see_other("/"))
+}
+
+/// The groups this sign-in vouched for, kept for chat (Slack does not know
+/// the identity provider's groups) until the sign-in's absolute timeout.
+async fn remember(
+    web: &Web,
+    user: &jit_domain::UserName,
+    groups: &std::collections::BTreeSet<String>,
+) -> Result<(), WebError> {
+    let absolute = chrono::TimeDelta::from_std(web.settings.absolute_timeout)
+        .unwrap_or(chrono::TimeDelta::hours(10));
+    web.app.remember_sign_in(user, groups, absolute).await?;
+    Ok(())
 }
 
 #[derive(Deserialize)]
