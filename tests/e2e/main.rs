@@ -16,6 +16,7 @@ mod notify;
 mod openapi;
 mod ops;
 mod reconcile;
+mod slack;
 mod soc;
 mod store;
 mod tickets;

@@ -23,6 +23,7 @@ pub mod app;
 pub mod fleet;
 pub mod genesys;
 pub mod proxy;
+pub mod slack;
 pub mod web;
 
 pub const SCIM_TOKEN: &str = "e2e-scim-token";

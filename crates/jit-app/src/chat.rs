@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 
 use chrono::TimeDelta;
-use jit_domain::{Caller, ExtensionForm, GrantId, GrantState, Given, UserName, Verdict};
+use jit_domain::{Caller, ExtensionForm, Given, GrantId, GrantState, UserName, Verdict};
 use serde_json::json;
 
 use crate::app::{App, SYSTEM_ACTOR};

@@ -67,8 +67,10 @@ pub fn card(event: &AuditEvent, public_url: &str, slo: Duration) -> Value {
         .collect();
     let mut actions = Vec::new();
     if let Some(grant) = event.grant {
-        actions.push(json!({"type": "Action.OpenUrl", "title": "Open in jit-broker",
-                            "url": format!("{public_url}/grants/{grant}")}));
+        actions.push(
+            json!({"type": "Action.OpenUrl", "title": "Open in jit-broker",
+                            "url": format!("{public_url}/grants/{grant}")}),
+        );
     }
     json!({
         "type": "message",
@@ -110,7 +112,9 @@ impl EventSink for TeamsSink {
             .json(&body)
             .send()
             .await
-            .map_err(|e| NotifyError::Transient(format!("Teams unreachable: {}", e.without_url())))?;
+            .map_err(|e| {
+                NotifyError::Transient(format!("Teams unreachable: {}", e.without_url()))
+            })?;
         let status = answer.status();
         if status.is_success() {
             return Ok(());

@@ -436,13 +436,17 @@ pub(crate) fn chat_for(
             let signing = secret("slack.signing_secret", &s.signing_secret, &s.signing_secret_file)?
                 .ok_or_else(|| anyhow::anyhow!("`slack.bot_token` is set: `slack.signing_secret` is needed to check its callbacks"))?;
             let channel = s.default_channel.clone().ok_or_else(|| {
-                anyhow::anyhow!("`slack.bot_token` is set: `slack.default_channel` says where requests go")
+                anyhow::anyhow!(
+                    "`slack.bot_token` is set: `slack.default_channel` says where requests go"
+                )
             })?;
-            let url = url::Url::parse(&s.api_url)
-                .map_err(|e| anyhow::anyhow!("`slack.api_url`: {e}"))?;
+            let url =
+                url::Url::parse(&s.api_url).map_err(|e| anyhow::anyhow!("`slack.api_url`: {e}"))?;
             let local = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "::1"));
             if url.scheme() != "https" && !local {
-                anyhow::bail!("`slack.api_url` must be HTTPS (the bot token travels with every call)");
+                anyhow::bail!(
+                    "`slack.api_url` must be HTTPS (the bot token travels with every call)"
+                );
             }
             Some((s.api_url.clone(), token, signing, channel))
         }

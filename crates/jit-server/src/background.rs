@@ -33,16 +33,23 @@ impl Background {
     }
 }
 
+/// Where notices go besides the audit log: SOC email, and the chat feeds
+/// (Slack, Teams).
+pub(crate) struct Outlets {
+    pub smtp: Option<jit_notify::SmtpNotifier>,
+    pub chat_feeds: Vec<Arc<dyn jit_app::EventSink>>,
+}
+
 pub(crate) fn start(
     config: &Config,
     dev: bool,
     app: &Arc<App>,
     owner: &str,
     shared_budget: Option<Arc<jit_app::Budget>>,
-    smtp: Option<jit_notify::SmtpNotifier>,
+    outlets: Outlets,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
-    chat_feeds: Vec<Arc<dyn jit_app::EventSink>>,
 ) -> anyhow::Result<Background> {
+    let Outlets { smtp, chat_feeds } = outlets;
     let mut background = Background {
         tasks: Vec::new(),
         events: None,

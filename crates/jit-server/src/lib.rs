@@ -131,9 +131,11 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
         &app,
         &owner,
         shared_budget.clone(),
-        notifier,
+        background::Outlets {
+            smtp: notifier,
+            chat_feeds: chat.feeds,
+        },
         metrics.clone(),
-        chat.feeds,
     )?;
     let (worker_stop, stop_rx) = oneshot::channel::<()>();
     let worker_task = tokio::spawn(worker.run(async {

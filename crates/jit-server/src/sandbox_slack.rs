@@ -3,11 +3,11 @@
 //! `/sandbox/slack`, that shows what the bot posted with its buttons: a
 //! click is signed and posted to the broker's own callback, as Slack would.
 
-use std::fmt::Write as _;
 use actix_web::{HttpResponse, web};
 use jit_slack_standin::{SlackStandIn, block_actions, interaction_body, sign};
 use serde::Deserialize;
 use serde_json::Value;
+use std::fmt::Write as _;
 
 /// The channel approval requests go to in the sandbox.
 pub const CHANNEL: &str = "#jit-approvals";

@@ -41,8 +41,7 @@ impl SlackDoor {
         body: &str,
     ) -> Result<Answer, Refused> {
         let now = app.now();
-        interactions::verify(&self.signing_secret, timestamp, signature, body, now)
-?;
+        interactions::verify(&self.signing_secret, timestamp, signature, body, now)?;
         let interaction = interactions::parse(body)?;
         // A delivery seen before (Slack's own retry, or a replay inside the
         // five minutes) is answered and not acted on again.
@@ -76,9 +75,7 @@ impl SlackDoor {
                 trigger_id,
             } => {
                 let channel = channel.unwrap_or_default();
-                let outcome = self
-                    .click(app, &user, action, grant, &trigger_id)
-                    .await;
+                let outcome = self.click(app, &user, action, grant, &trigger_id).await;
                 match outcome {
                     Ok(Some(done)) => {
                         self.update_nudge(app, grant, &done).await;
@@ -120,7 +117,9 @@ impl SlackDoor {
         trigger_id: &str,
     ) -> Result<Option<String>, String> {
         if self.links.confirm_in_browser && matches!(action, Action::Approve | Action::Deny) {
-            return Err("approvals are given on the grant's page here (slack.confirm_in_browser)".into());
+            return Err(
+                "approvals are given on the grant's page here (slack.confirm_in_browser)".into(),
+            );
         }
         if action == Action::Deny {
             let g = app.grant(grant).await.map_err(|e| told(&e))?;

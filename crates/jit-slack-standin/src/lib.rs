@@ -193,6 +193,11 @@ pub fn interaction_body(payload: &Value) -> String {
         .finish()
 }
 
+fn next_trigger() -> u64 {
+    static TRIGGERS: AtomicU64 = AtomicU64::new(1);
+    TRIGGERS.fetch_add(1, Ordering::Relaxed)
+}
+
 /// A button click (`block_actions`) by `user` on a message in `channel`.
 pub fn block_actions(
     user: &SlackUser,
@@ -207,7 +212,8 @@ pub fn block_actions(
         "api_app_id": "A0000001",
         "team": {"id": "T0000001", "domain": "bank"},
         "container": {"type": "message", "message_ts": message_ts, "channel_id": channel, "is_ephemeral": false},
-        "trigger_id": format!("{}.{}.{}", message_ts.replace('.', ""), user.id, action_id),
+        // Slack gives every click a trigger of its own.
+        "trigger_id": format!("{}.{}.{action_id}.{}", message_ts.replace('.', ""), user.id, next_trigger()),
         "channel": {"id": channel},
         "message": {"ts": message_ts},
         "response_url": "https://hooks.slack.invalid/actions/T0000001/1/x",
@@ -225,7 +231,7 @@ pub fn view_submission(user: &SlackUser, callback_id: &str, metadata: &str, reas
         "user": {"id": user.id, "username": user.name, "name": user.name, "team_id": "T0000001"},
         "api_app_id": "A0000001",
         "team": {"id": "T0000001", "domain": "bank"},
-        "trigger_id": format!("submit.{}.{metadata}", user.id),
+        "trigger_id": format!("submit.{}.{metadata}.{}", user.id, next_trigger()),
         "view": {
             "id": format!("V{}", metadata.len()),
             "type": "modal",
@@ -311,7 +317,9 @@ fn quota_for(method: &str, channel: &str) -> (String, Quota) {
             format!("{method}:{channel}"),
             Quota::per_second(PER_SECOND).allow_burst(NonZeroU32::new(3).unwrap_or(PER_SECOND)),
         ),
-        "users.info" | "users.lookupByEmail" | "views.open" => (method.to_owned(), per_minute(TIER_4)),
+        "users.info" | "users.lookupByEmail" | "views.open" => {
+            (method.to_owned(), per_minute(TIER_4))
+        }
         _ => (method.to_owned(), per_minute(TIER_3)),
     }
 }
@@ -333,7 +341,11 @@ async fn call(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     if bearer != Some(standin.token.as_str()) {
-        return error(if bearer.is_none() { "not_authed" } else { "invalid_auth" });
+        return error(if bearer.is_none() {
+            "not_authed"
+        } else {
+            "invalid_auth"
+        });
     }
     let args = arguments(&req, &body);
     let (key, quota) = quota_for(&method, &text_of(&args, "channel"));
@@ -358,8 +370,19 @@ async fn call(
                 Some(v) => v.clone(),
                 None => return error("invalid_arguments"),
             };
-            standin.workspace().views.push((trigger, view.clone()));
-            HttpResponse::Ok().json(json!({"ok": true, "view": view}))
+            let mut shown = view.clone();
+            let id = {
+                let mut w = standin.workspace();
+                w.views.push((trigger, view));
+                format!("V{:08}", w.views.len())
+            };
+            if let Value::Object(fields) = &mut shown {
+                fields.insert("id".into(), json!(id));
+                fields.insert("team_id".into(), json!("T0000001"));
+                fields.insert("hash".into(), json!(format!("{id}.hash")));
+                fields.insert("state".into(), json!({"values": {}}));
+            }
+            HttpResponse::Ok().json(json!({"ok": true, "view": shown}))
         }
         _ => error("unknown_method"),
     }
@@ -390,7 +413,8 @@ fn post(standin: &SlackStandIn, method: &str, args: &HashMap<String, Value>) -> 
     if only_for.is_some() {
         return HttpResponse::Ok().json(json!({"ok": true, "message_ts": ts}));
     }
-    HttpResponse::Ok().json(json!({"ok": true, "channel": channel, "ts": ts, "message": {"ts": ts}}))
+    HttpResponse::Ok()
+        .json(json!({"ok": true, "channel": channel, "ts": ts, "message": {"ts": ts}}))
 }
 
 fn update(standin: &SlackStandIn, args: &HashMap<String, Value>) -> HttpResponse {
@@ -404,14 +428,25 @@ fn update(standin: &SlackStandIn, args: &HashMap<String, Value>) -> HttpResponse
     else {
         return error("message_not_found");
     };
-    m.text = text;
+    m.text = text.clone();
     m.blocks = blocks;
     m.updates += 1;
-    HttpResponse::Ok().json(json!({"ok": true, "channel": channel, "ts": ts}))
+    HttpResponse::Ok().json(
+        json!({"ok": true, "channel": channel, "ts": ts, "text": text,
+        "message": {"ts": ts, "text": text}}),
+    )
 }
 
 fn open_dm(standin: &SlackStandIn, args: &HashMap<String, Value>) -> HttpResponse {
-    let user = text_of(args, "users");
+    // A comma-separated string, as documented (clients also send an array).
+    let user = match args.get("users") {
+        Some(Value::Array(ids)) => ids
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(","),
+        _ => text_of(args, "users"),
+    };
     let mut w = standin.workspace();
     if !w.users.iter().any(|u| u.id == user) {
         return error("user_not_found");
@@ -436,6 +471,10 @@ fn user(standin: &SlackStandIn, method: &str, args: &HashMap<String, Value>) -> 
             "deleted": false, "is_bot": false,
             "profile": {"email": u.email, "real_name": u.name, "display_name": u.name},
         }})),
-        None => error(if method == "users.info" { "user_not_found" } else { "users_not_found" }),
+        None => error(if method == "users.info" {
+            "user_not_found"
+        } else {
+            "users_not_found"
+        }),
     }
 }

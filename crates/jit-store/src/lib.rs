@@ -8,8 +8,8 @@
 
 mod activity;
 mod audit;
-mod chat;
 mod chain;
+mod chat;
 mod deliveries;
 mod extensions;
 mod grants;

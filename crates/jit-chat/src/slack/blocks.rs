@@ -27,7 +27,11 @@ pub struct Links {
 
 impl Links {
     pub fn grant(&self, grant: &Grant) -> String {
-        format!("{}/grants/{}", self.public_url.trim_end_matches('/'), grant.id)
+        format!(
+            "{}/grants/{}",
+            self.public_url.trim_end_matches('/'),
+            grant.id
+        )
     }
 
     fn ticket(&self, grant: &Grant) -> String {
@@ -92,7 +96,11 @@ fn answers(reviews: &[Review]) -> String {
             } else {
                 format!(": “{}”", escape(&r.comment))
             };
-            format!("{} {verb} at {}{comment}", escape(r.approver.as_str()), hm(r.at))
+            format!(
+                "{} {verb} at {}{comment}",
+                escape(r.approver.as_str()),
+                hm(r.at)
+            )
         })
         .collect::<Vec<_>>()
         .join("\n")
@@ -147,14 +155,16 @@ pub fn request(grant: &Grant, reviews: &[Review], needed: u8, links: &Links) -> 
         .filter(|r| r.verdict == Verdict::Approve)
         .count();
     let headline = match grant.state {
-        GrantState::PendingApproval => format!(
-            "*Approval needed:* `{role}` for {user} ({approvals} of {needed} approvals)"
-        ),
+        GrantState::PendingApproval => {
+            format!("*Approval needed:* `{role}` for {user} ({approvals} of {needed} approvals)")
+        }
         GrantState::Denied => format!("*Denied:* `{role}` for {user}"),
-        GrantState::Cancelled => format!("*No longer waiting:* `{role}` for {user} (lapsed or cancelled)"),
+        GrantState::Cancelled => {
+            format!("*No longer waiting:* `{role}` for {user} (lapsed or cancelled)")
+        }
         state => format!("*Approved:* `{role}` for {user} (the grant is {state})"),
     };
-    let text = headline.replace('*', "").replace('`', "");
+    let text = headline.replace(['*', '`'], "");
     let mut blocks = vec![section(&headline), facts(grant, links)];
     if let Some(c) = clauses(grant) {
         blocks.push(c);
@@ -200,9 +210,12 @@ pub fn extension(
             hm(ext.until),
             hm(ext.from)
         ),
-        state => format!("*Extension {state}:* `{role}` for {user} until {}", hm(ext.until)),
+        state => format!(
+            "*Extension {state}:* `{role}` for {user} until {}",
+            hm(ext.until)
+        ),
     };
-    let text = headline.replace('*', "").replace('`', "");
+    let text = headline.replace(['*', '`'], "");
     let mut blocks = vec![section(&headline), facts(grant, links)];
     if !reviews.is_empty() {
         blocks.push(section(&answers(reviews)));
@@ -234,7 +247,10 @@ pub fn outcome(
             hm(grant.starts_at),
             hm(grant.expires_at)
         ),
-        "grant_denied" => format!("Your request for `{role}` was denied by {}{comment}.", escape(by)),
+        "grant_denied" => format!(
+            "Your request for `{role}` was denied by {}{comment}.",
+            escape(by)
+        ),
         "extension_approved" => format!(
             "Your extension of `{role}` was approved by {}: it now ends {}.",
             escape(by),

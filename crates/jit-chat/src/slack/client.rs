@@ -50,9 +50,7 @@ impl Slack {
             .with_slack_api_url(api_url.trim_end_matches('/'));
         Ok(Self {
             client: SlackClient::new(connector),
-            token: SlackApiToken::new(SlackApiTokenValue::new(
-                token.expose_secret().to_owned(),
-            )),
+            token: SlackApiToken::new(SlackApiTokenValue::new(token.expose_secret().to_owned())),
         })
     }
 
@@ -94,15 +92,17 @@ impl Slack {
             content(text, blocks)?,
             SlackTs::new(at.ts.clone()),
         );
-        self.session()
-            .chat_update(&request)
-            .await
-            .map_err(sorted)?;
+        self.session().chat_update(&request).await.map_err(sorted)?;
         Ok(())
     }
 
     /// A reply only `user` sees, in `channel`.
-    pub async fn ephemeral(&self, channel: &str, user: &str, text: &str) -> Result<(), NotifyError> {
+    pub async fn ephemeral(
+        &self,
+        channel: &str,
+        user: &str,
+        text: &str,
+    ) -> Result<(), NotifyError> {
         let request = SlackApiChatPostEphemeralRequest::new(
             SlackChannelId::new(channel.to_owned()),
             SlackUserId::new(user.to_owned()),
@@ -153,11 +153,7 @@ impl Slack {
             )))
             .await
             .map_err(sorted)?;
-        Ok(answer
-            .user
-            .profile
-            .and_then(|p| p.email)
-            .map(|e| e.0))
+        Ok(answer.user.profile.and_then(|p| p.email).map(|e| e.0))
     }
 
     /// Opens a modal on `trigger_id` (the reason for a denial).

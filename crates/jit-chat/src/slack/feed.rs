@@ -22,7 +22,9 @@ fn wanted(kind: &str, data: &Value) -> bool {
         "grant_requested" => data["state"] == "pending_approval",
         "grant_cancelled" => data["from"] == "pending_approval",
         "grant_reviewed" | "grant_approved" | "grant_denied" => true,
-        "extension_requested" | "extension_reviewed" | "extension_approved"
+        "extension_requested"
+        | "extension_reviewed"
+        | "extension_approved"
         | "extension_denied" => true,
         k => k == jit_app::chat::EXPIRY_NUDGE,
     }
@@ -98,8 +100,13 @@ impl SlackFeed {
     async fn request(&self, grant: &Grant, now: DateTime<Utc>) -> Result<(), NotifyError> {
         let reviews = self.store.reviews(grant.id).await.map_err(store)?;
         let message = blocks::request(grant, &reviews, self.needed(grant), &self.links);
-        self.post_or_update(&request_key(grant.id), &self.channel_of(grant), message, now)
-            .await
+        self.post_or_update(
+            &request_key(grant.id),
+            &self.channel_of(grant),
+            message,
+            now,
+        )
+        .await
     }
 
     async fn extension(
@@ -133,8 +140,13 @@ impl SlackFeed {
             state,
         };
         let message = blocks::extension(grant, &ext, &reviews, self.needed(grant), &self.links);
-        self.post_or_update(&format!("extension:{id}"), &self.channel_of(grant), message, now)
-            .await
+        self.post_or_update(
+            &format!("extension:{id}"),
+            &self.channel_of(grant),
+            message,
+            now,
+        )
+        .await
     }
 
     async fn tell_requester(
@@ -146,7 +158,13 @@ impl SlackFeed {
     ) -> Result<(), NotifyError> {
         // Once per event, even if the feed repeats it.
         let key = format!("outcome:{}", event.seq);
-        if self.store.chat_message(&key).await.map_err(store)?.is_some() {
+        if self
+            .store
+            .chat_message(&key)
+            .await
+            .map_err(store)?
+            .is_some()
+        {
             return Ok(());
         }
         let comment = event.data["comment"].as_str().unwrap_or_default();
@@ -169,11 +187,21 @@ impl SlackFeed {
 
     async fn nudge(&self, grant: &Grant, now: DateTime<Utc>) -> Result<(), NotifyError> {
         let key = nudge_key(grant.id);
-        if self.store.chat_message(&key).await.map_err(store)?.is_some() {
+        if self
+            .store
+            .chat_message(&key)
+            .await
+            .map_err(store)?
+            .is_some()
+        {
             return Ok(());
         }
         let (text, blocks) = blocks::nudge(grant, &self.links, None);
-        if let Some(sent) = self.slack.direct(grant.user.as_str(), &text, blocks).await? {
+        if let Some(sent) = self
+            .slack
+            .direct(grant.user.as_str(), &text, blocks)
+            .await?
+        {
             self.store
                 .save_chat_message(&key, &sent.channel, &sent.ts, now)
                 .await

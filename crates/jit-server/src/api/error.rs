@@ -112,9 +112,7 @@ impl ResponseError for ApiError {
             Self::TicketSystemUnavailable(_)
             | Self::WebhookDisabled
             | Self::EventsDisabled
-            | Self::SlackDisabled => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            | Self::SlackDisabled => StatusCode::SERVICE_UNAVAILABLE,
             Self::EventRefused { status, .. } => *status,
             Self::Webhook(WebhookError::BadBody(_)) => StatusCode::BAD_REQUEST,
             Self::Webhook(_) => StatusCode::UNAUTHORIZED,

@@ -90,7 +90,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     )
     .service(resource("/webhooks/servicenow").route(web::post().to(webhooks::servicenow_webhook)))
     .service(resource("/webhooks/genesys/events").route(web::post().to(webhooks::genesys_events)))
-    .service(resource("/webhooks/slack/interactions").route(web::post().to(webhooks::slack_interactions)))
+    .service(
+        resource("/webhooks/slack/interactions")
+            .route(web::post().to(webhooks::slack_interactions)),
+    )
     .service(resource("/healthz").route(web::get().to(ops::healthz)))
     .service(resource("/readyz").route(web::get().to(ops::readyz)))
     .service(resource("/metrics").route(web::get().to(ops::metrics_page)));

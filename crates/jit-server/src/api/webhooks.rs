@@ -205,8 +205,17 @@ pub(crate) async fn slack_interactions(
                 "slack_interactions_refused",
                 "a Slack callback with a missing, wrong or stale signature"
             );
-            let rule = if matches!(e, Refused::Stale) { "timestamp" } else { "signature" };
-            Err(refused(StatusCode::UNAUTHORIZED, "header", rule, e.to_string()))
+            let rule = if matches!(e, Refused::Stale) {
+                "timestamp"
+            } else {
+                "signature"
+            };
+            Err(refused(
+                StatusCode::UNAUTHORIZED,
+                "header",
+                rule,
+                e.to_string(),
+            ))
         }
     }
 }
