@@ -416,6 +416,8 @@ async fn the_dev_sandbox_works_with_no_external_system() {
             .send()
     };
     assert_eq!(act("bob@example.com").await.unwrap().status(), 201);
+    #[allow(clippy::disallowed_methods)]
+    let acted_at = chrono::Utc::now();
     assert_eq!(act("nobody@example.com").await.unwrap().status(), 404);
     let (status, _) = app
         .post(
@@ -432,9 +434,10 @@ async fn the_dev_sandbox_works_with_no_external_system() {
         assert!(Instant::now() < deadline, "no preliminary pass: {a}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    let (_, held) = app.get(&format!("/api/v1/grants/{id}")).await;
     assert_eq!(
         activity["events"][0]["entity_name"], "Main IVR",
-        "{activity}"
+        "{activity} for {held} (acted at {acted_at})"
     );
     while !mail()
         .await
@@ -447,6 +450,51 @@ async fn the_dev_sandbox_works_with_no_external_system() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The sandbox Slack: a request that needs approval is posted there, and
+    // a click as bob (an approver) is signed and posted back as Slack would.
+    let mut request = body("alice@example.com", "30m");
+    request["role"] = json!("Recording Admin");
+    request["ticket"] = json!("CHG0000001");
+    let (status, g) = app.post("/api/v1/grants", &request).await;
+    assert_eq!(
+        (status, g["state"].as_str()),
+        (201, Some("pending_approval")),
+        "{g}"
+    );
+    let id = g["id"].as_str().unwrap().to_owned();
+    let slack_page = || async {
+        app.http
+            .get(format!("{}/sandbox/slack", app.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    while !slack_page().await.contains(&format!("value=\"{id}\"")) {
+        assert!(Instant::now() < deadline, "no request in the sandbox Slack");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let clicked = app
+        .http
+        .post(format!("{}/sandbox/slack/click", app.base))
+        .form(&[
+            ("channel", "#jit-approvals"),
+            ("ts", "1800000000.000001"),
+            ("action", "approve"),
+            ("value", id.as_str()),
+            ("who", "bob@example.com"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(clicked.status().is_success() || clicked.status().is_redirection());
+    let approved = app.grant_with(&id, "role_added_at").await;
+    assert!(
+        !approved["role_added_at"].is_null(),
+        "approved from the sandbox Slack: {approved}"
+    );
     // Readiness shows the start-up permission probe of the sandbox's
     // OAuth client (it holds exactly what the broker needs).
     let permissions = loop {

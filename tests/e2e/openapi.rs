@@ -79,7 +79,12 @@ async fn every_registered_route_answers_and_other_methods_get_405() {
 async fn schemathesis_finds_nothing_wrong() {
     let tenant = Tenant::new();
     tenant.create_user("eng@example.com", &["Employee"]).await;
-    let app = spawn_app(Backend::Sqlite, Some(&tenant.base_url)).await;
+    // Every door open, Slack's callback too (its checks are what is tried).
+    let slack = jit_e2e::slack::SlackPeer::start(&["eng@example.com"]).await;
+    let app = jit_e2e::app::spawn_app_with(Backend::Sqlite, Some(&tenant.base_url), |c| {
+        slack.configure(c)
+    })
+    .await;
     let st = peer_program("st");
     assert!(
         st.exists(),

@@ -159,6 +159,14 @@ pub struct ActivityDoc {
     unsupported: bool,
 }
 
+/// Slack's interaction callback: one form field.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct SlackInteractionDoc {
+    /// JSON: a button's `block_actions`, or the deny reason's `view_submission`.
+    payload: String,
+}
+
 /// One reconciler sweep, and (when finished) its findings.
 #[derive(Serialize, ToSchema)]
 #[allow(dead_code)]
@@ -218,7 +226,7 @@ impl Modify for Security {
         crate::api::ops::readyz,
         crate::api::ops::metrics_page,
     ),
-    components(schemas(GrantRequest, ExtendRequest, ReviewRequest, ErrorBody, ErrorDetail, FieldErrorDoc, GrantDoc, Page, AuditPageDoc, RunDoc, RevokeSessionsRequest, RevokedDoc, ExtensionRequestedDoc, ActivityDoc)),
+    components(schemas(GrantRequest, ExtendRequest, ReviewRequest, ErrorBody, ErrorDetail, FieldErrorDoc, GrantDoc, Page, AuditPageDoc, RunDoc, RevokeSessionsRequest, RevokedDoc, ExtensionRequestedDoc, ActivityDoc, SlackInteractionDoc)),
     modifiers(&Security),
     security(("bearer" = []))
 )]

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::body::{collect_body, declared_length};
 #[allow(unused_imports)] // named by the `utoipa::path` annotations
-use super::openapi::ErrorBody;
+use super::openapi::{ErrorBody, SlackInteractionDoc};
 use super::{ApiError, ApiState};
 
 /// `POST /webhooks/servicenow`: a change-request record from a Business Rule
@@ -154,7 +154,7 @@ async fn handle_genesys_event(
 }
 
 #[utoipa::path(post, path = "/webhooks/slack/interactions", tag = "webhooks", security(()),
-    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "Slack's interaction callback: `payload=<JSON>` (a button's `block_actions`, or the deny reason's `view_submission`), signed with `X-Slack-Signature` over `v0:<X-Slack-Request-Timestamp>:<body>`"),
+    request_body(content = SlackInteractionDoc, content_type = "application/x-www-form-urlencoded", description = "Slack's interaction callback, signed with `X-Slack-Signature` over `v0:<X-Slack-Request-Timestamp>:<body>`"),
     responses((status = 200, description = "read and acted on (a refusal is told to the clicker in Slack); for the deny reason, `response_action: errors` keeps the form open with the reason"),
               (status = 400, description = "not an interaction payload", body = ErrorBody), (status = 401, description = "signature missing, wrong, or older than 5 minutes", body = ErrorBody),
               (status = 503, description = "Slack is not configured", body = ErrorBody)))]
