@@ -310,3 +310,94 @@ pub fn deny_modal(grant: &Grant) -> Value {
         ],
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
+    use super::*;
+    use jit_domain::{Justification, RoleName, TicketId, UserName, ValidGrantRequest};
+
+    fn grant(state: GrantState) -> Grant {
+        let t0 = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
+        let request = ValidGrantRequest {
+            user: UserName::parse("eng@example.com").unwrap(),
+            role: RoleName::parse("Recording Admin").unwrap(),
+            ticket: Some(TicketId::parse("CHG0012345").unwrap()),
+            justification: Justification::parse("export <calls> & recordings").unwrap(),
+            starts_at: t0,
+            expires_at: t0 + chrono::TimeDelta::minutes(30),
+        };
+        Grant {
+            state,
+            ..Grant::from_request(request, "api-key", t0)
+        }
+    }
+
+    fn links(confirm_in_browser: bool) -> Links {
+        Links {
+            public_url: "https://jit.bank.example/".into(),
+            servicenow_url: Some("https://acme.service-now.com".into()),
+            confirm_in_browser,
+        }
+    }
+
+    fn action_ids(blocks: &Value) -> Vec<String> {
+        blocks
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|b| b["elements"].as_array().cloned().unwrap_or_default())
+            .filter_map(|e| e["action_id"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    #[test]
+    fn a_pending_request_has_approve_deny_and_the_page_and_escapes_what_people_typed() {
+        let g = grant(GrantState::PendingApproval);
+        let (text, blocks) = request(&g, &[], 1, &links(false));
+        assert!(text.starts_with("Approval needed: Recording Admin for eng@example.com"));
+        assert_eq!(action_ids(&blocks), ["approve", "deny", "open"]);
+        let shown = blocks.to_string();
+        assert!(
+            shown.contains("export &lt;calls&gt; &amp; recordings"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("https://acme.service-now.com/nav_to.do?uri=change_request.do?sysparm_query=number=CHG0012345|CHG0012345"),
+            "{shown}"
+        );
+        assert!(shown.contains(&format!("https://jit.bank.example/grants/{}", g.id)));
+        // The blocks are Block Kit as slack-morphism models it.
+        serde_json::from_value::<Vec<slack_morphism::prelude::SlackBlock>>(blocks).unwrap();
+    }
+
+    #[test]
+    fn confirm_in_browser_leaves_only_a_link_and_a_decided_request_no_buttons() {
+        let (_, blocks) = request(&grant(GrantState::PendingApproval), &[], 1, &links(true));
+        assert_eq!(action_ids(&blocks), ["open"]);
+        let url = blocks.as_array().unwrap().last().unwrap()["elements"][0]["url"].clone();
+        assert!(url.as_str().unwrap().contains("/grants/"), "{url}");
+        let review = Review {
+            approver: UserName::parse("lead@example.com").unwrap(),
+            verdict: Verdict::Approve,
+            comment: String::new(),
+            at: DateTime::<Utc>::from_timestamp(1_800_000_060, 0).unwrap(),
+        };
+        let (text, blocks) = request(&grant(GrantState::Active), &[review], 1, &links(false));
+        assert!(text.starts_with("Approved:"), "{text}");
+        assert_eq!(action_ids(&blocks), ["open"]);
+        assert!(blocks.to_string().contains("lead@example.com approved at"));
+    }
+
+    #[test]
+    fn the_warning_offers_extend_and_drop_until_it_is_answered() {
+        let g = grant(GrantState::Active);
+        let (_, blocks) = nudge(&g, &links(false), None);
+        assert_eq!(action_ids(&blocks), ["extend", "drop", "open"]);
+        let (_, blocks) = nudge(&g, &links(false), Some("Dropped at 10:20 UTC"));
+        assert!(action_ids(&blocks).is_empty());
+        let modal = deny_modal(&g);
+        assert_eq!(modal["private_metadata"], g.id.to_string());
+        serde_json::from_value::<slack_morphism::prelude::SlackView>(modal).unwrap();
+    }
+}

@@ -31,7 +31,7 @@ pub enum Refused {
 }
 
 /// Checks a callback's signature and age (against `now`, the broker's
-/// clock, as well as the verifier's own).
+/// clock, as well as slack-morphism's verifier, which reads the system's).
 pub fn verify(
     signing_secret: &secrecy::SecretString,
     timestamp: Option<&str>,
@@ -135,5 +135,88 @@ pub fn parse(body: &str) -> Result<Interaction, Refused> {
         }
         Some(_) => Ok(Interaction::Ignored),
         None => Err(Refused::Malformed("no type".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
+    use super::*;
+    use jit_slack_standin::{SlackUser, block_actions, interaction_body, sign, view_submission};
+
+    const SECRET: &str = "unit-signing-secret";
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(secs, 0).unwrap()
+    }
+
+    fn bob() -> SlackUser {
+        SlackUser {
+            id: "U1".into(),
+            name: "bob".into(),
+            email: "bob@example.com".into(),
+        }
+    }
+
+    #[test]
+    fn only_a_fresh_signature_of_this_body_under_this_secret_passes() {
+        let secret = secrecy::SecretString::from(SECRET);
+        let body = "payload=%7B%7D";
+        // slack-morphism's verifier checks the age against the system clock
+        // too, so the test signs at the real now.
+        #[allow(clippy::disallowed_methods)]
+        let t = chrono::Utc::now().timestamp();
+        let good = sign(SECRET, t, body);
+        let ts = t.to_string();
+        let now = at(t + 10);
+        assert_eq!(verify(&secret, Some(&ts), Some(&good), body, now), Ok(()));
+        assert_eq!(
+            verify(&secret, Some(&ts), Some(&sign("other", t, body)), body, now),
+            Err(Refused::Forged)
+        );
+        assert_eq!(
+            verify(&secret, Some(&ts), Some(&good), "payload=%7B%7Dx", now),
+            Err(Refused::Forged)
+        );
+        assert_eq!(
+            verify(&secret, Some(&ts), Some(&good), body, at(t + 301)),
+            Err(Refused::Stale)
+        );
+        assert_eq!(
+            verify(&secret, None, Some(&good), body, now),
+            Err(Refused::Unsigned)
+        );
+    }
+
+    #[test]
+    fn clicks_and_the_deny_reason_are_read_and_anything_else_ignored() {
+        let grant = "01a233ca-030d-7050-928d-ac3ac87012b9";
+        let body = interaction_body(&block_actions(&bob(), "approve", grant, "C1", "1.1"));
+        match parse(&body).unwrap() {
+            Interaction::Click {
+                user,
+                action,
+                channel,
+                ..
+            } => assert_eq!(
+                (user.as_str(), action, channel.as_deref()),
+                ("U1", Action::Approve, Some("C1"))
+            ),
+            other => panic!("{other:?}"),
+        }
+        let body = interaction_body(&view_submission(&bob(), DENY_REASON, grant, "no CAB"));
+        assert_eq!(
+            parse(&body).unwrap(),
+            Interaction::DenyReason {
+                user: "U1".into(),
+                grant: grant.parse().unwrap(),
+                reason: "no CAB".into()
+            }
+        );
+        let open = interaction_body(&block_actions(&bob(), "open", grant, "C1", "1.1"));
+        assert_eq!(parse(&open).unwrap(), Interaction::Ignored);
+        let not_a_grant = interaction_body(&block_actions(&bob(), "approve", "x", "C1", "1.1"));
+        assert!(matches!(parse(&not_a_grant), Err(Refused::Malformed(_))));
+        assert!(matches!(parse("payload=nope"), Err(Refused::Malformed(_))));
     }
 }
