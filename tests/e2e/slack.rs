@@ -462,3 +462,45 @@ async fn a_quorum_of_two_across_slack_and_the_web_form() {
         .await;
     app.running.stop().await;
 }
+
+/// The warning's Extend on a role whose extensions need approval becomes
+/// an extension request, posted for the approvers; approved from Slack, the
+/// end moves and the holder hears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extension_from_slack_waits_for_the_approvers() {
+    let (app, slack, tenant) = stack(&[ENG, LEAD]).await;
+    let id = request(&app, ENG, RECORDING, "CHG0024008", "5m").await;
+    let posted = slack
+        .wait_for("the request", |m| m.text.contains("Approval needed"))
+        .await;
+    slack.click(&app.base, LEAD, "approve", &posted).await;
+    tenant.wait_for_role(ENG, RECORDING, true, ROLE).await;
+    let warning = slack
+        .wait_for("the warning", |m| m.text.contains("ends at"))
+        .await;
+    let (_, before) = app.get(&format!("/api/v1/grants/{id}")).await;
+    slack.click(&app.base, ENG, "extend", &warning).await;
+    let ask = slack
+        .wait_for("the extension request", |m| {
+            m.text.contains("Extension needed")
+        })
+        .await;
+    assert_eq!(ask.channel, CHANNEL);
+    let (_, unchanged) = app.get(&format!("/api/v1/grants/{id}")).await;
+    assert_eq!(
+        unchanged["expires_at"], before["expires_at"],
+        "not before approval"
+    );
+    slack.click(&app.base, LEAD, "approve", &ask).await;
+    slack
+        .wait_for("the extension approved", |m| {
+            m.ts == ask.ts && m.text.contains("Extension approved")
+        })
+        .await;
+    let (_, after) = app.get(&format!("/api/v1/grants/{id}")).await;
+    assert_ne!(after["expires_at"], before["expires_at"], "{after}");
+    slack
+        .wait_for("the holder told", |m| m.text.contains("Your extension of"))
+        .await;
+    app.running.stop().await;
+}
