@@ -181,6 +181,9 @@ impl App {
                     .await;
             }
         };
+        // Recorded as of when the answer came (the read may have waited for
+        // the budget).
+        let now = self.now();
         let known = self.store.activity(&p.subject).await?;
         let fresh = new_events(&known.iter().map(|e| e.id.clone()).collect(), found);
         let outcome = PassOutcome::of(p.pass, fresh.len());
@@ -269,10 +272,14 @@ impl App {
     /// A grant's activity as collected so far.
     pub async fn grant_activity(&self, id: GrantId) -> Result<Activity, AppError> {
         let subject = id.to_string();
+        // The passes first: a pass shown done has its events committed with
+        // it, so they are read after it (the other order could show a done
+        // pass without the events it found).
+        let passes = self.store.activity_passes(&subject).await?;
         let events = self.store.activity(&subject).await?;
         Ok(Activity {
             digest: digest(&events),
-            passes: self.store.activity_passes(&subject).await?,
+            passes,
             events,
             unsupported: !self.directory.has_audit_trail(),
         })
