@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::TimeDelta;
 use jit_app::{App, ManualClock, ReconcileConfig};
@@ -13,6 +12,8 @@ use jit_domain::{SweepKind, activity};
 use jit_e2e::app::{API_KEY, Stack, grant_request, t0, test_policy};
 use jit_e2e::genesys::{CLIENT_ID, Genesys};
 use jit_e2e::web::{Claims, csrf_of, spawn_web_app_with};
+
+use crate::web::{api_get, page as web_page, wait_until};
 use jit_e2e::{Backend, ReceivedMail, SmtpPeer};
 use jit_genesys_standin::audit::Action;
 use jit_genesys_standin::{ALL_DIVISIONS, Settings};
@@ -327,21 +328,6 @@ async fn a_break_glass_login_is_followed_by_what_the_account_did() {
     );
 }
 
-async fn wait_for<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !check().await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// The served broker: the grantee reads their live grant's activity on
 /// demand from the grant page; dropping the grant has the preliminary pass
 /// run by itself; the API shows the same; the export carries the set and
@@ -376,17 +362,9 @@ async fn the_grant_page_the_api_and_the_export_show_what_was_done() {
         .await
         .unwrap();
     let id = created["id"].as_str().unwrap().to_owned();
-    wait_for("the role", || async { !g.grants_of(&bob).is_empty() }).await;
-    wait_for("the role added mark", || async {
-        let grant: Value = api
-            .get(format!("{}/api/v1/grants/{id}", app.base))
-            .bearer_auth(API_KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    wait_until("the role", || async { !g.grants_of(&bob).is_empty() }).await;
+    wait_until("the role added mark", || async {
+        let grant = api_get(&app, &format!("grants/{id}")).await;
         grant["state"] == "active" && !grant["role_added_at"].is_null()
     })
     .await;
@@ -401,14 +379,8 @@ async fn the_grant_page_the_api_and_the_export_show_what_was_done() {
 
     // On demand, from the page.
     let bob_web = app.sign_in("bob").await;
-    let page = bob_web
-        .get(format!("{}/grants/{id}", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let grant_page = format!("{}/grants/{id}", app.base);
+    let (_, page) = web_page(&bob_web, &grant_page).await;
     assert!(page.contains("What was done"), "{page}");
     assert!(page.contains("Read the audit trail now"), "{page}");
     let looked = bob_web
@@ -418,14 +390,7 @@ async fn the_grant_page_the_api_and_the_export_show_what_was_done() {
         .await
         .unwrap();
     assert!(looked.status().is_success() || looked.status().is_redirection());
-    let page = bob_web
-        .get(format!("{}/grants/{id}", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, page) = web_page(&bob_web, &grant_page).await;
     assert!(
         page.contains("SIP trunk EU-1") && page.contains("Dublin"),
         "{page}"
@@ -444,29 +409,12 @@ async fn the_grant_page_the_api_and_the_export_show_what_was_done() {
         .await
         .unwrap();
     assert_eq!(dropped.status(), 200);
-    let activity_url = format!("{}/api/v1/grants/{id}/activity", app.base);
-    wait_for("the preliminary pass", || async {
-        let a: Value = api
-            .get(&activity_url)
-            .bearer_auth(API_KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        a["passes"][0]["status"] == "done"
+    let activity_path = format!("grants/{id}/activity");
+    wait_until("the preliminary pass", || async {
+        api_get(&app, &activity_path).await["passes"][0]["status"] == "done"
     })
     .await;
-    let activity: Value = api
-        .get(&activity_url)
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let activity = api_get(&app, &activity_path).await;
     assert_eq!(
         activity["events"].as_array().unwrap().len(),
         2,
@@ -479,7 +427,7 @@ async fn the_grant_page_the_api_and_the_export_show_what_was_done() {
     );
     // A look on demand is for a grant whose role is held.
     let late = api
-        .post(&activity_url)
+        .post(format!("{}/api/v1/{activity_path}", app.base))
         .bearer_auth(API_KEY)
         .send()
         .await

@@ -10,9 +10,10 @@ use fantoccini::Locator;
 use jit_app::SystemClock;
 use jit_e2e::Backend;
 use jit_e2e::app::API_KEY;
+use jit_e2e::slack::{SIGNING_SECRET, SlackPeer};
 use jit_e2e::web::{
     CLIENT_ID, CLIENT_SECRET, Claims, WebApp, browser, cookie_client, csrf_of, provider_sign_in,
-    spawn_web_app_on,
+    spawn_web_app_on, spawn_web_app_with,
 };
 use rstest::rstest;
 use serde_json::{Value, json};
@@ -413,15 +414,24 @@ enum Action {
     Approve,
 }
 
-/// The same actors and actions through the API (ID token) and the web form
-/// (session) decide the same way, and a refusal writes nothing.
+/// The same actors and actions through the API (ID token), the web form
+/// (session) and Slack (a signed click; a refusal is told privately) decide
+/// the same way, and a refusal writes nothing.
 #[tokio::test]
-async fn the_api_and_the_web_form_decide_alike() {
-    let app = spawn_web_app_on(
+async fn the_api_the_web_form_and_slack_decide_alike() {
+    let slack = SlackPeer::start(&[
+        "alice@example.com",
+        "bob@example.com",
+        "carol@example.com",
+        "mallory@example.com",
+    ])
+    .await;
+    let app = spawn_web_app_with(
         Backend::Sqlite,
         Claims::InIdToken,
         &users(),
         Arc::new(SystemClock),
+        |c| slack.configure(c),
     )
     .await;
     app.servicenow
@@ -527,6 +537,29 @@ async fn the_api_and_the_web_form_decide_alike() {
             (want, want),
             "{who} {action:?}: API {api_status} {api_to} / form {form_status}"
         );
+        // Slack has buttons for these (its drop always gives a reason).
+        let button = match action {
+            Drop => Some("drop"),
+            Extend => Some("extend"),
+            Approve => Some("approve"),
+            View | DropWithoutReason => None,
+        };
+        if let Some(button) = button {
+            let user = slack.user(&format!("{who}@example.com"));
+            let told_before = slack.standin.ephemeral_for(&user.id).len();
+            let click = jit_slack_standin::block_actions(&user, button, &id, "C0PARITY", "1.1");
+            let (status, _) = slack
+                .deliver(&app.base, &click, jit_e2e::slack::now(), SIGNING_SECRET)
+                .await;
+            assert_eq!(status, 200);
+            let refused = slack.standin.ephemeral_for(&user.id).len() > told_before;
+            assert_eq!(
+                refused,
+                want != Allowed,
+                "{who} {action:?} in Slack: {:?}",
+                slack.standin.ephemeral_for(&user.id)
+            );
+        }
         if want != Allowed {
             assert_eq!(
                 (grant(&app, &id).await, audit_len(&app).await),

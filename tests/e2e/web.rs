@@ -25,7 +25,7 @@ fn users() -> Vec<(&'static str, &'static [&'static str])> {
     ]
 }
 
-async fn page(http: &reqwest::Client, url: &str) -> (u16, String) {
+pub(crate) async fn page(http: &reqwest::Client, url: &str) -> (u16, String) {
     let res = http.get(url).send().await.unwrap();
     (res.status().as_u16(), res.text().await.unwrap())
 }
@@ -41,7 +41,7 @@ async fn post_form(http: &reqwest::Client, url: &str, form: &[(&str, &str)]) -> 
 }
 
 /// A GET on the broker's API with the admin key.
-async fn api_get(app: &WebApp, path: &str) -> Value {
+pub(crate) async fn api_get(app: &WebApp, path: &str) -> Value {
     reqwest::Client::new()
         .get(format!("{}/api/v1/{path}", app.base))
         .bearer_auth(API_KEY)
@@ -60,7 +60,7 @@ async fn grants_of(app: &WebApp, user: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 /// Waits (bounded) until `check` holds: real time must pass for the worker.
-async fn wait_until<F, Fut>(what: &str, mut check: F)
+pub(crate) async fn wait_until<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,

@@ -4,13 +4,14 @@
 //! Each pass keeps the events it has not seen and records its outcome with
 //! the digest of the whole set in the audit chain.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use jit_domain::activity::{self, PassOutcome, digest, new_events, pass_name, summary};
-use jit_domain::{ActivityEvent, GrantId, GrantState, UserName};
+use jit_domain::activity::{
+    self, Merged, PassOutcome, digest, merge, pass_kind, pass_name, summary,
+};
+use jit_domain::{ActivityEvent, GrantId, UserName};
 use serde::Serialize;
 use serde_json::json;
 
@@ -184,35 +185,7 @@ impl App {
         // Recorded as of when the answer came (the read may have waited for
         // the budget).
         let now = self.now();
-        let known = self.store.activity(&p.subject).await?;
-        let fresh = new_events(&known.iter().map(|e| e.id.clone()).collect(), found);
-        let outcome = PassOutcome::of(p.pass, fresh.len());
-        let mut all = known;
-        all.extend(fresh.iter().cloned());
-        let audit = self
-            .pass_audit(p, outcome, (p.from, to), &fresh, &all, now)
-            .await?;
-        self.store
-            .record_activity(
-                &p.subject,
-                Some((claimed.id, p.pass, owner)),
-                &fresh,
-                now,
-                Some(audit),
-            )
-            .await
-    }
-
-    /// The audit event of a pass: what it found, and the digest of the set.
-    async fn pass_audit(
-        &self,
-        p: &ActivityPass,
-        outcome: PassOutcome,
-        window: (DateTime<Utc>, DateTime<Utc>),
-        fresh: &[ActivityEvent],
-        all: &[ActivityEvent],
-        now: DateTime<Utc>,
-    ) -> Result<NewAudit, StoreError> {
+        let merged = merge(self.store.activity(&p.subject).await?, found);
         let (role, ticket) = match p.grant {
             Some(id) => match self.store.grant(id).await? {
                 Some(g) => (Some(g.role.to_string()), g.ticket),
@@ -220,28 +193,27 @@ impl App {
             },
             None => (None, None),
         };
-        let kind = if p.grant.is_none() {
-            "break_glass_activity"
-        } else {
-            outcome.audit_kind()
-        };
-        // The first break-glass pass is always told; a later one only with news.
-        let told = p.grant.is_some() || p.pass == 0 || !fresh.is_empty();
-        Ok(NewAudit {
+        let mut data = read_record(&p.subject, &p.user, role, (p.from, to), &merged);
+        data["pass"] = json!(p.pass);
+        data["pass_name"] = json!(pass_name(p.pass));
+        data["summary"] = json!(summary(&merged.all));
+        let audit = NewAudit {
             at: now,
             actor: SYSTEM_ACTOR.into(),
-            kind: if told { kind } else { "activity_confirmed" },
+            kind: pass_kind(p.pass, merged.fresh.len(), p.grant.is_none()),
             grant: p.grant,
             ticket,
-            data: json!({
-                "user": p.user, "role": role, "subject": p.subject,
-                "pass": p.pass, "pass_name": pass_name(p.pass),
-                "window": {"from": window.0, "to": window.1},
-                "new": fresh.len(), "total": all.len(), "digest": digest(all),
-                "new_ids": fresh.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
-                "summary": summary(all),
-            }),
-        })
+            data,
+        };
+        self.store
+            .record_activity(
+                &p.subject,
+                Some((claimed.id, p.pass, owner)),
+                &merged.fresh,
+                now,
+                Some(audit),
+            )
+            .await
     }
 
     async fn give_up(
@@ -292,7 +264,7 @@ impl App {
         if !self.directory.has_audit_trail() {
             return self.grant_activity(id).await;
         }
-        let (Some(from), GrantState::Active) = (grant.role_added_at, grant.state) else {
+        let Some(from) = grant.held_since() else {
             return Err(AppError::NotNow(
                 "activity is read on demand only while the grant's role is held; \
                  an ended grant's passes run by themselves"
@@ -309,28 +281,44 @@ impl App {
             .map_err(AppError::Directory)?
             .unwrap_or_default();
         let subject = id.to_string();
-        let known = self.store.activity(&subject).await?;
-        let known_ids: BTreeSet<String> = known.iter().map(|e| e.id.clone()).collect();
-        let fresh = new_events(&known_ids, found);
-        let mut all = known;
-        all.extend(fresh.iter().cloned());
+        let merged = merge(self.store.activity(&subject).await?, found);
+        let mut data = read_record(
+            &subject,
+            grant.user.as_str(),
+            Some(grant.role.to_string()),
+            (from, now),
+            &merged,
+        );
+        data["pass"] = json!(null);
+        data["pass_name"] = json!("on demand");
         let audit = NewAudit {
             at: now,
             actor: actor.to_owned(),
-            kind: "activity_collected",
+            kind: PassOutcome::Collected.audit_kind(),
             grant: Some(id),
             ticket: grant.ticket.clone(),
-            data: json!({
-                "user": grant.user, "role": grant.role, "subject": subject,
-                "pass": null, "pass_name": "on demand",
-                "window": {"from": from, "to": now},
-                "new": fresh.len(), "total": all.len(), "digest": digest(&all),
-                "new_ids": fresh.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
-            }),
+            data,
         };
         self.store
-            .record_activity(&subject, None, &fresh, now, Some(audit))
+            .record_activity(&subject, None, &merged.fresh, now, Some(audit))
             .await?;
         self.grant_activity(id).await
     }
+}
+
+/// What every read of the trail records in the chain: whose, over which
+/// window, what was new, and the digest of the whole set.
+fn read_record(
+    subject: &str,
+    user: &str,
+    role: Option<String>,
+    window: (DateTime<Utc>, DateTime<Utc>),
+    merged: &Merged,
+) -> serde_json::Value {
+    json!({
+        "user": user, "role": role, "subject": subject,
+        "window": {"from": window.0, "to": window.1},
+        "new": merged.fresh.len(), "total": merged.all.len(), "digest": digest(&merged.all),
+        "new_ids": merged.fresh.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+    })
 }

@@ -104,6 +104,35 @@ impl PassOutcome {
     }
 }
 
+/// The audit event kind a pass is recorded as: a grant's by its outcome; a
+/// break-glass login's follow-up is told the first time, and later only
+/// with news.
+pub fn pass_kind(pass: u32, new_events: usize, break_glass: bool) -> &'static str {
+    match break_glass {
+        false => PassOutcome::of(pass, new_events).audit_kind(),
+        true if pass == 0 || new_events > 0 => "break_glass_activity",
+        true => PassOutcome::Confirmed.audit_kind(),
+    }
+}
+
+/// A subject's events after a read: those kept before and the new ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Merged {
+    /// What the read found that was not kept yet, once each.
+    pub fresh: Vec<ActivityEvent>,
+    /// Everything kept, the fresh ones last.
+    pub all: Vec<ActivityEvent>,
+}
+
+/// Adds what a read `found` to what was `known`, idempotent by event id.
+pub fn merge(known: Vec<ActivityEvent>, found: Vec<ActivityEvent>) -> Merged {
+    let ids: BTreeSet<String> = known.iter().map(|e| e.id.clone()).collect();
+    let fresh = new_events(&ids, found);
+    let mut all = known;
+    all.extend(fresh.iter().cloned());
+    Merged { fresh, all }
+}
+
 /// The events of `found` whose ids are not in `known`, once each.
 pub fn new_events(known: &BTreeSet<String>, found: Vec<ActivityEvent>) -> Vec<ActivityEvent> {
     let mut seen = known.clone();
@@ -312,6 +341,24 @@ mod tests {
         assert_eq!(PassOutcome::of(0, 0), PassOutcome::Collected);
         assert_eq!(PassOutcome::of(1, 0), PassOutcome::Confirmed);
         assert_eq!(PassOutcome::of(2, 1), PassOutcome::Amended);
+    }
+
+    #[test]
+    fn a_break_glass_follow_up_is_told_first_and_then_only_with_news() {
+        assert_eq!(pass_kind(0, 0, true), "break_glass_activity");
+        assert_eq!(pass_kind(1, 0, true), "activity_confirmed");
+        assert_eq!(pass_kind(1, 2, true), "break_glass_activity");
+        assert_eq!(pass_kind(0, 0, false), "activity_collected");
+        assert_eq!(pass_kind(2, 1, false), "activity_amended");
+        let merged = merge(
+            vec![event("1", 0, "Routing", "Update")],
+            vec![
+                event("1", 0, "Routing", "Update"),
+                event("2", 1, "Routing", "Delete"),
+            ],
+        );
+        assert_eq!(merged.fresh.len(), 1);
+        assert_eq!(merged.all.len(), 2);
     }
 
     #[test]

@@ -217,11 +217,16 @@ impl Grant {
     /// How long past its end this grant's role has outlived the revocation
     /// SLO: `Some` once the grant ended more than `slo` ago and the role was
     /// never seen removed.
-    /// Whether its holder is due the warning before it ends: active, the
-    /// role really added, within `nudge` of the end (zero: never).
+    /// Since when its role is held now: active, and the role's add verified.
+    pub fn held_since(&self) -> Option<DateTime<Utc>> {
+        self.role_added_at
+            .filter(|_| self.state == GrantState::Active)
+    }
+
+    /// Whether its holder is due the warning before it ends: the role held
+    /// now, within `nudge` of the end (zero: never).
     pub fn nudge_due(&self, nudge: TimeDelta, now: DateTime<Utc>) -> bool {
-        self.state == GrantState::Active
-            && self.role_added_at.is_some()
+        self.held_since().is_some()
             && nudge > TimeDelta::zero()
             && self.expires_at - nudge <= now
             && now < self.expires_at

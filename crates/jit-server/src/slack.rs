@@ -46,15 +46,14 @@ impl SlackDoor {
         // A delivery seen before (Slack's own retry, or a replay inside the
         // five minutes) is answered and not acted on again.
         let delivery = format!("slack:{}", signature.unwrap_or_default());
-        let first = match app.store.seen_delivery(&delivery).await {
-            Ok(Some(_)) => false,
-            Ok(None) => app
-                .store
-                .record_delivery(&delivery, now, None, &json!({"slack": true}))
-                .await
-                .unwrap_or(false),
+        let first = match app
+            .store
+            .record_delivery(&delivery, now, None, &json!({"slack": true}))
+            .await
+        {
+            Ok(first) => first,
             Err(e) => {
-                tracing::warn!(error = %e, "Slack callback: the replay guard could not be read");
+                tracing::warn!(error = %e, "Slack callback: the replay guard could not be written");
                 false
             }
         };
@@ -95,7 +94,7 @@ impl SlackDoor {
                     Ok(email) => app
                         .answer_from_chat(&email, grant, Verdict::Deny, &reason)
                         .await
-                        .map_err(|e| told(&e)),
+                        .map_err(told),
                     Err(why) => Err(why),
                 };
                 match answered {
@@ -122,7 +121,7 @@ impl SlackDoor {
             );
         }
         if action == Action::Deny {
-            let g = app.grant(grant).await.map_err(|e| told(&e))?;
+            let g = app.grant(grant).await.map_err(told)?;
             self.slack
                 .open_modal(trigger_id, blocks::deny_modal(&g))
                 .await
@@ -135,7 +134,7 @@ impl SlackDoor {
                 .answer_from_chat(&email, grant, Verdict::Approve, "")
                 .await
                 .map(|_| None)
-                .map_err(|e| told(&e)),
+                .map_err(told),
             Action::Extend => match app.extend_from_chat(&email, grant).await {
                 Ok(Extended::Moved { grant }) => Ok(Some(format!(
                     "Extended: it now ends {}.",
@@ -144,7 +143,7 @@ impl SlackDoor {
                 Ok(Extended::Requested { .. }) => Ok(Some(
                     "Extension requested: it waits for the role's approvers.".into(),
                 )),
-                Err(e) => Err(told(&e)),
+                Err(e) => Err(told(e)),
             },
             Action::Drop => app
                 .drop_from_chat(&email, grant)
@@ -155,7 +154,7 @@ impl SlackDoor {
                         g.ended_at.unwrap_or(g.updated_at).format("%H:%M UTC")
                     ))
                 })
-                .map_err(|e| told(&e)),
+                .map_err(told),
             Action::Deny => Ok(None),
         }
     }
@@ -200,24 +199,14 @@ impl SlackDoor {
     }
 }
 
-/// A use case's refusal in words for the person who clicked.
-fn told(e: &AppError) -> String {
-    match e {
-        AppError::Refused(r) => r.message.clone(),
-        AppError::Access(a) => a.to_string(),
-        AppError::Invalid(fields) => fields
-            .iter()
-            .map(|f| f.message.clone())
-            .collect::<Vec<_>>()
-            .join("; "),
-        AppError::Denied(d) => d
-            .denials()
-            .into_iter()
-            .map(|f| f.message)
-            .collect::<Vec<_>>()
-            .join("; "),
-        other => other.to_string(),
+/// A use case's refusal in the words the web form shows the same person
+/// (an internal failure is logged, not shown).
+fn told(e: AppError) -> String {
+    let words = jit_web::WebError::from(e);
+    if let jit_web::WebError::Internal(detail) = &words {
+        tracing::error!(error = %detail, "Slack click failed");
     }
+    words.to_string()
 }
 
 /// The modal error Slack shows under the reason field.

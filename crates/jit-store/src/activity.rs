@@ -237,10 +237,7 @@ macro_rules! activity_store {
             }
 
             async fn next_activity_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-                let next: Option<i64> = sqlx::query_scalar(
-                    "SELECT MIN(CASE WHEN lease_until IS NOT NULL AND lease_until > next_attempt_at \
-                     THEN lease_until ELSE next_attempt_at END) FROM activity_passes WHERE status = 'pending'",
-                )
+                let next: Option<i64> = sqlx::query_scalar(crate::next_leased_due_sql!("activity_passes"))
                 .fetch_one(&self.pool)
                 .await
                 .map_err(db)?;

@@ -169,10 +169,7 @@ macro_rules! job_store {
             }
 
             async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-                let next: Option<i64> = sqlx::query_scalar(
-                    "SELECT MIN(CASE WHEN lease_until IS NOT NULL AND lease_until > next_attempt_at \
-                     THEN lease_until ELSE next_attempt_at END) FROM jobs WHERE status = 'pending'",
-                )
+                let next: Option<i64> = sqlx::query_scalar(crate::next_leased_due_sql!("jobs"))
                 .fetch_one(&self.pool)
                 .await
                 .map_err(db)?;

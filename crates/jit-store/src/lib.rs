@@ -124,6 +124,20 @@ macro_rules! claim_leased_sql {
 }
 pub(crate) use claim_leased_sql;
 
+/// When the next pending row of a leased table (`jobs`, `activity_passes`)
+/// is due, or its lease ends if that is later.
+macro_rules! next_leased_due_sql {
+    ($table:literal) => {
+        concat!(
+            "SELECT MIN(CASE WHEN lease_until IS NOT NULL AND lease_until > next_attempt_at \
+             THEN lease_until ELSE next_attempt_at END) FROM ",
+            $table,
+            " WHERE status = 'pending'"
+        )
+    };
+}
+pub(crate) use next_leased_due_sql;
+
 /// A statement assembled at run time. Only static fragments (column lists,
 /// state lists) and `$N` placeholder numbers are ever interpolated; every
 /// value goes through `bind`.

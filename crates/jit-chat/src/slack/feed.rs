@@ -109,10 +109,12 @@ impl SlackFeed {
         .await
     }
 
+    /// An extension request as it stands (`state`: pending, approved, denied).
     async fn extension(
         &self,
         grant: &Grant,
         data: &Value,
+        state: &str,
         now: DateTime<Utc>,
     ) -> Result<(), NotifyError> {
         let Some(id) = data["extension"].as_str() else {
@@ -129,15 +131,11 @@ impl SlackFeed {
                 .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
                 .map(|t| t.with_timezone(&Utc))
         };
-        let state = match data["kind_hint"].as_str() {
-            Some(s) => s.to_owned(),
-            None => "pending".to_owned(),
-        };
         let ext = blocks::Extension {
             requested_by: data["requested_by"].as_str().unwrap_or_default().to_owned(),
             from: time("from").unwrap_or(grant.expires_at),
             until: time("until").unwrap_or(grant.expires_at),
-            state,
+            state: state.to_owned(),
         };
         let message = blocks::extension(grant, &ext, &reviews, self.needed(grant), &self.links);
         self.post_or_update(
@@ -156,19 +154,8 @@ impl SlackFeed {
         event: &AuditEvent,
         now: DateTime<Utc>,
     ) -> Result<(), NotifyError> {
-        // Once per event, even if the feed repeats it.
-        let key = format!("outcome:{}", event.seq);
-        if self
-            .store
-            .chat_message(&key)
-            .await
-            .map_err(store)?
-            .is_some()
-        {
-            return Ok(());
-        }
         let comment = event.data["comment"].as_str().unwrap_or_default();
-        let (text, blocks) = blocks::outcome(grant, kind, &event.actor, comment, &self.links);
+        let message = blocks::outcome(grant, kind, &event.actor, comment, &self.links);
         let to = match kind {
             "extension_approved" | "extension_denied" => event.data["requested_by"]
                 .as_str()
@@ -176,34 +163,31 @@ impl SlackFeed {
                 .to_owned(),
             _ => grant.user.to_string(),
         };
-        if let Some(sent) = self.slack.direct(&to, &text, blocks).await? {
-            self.store
-                .save_chat_message(&key, &sent.channel, &sent.ts, now)
-                .await
-                .map_err(store)?;
-        }
-        Ok(())
+        // Once per event, even if the feed repeats it.
+        self.direct_once(&format!("outcome:{}", event.seq), &to, message, now)
+            .await
     }
 
     async fn nudge(&self, grant: &Grant, now: DateTime<Utc>) -> Result<(), NotifyError> {
-        let key = nudge_key(grant.id);
-        if self
-            .store
-            .chat_message(&key)
+        let message = blocks::nudge(grant, &self.links, None);
+        self.direct_once(&nudge_key(grant.id), grant.user.as_str(), message, now)
             .await
-            .map_err(store)?
-            .is_some()
-        {
+    }
+
+    /// A direct message remembered under `key`, sent only the first time.
+    async fn direct_once(
+        &self,
+        key: &str,
+        email: &str,
+        (text, blocks): (String, Value),
+        now: DateTime<Utc>,
+    ) -> Result<(), NotifyError> {
+        if self.store.chat_message(key).await.map_err(store)?.is_some() {
             return Ok(());
         }
-        let (text, blocks) = blocks::nudge(grant, &self.links, None);
-        if let Some(sent) = self
-            .slack
-            .direct(grant.user.as_str(), &text, blocks)
-            .await?
-        {
+        if let Some(sent) = self.slack.direct(email, &text, blocks).await? {
             self.store
-                .save_chat_message(&key, &sent.channel, &sent.ts, now)
+                .save_chat_message(key, &sent.channel, &sent.ts, now)
                 .await
                 .map_err(store)?;
         }
@@ -247,16 +231,12 @@ impl EventSink for SlackFeed {
                 self.tell_requester(&grant, kind, event, sent_at).await
             }
             "extension_requested" | "extension_reviewed" => {
-                self.extension(&grant, &event.data, sent_at).await
+                self.extension(&grant, &event.data, "pending", sent_at)
+                    .await
             }
             "extension_approved" | "extension_denied" => {
-                let mut data = event.data.clone();
-                data["kind_hint"] = Value::from(if kind == "extension_approved" {
-                    "approved"
-                } else {
-                    "denied"
-                });
-                self.extension(&grant, &data, sent_at).await?;
+                let state = kind.trim_start_matches("extension_");
+                self.extension(&grant, &event.data, state, sent_at).await?;
                 self.tell_requester(&grant, kind, event, sent_at).await
             }
             _ => self.nudge(&grant, sent_at).await,

@@ -220,7 +220,7 @@ async fn grant_page(
             seq: e.seq,
         })
         .collect();
-    let held = grant.state == jit_domain::GrantState::Active && grant.role_added_at.is_some();
+    let held = grant.held_since().is_some();
     let activity = ActivityView::of(&web.app.view_activity(&who.caller(), id).await?, held);
     html(
         StatusCode::OK,
