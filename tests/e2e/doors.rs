@@ -412,6 +412,7 @@ enum Action {
     DropWithoutReason,
     Extend,
     Approve,
+    Deny,
 }
 
 /// The same actors and actions through the API (ID token), the web form
@@ -454,9 +455,12 @@ async fn the_api_the_web_form_and_slack_decide_alike() {
         ("alice", DropWithoutReason, Invalid),
         ("bob", Extend, Forbidden),
         ("mallory", Extend, NotFound),
-        ("alice", Extend, Invalid),      // not live yet: nothing to extend
-        ("alice", Approve, Forbidden),   // her own request
-        ("mallory", Approve, Forbidden), // not an approver
+        ("alice", Extend, Invalid),    // not live yet: nothing to extend
+        ("alice", Approve, Forbidden), // her own request
+        // Whoever may not see the grant learns nothing of it by answering:
+        // not its role (403 "not an approver"), not its state (409).
+        ("mallory", Approve, NotFound),
+        ("mallory", Deny, NotFound),
     ];
     for &(who, action, want) in table {
         let token = app
@@ -528,6 +532,24 @@ async fn the_api_the_web_form_and_slack_decide_alike() {
                     .await
                     .unwrap(),
             ),
+            Deny => (
+                http.post(url("/deny"))
+                    .bearer_auth(&token)
+                    .json(&json!({"comment": "no"}))
+                    .send()
+                    .await
+                    .unwrap(),
+                person
+                    .post(page("/review"))
+                    .form(&[
+                        ("csrf", form_csrf.as_str()),
+                        ("verdict", "deny"),
+                        ("comment", "no"),
+                    ])
+                    .send()
+                    .await
+                    .unwrap(),
+            ),
         };
         let (api_status, api_to) = answer(via_api).await;
         let (form_status, form_to) = answer(via_form).await;
@@ -542,7 +564,7 @@ async fn the_api_the_web_form_and_slack_decide_alike() {
             Drop => Some("drop"),
             Extend => Some("extend"),
             Approve => Some("approve"),
-            View | DropWithoutReason => None,
+            View | DropWithoutReason | Deny => None,
         };
         if let Some(button) = button {
             let user = slack.user(&format!("{who}@example.com"));

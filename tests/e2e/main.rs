@@ -16,6 +16,7 @@ mod notify;
 mod openapi;
 mod ops;
 mod reconcile;
+mod security;
 mod slack;
 mod soc;
 mod store;

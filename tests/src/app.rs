@@ -294,7 +294,7 @@ pub struct TestApp {
     pub servicenow: ServiceNow,
 }
 
-pub const WEBHOOK_SECRET: &str = "e2e-webhook-secret-0123456789";
+pub const WEBHOOK_SECRET: &str = "e2e-webhook-secret-0123456789abcdef";
 
 /// The broker as `jit-broker serve` runs it, on port 0. Its sweeps and SOC
 /// schedules run only when a test asks (one firing mid-test would be a

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::app::{App, Requester, job_at};
 use crate::error::AppError;
-use crate::ports::{GrantFilter, NewAudit, StoreError};
+use crate::ports::{GrantFilter, NewAudit};
 
 /// What an extension did: the end moved, or a request now waits for the
 /// role's approvers (the end stays until they approve).
@@ -184,6 +184,7 @@ impl App {
                 data: json!({
                     "user": grant.user, "role": grant.role, "from": grant.expires_at,
                     "until": until, "ticket_snapshot": ticket,
+                    "emergency": grant.is_emergency(),
                 }),
             };
             let jobs = [job_at(&grant, until)];
@@ -219,6 +220,9 @@ impl App {
             groups: groups.clone(),
         };
         let grant = self.grant(id).await?;
+        // Whoever may not see the grant learns nothing of it, not even its
+        // role or state: the same 404 as reading it.
+        caller.may_view(&grant, &self.policy, &self.soc_group)?;
         if grant.state == GrantState::PendingApproval {
             return self.review_grant(&person, id, verdict, &comment).await;
         }
@@ -284,6 +288,7 @@ impl App {
                 "requested_by": request.requested_by, "from": request.from, "until": request.until,
                 "verdict": verdict, "comment": comment, "approvals": outcome.approvals,
                 "needed": outcome.needed, "groups": person.groups,
+                "emergency": grant.is_emergency(),
             }),
         };
         let jobs = match outcome.decided {
@@ -379,8 +384,10 @@ impl App {
     }
 }
 
+/// Others changed the grant each time this caller tried: a race the
+/// caller lost, answered 409 (try again), never a server error.
 fn kept_changing(id: GrantId, what: &str) -> AppError {
-    AppError::Store(StoreError::Database(format!(
-        "grant {id} kept changing while being {what}"
-    )))
+    AppError::Busy(format!(
+        "grant {id} was changed by another request while being {what}: read it again and retry"
+    ))
 }

@@ -137,6 +137,20 @@ impl Caller {
         })
     }
 
+    /// Who may read the reconciler's runs and findings (who holds which
+    /// privileged role, the break-glass accounts, privileged OAuth clients):
+    /// admin keys and the SOC.
+    pub fn may_read_sweeps(&self, soc_group: &str) -> Result<(), AccessRefusal> {
+        if self.is_admin_key() || self.is_soc(soc_group) {
+            Ok(())
+        } else {
+            Err(AccessRefusal::forbidden(
+                "soc_only",
+                "only an admin key or the SOC may read the reconciler's runs",
+            ))
+        }
+    }
+
     /// Whose sessions this caller may end: admin keys and the SOC anyone's,
     /// a person their own.
     pub fn may_end_sessions_of(
@@ -332,5 +346,33 @@ approver_groups = ["leads"]
         );
         assert_eq!(validate_drop_reason("a\u{7}b").unwrap_err().rule, "charset");
         assert_eq!(validate_drop_reason(" done early ").unwrap(), "done early");
+    }
+
+    #[test]
+    fn only_admin_keys_and_the_soc_read_the_reconcilers_runs() {
+        let key = |admin| Caller::Key {
+            name: "k".into(),
+            admin,
+        };
+        assert!(key(true).may_read_sweeps("soc").is_ok());
+        assert!(
+            person("carol@example.com", &["soc"])
+                .may_read_sweeps("soc")
+                .is_ok()
+        );
+        for refused in [
+            key(false),
+            person("mallory@example.com", &[]),
+            person("bob@example.com", &["leads"]),
+            Caller::Webhook { name: "sn".into() },
+        ] {
+            assert!(refused.may_read_sweeps("soc").is_err(), "{refused:?}");
+        }
+        assert!(
+            person("carol@example.com", &[""])
+                .may_read_sweeps("")
+                .is_err(),
+            "no SOC group configured: nobody by group"
+        );
     }
 }

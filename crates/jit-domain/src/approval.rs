@@ -174,6 +174,20 @@ impl Grant {
             e.policy = Some(format!("roles.\"{}\".max_duration", self.role));
             errors.push(e);
         }
+        if let Some((cap, most)) = self.emergency_cap(policy, ticket)
+            && until > cap
+        {
+            let mut e = FieldError::new(
+                "until",
+                "emergency_max_duration",
+                format!(
+                    "an emergency grant lasts at most {} in all while its change is not approved (until {cap})",
+                    format_duration(most)
+                ),
+            );
+            e.policy = Some(format!("roles.\"{}\".emergency.max_duration", self.role));
+            errors.push(e);
+        }
         if self.ticket.is_some() {
             if let Some(why) = self.ended_by_change(policy, ticket, now) {
                 errors.push(FieldError::new("ticket", "change_permits", why));
@@ -192,6 +206,34 @@ impl Grant {
         } else {
             Err(errors)
         }
+    }
+}
+
+impl Grant {
+    /// Whether this grant was made under its role's emergency rule.
+    pub fn is_emergency(&self) -> bool {
+        self.decision.as_ref().is_some_and(|d| d.emergency)
+    }
+
+    /// The latest end an emergency grant may have while its change (`ticket`,
+    /// a fresh read) is still not approved: its start plus the emergency
+    /// cap, first grant and extensions together. `None` once the change is
+    /// approved (the role's normal rules apply) or for any other grant.
+    pub fn emergency_cap(
+        &self,
+        policy: &Policy,
+        ticket: Option<&ChangeTicket>,
+    ) -> Option<(DateTime<Utc>, TimeDelta)> {
+        if !self.is_emergency() || ticket.is_some_and(ChangeTicket::is_approved) {
+            return None;
+        }
+        // A role whose emergency rule was removed since has no cap to give:
+        // the grant may then not outlast the end it has.
+        let cap = match policy.role(&self.role).and_then(|r| r.emergency.as_ref()) {
+            Some(rule) => rule.max_duration,
+            None => self.expires_at - self.starts_at,
+        };
+        Some((self.starts_at + cap, cap))
     }
 }
 
@@ -499,7 +541,13 @@ pub fn longest_extension(
         .role(&grant.role)
         .map_or(grant.expires_at, |rp| grant.starts_at + rp.max_duration);
     let by_change = ticket.and_then(|t| t.end_date).unwrap_or(by_role);
-    by_role.min(by_change).max(grant.expires_at)
+    let by_emergency = grant
+        .emergency_cap(policy, ticket)
+        .map_or(by_role, |(cap, _)| cap);
+    by_role
+        .min(by_change)
+        .min(by_emergency)
+        .max(grant.expires_at)
 }
 
 #[cfg(test)]
@@ -809,5 +857,69 @@ approver_users = ["boss@example.com"]
         let mut moved = g.clone();
         moved.expires_at = t(4000);
         assert!(!ext.waiting(&p, &moved, t(200)));
+    }
+
+    #[test]
+    fn an_emergency_grant_stays_within_the_emergency_cap_until_its_change_is_approved() {
+        let p = Policy::from_toml(
+            "p.toml",
+            r#"
+version = 1
+[roles."Telephony Admin"]
+default_duration = "30m"
+max_duration = "4h"
+eligible_users = ["eng@example.com"]
+emergency = { change_type = "emergency", max_duration = "30m" }
+"#,
+        )
+        .unwrap();
+        let mut g = grant(GrantState::Active, 0, 1800);
+        g.role = RoleName::parse("Telephony Admin").unwrap();
+        g.ticket = None;
+        g.decision = Some(crate::decision::Decision {
+            allowed: true,
+            state: GrantState::Approved,
+            approvals_required: 0,
+            emergency: true,
+            expires_at: t(1800),
+            reasons: vec![],
+        });
+        let mut change = crate::decision::tests::ticket_at(t(0));
+        change.approval = "requested".into();
+        change.change_type = "emergency".into();
+        let refused = g
+            .extension(&p, Some(&change), t(3 * 3600), t(100))
+            .unwrap_err();
+        assert_eq!(refused[0].rule, "emergency_max_duration");
+        assert_eq!(
+            refused[0].policy.as_deref(),
+            Some("roles.\"Telephony Admin\".emergency.max_duration")
+        );
+        // Piecemeal is no way round it: the cap counts from the first start.
+        let mut extended = g.clone();
+        extended.expires_at = t(1700);
+        assert_eq!(
+            extended
+                .extension(&p, Some(&change), t(1801), t(100))
+                .unwrap_err()[0]
+                .rule,
+            "emergency_max_duration"
+        );
+        assert_eq!(
+            extended.extension(&p, Some(&change), t(1800), t(100)),
+            Ok(t(1800))
+        );
+        assert_eq!(longest_extension(&g, &p, Some(&change)), t(1800));
+        // Once the change is approved (read live), the role's rules apply.
+        change.approval = "approved".into();
+        assert_eq!(
+            g.extension(&p, Some(&change), t(3 * 3600), t(100)),
+            Ok(t(3 * 3600))
+        );
+        // A grant that was not an emergency is not capped by the rule.
+        let mut normal = g.clone();
+        normal.decision = None;
+        change.approval = "requested".into();
+        assert!(normal.emergency_cap(&p, Some(&change)).is_none());
     }
 }

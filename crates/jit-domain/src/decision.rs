@@ -468,7 +468,7 @@ pub fn ticket_ends_grant(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::names::{Justification, RoleName, TicketId};
     use crate::policy::tests::sample;
@@ -491,14 +491,20 @@ mod tests {
     }
 
     fn ticket() -> ChangeTicket {
+        ticket_at(now())
+    }
+
+    /// An approved change of `eng@example.com`'s, from an hour before `now`
+    /// to three hours after.
+    pub(crate) fn ticket_at(now: DateTime<Utc>) -> ChangeTicket {
         ChangeTicket {
             number: TicketId::parse("CHG0012345").unwrap(),
             sys_id: "c1".into(),
             state: Some(ChangeState::Implement),
             state_code: "-1".into(),
             approval: "approved".into(),
-            start_date: Some(now() - TimeDelta::hours(1)),
-            end_date: Some(now() + TimeDelta::hours(3)),
+            start_date: Some(now - TimeDelta::hours(1)),
+            end_date: Some(now + TimeDelta::hours(3)),
             assigned_to: Some(Person {
                 sys_id: "u1".into(),
                 user_name: Some("eng".into()),
@@ -510,7 +516,7 @@ mod tests {
             }),
             change_type: "normal".into(),
             roles: vec![],
-            read_at: now(),
+            read_at: now,
         }
     }
 

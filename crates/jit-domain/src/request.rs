@@ -341,7 +341,13 @@ impl Fields {
                 "give either duration or expires_at, not both".into(),
             ),
             (Some(raw), None, _) => match parse_duration(raw) {
-                Ok(d) if d > TimeDelta::zero() => Some(("duration", d)),
+                Ok(d) if d >= MIN_GRANT => Some(("duration", d)),
+                Ok(d) if d > TimeDelta::zero() => refused(
+                    self,
+                    "duration",
+                    "min_duration",
+                    format!("must be at least {}", format_duration(MIN_GRANT)),
+                ),
                 Ok(_) => refused(
                     self,
                     "duration",
@@ -359,11 +365,24 @@ impl Fields {
                 "after_starts_at",
                 "must be after starts_at".into(),
             ),
+            (None, Some(e), Some(s)) if e - s < MIN_GRANT => refused(
+                self,
+                "expires_at",
+                "min_duration",
+                format!(
+                    "must be at least {} after starts_at",
+                    format_duration(MIN_GRANT)
+                ),
+            ),
             (None, Some(e), Some(s)) => Some(("expires_at", e - s)),
             (None, Some(_), None) | (None, None, _) => None,
         }
     }
 }
+
+/// The shortest grant: times are kept to the millisecond, and a grant
+/// shorter than this one is no grant at all.
+pub const MIN_GRANT: TimeDelta = TimeDelta::seconds(1);
 
 #[cfg(test)]
 mod tests {
@@ -444,6 +463,16 @@ mod tests {
             (
                 with(json!({"duration": "0s"})),
                 vec![("duration", "positive")],
+            ),
+            (
+                with(json!({"duration": "1ns"})),
+                vec![("duration", "min_duration")],
+            ),
+            (
+                with(
+                    json!({"duration": null, "starts_at": "2026-11-23T11:00:00Z", "expires_at": "2026-11-23T11:00:00.0001Z"}),
+                ),
+                vec![("expires_at", "min_duration")],
             ),
             (
                 with(json!({"duration": "soon"})),

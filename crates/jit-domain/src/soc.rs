@@ -54,6 +54,8 @@ pub fn soc_notice(kind: &str, data: &Value) -> Option<Severity> {
         "break_glass_login" | "revocation_overdue" | "converge_failed" => Some(Severity::P1),
         "conflicting_writer_detected" => Some(Severity::P2),
         "grant_requested" if emergency => Some(Severity::P2),
+        // An emergency grant made longer is more unapproved privilege.
+        "grant_extended" | "extension_approved" if data["emergency"] == true => Some(Severity::P2),
         "reconcile_run" if acted() => Some(Severity::P2),
         "grant_activated" | "grant_ended" | "incident_opened" | "incident_resolved"
         | "soc_digest" => Some(Severity::P3),
@@ -217,6 +219,16 @@ mod tests {
         assert_eq!(severity("conflicting_writer_detected", &none), Severity::P2);
         let emergency = json!({"decision": {"emergency": true}});
         assert_eq!(severity("grant_requested", &emergency), Severity::P2);
+        let extended = json!({"emergency": true});
+        assert_eq!(soc_notice("grant_extended", &extended), Some(Severity::P2));
+        assert_eq!(
+            soc_notice("extension_approved", &extended),
+            Some(Severity::P2)
+        );
+        assert_eq!(
+            soc_notice("grant_extended", &json!({"emergency": false})),
+            None
+        );
         assert_eq!(severity("grant_requested", &none), Severity::P3);
         assert_eq!(
             severity("reconcile_run", &json!({"actions": 1, "errors": 0})),

@@ -12,7 +12,7 @@ use jit_domain::Policy;
 use jit_itsm::webhook::WebhookVerifier;
 use jit_itsm::{NoTicketSystem, ServiceNowAuth, ServiceNowClient, ServiceNowConfig};
 use jit_scim::{ScimAuth, ScimClient, ScimConfig};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::{self, Config, ScimProfile, secret};
 
@@ -352,6 +352,15 @@ pub(crate) fn webhook_for(config: &Config, dev: bool) -> anyhow::Result<Option<W
         &config.servicenow.webhook_secret_file,
     )?
     .or_else(|| dev.then(|| SecretString::from(crate::DEV_WEBHOOK_SECRET)));
+    if let Some(secret) = &secret {
+        let len = secret.expose_secret().len();
+        // An HMAC under a short (or empty) key is a signature anyone can make.
+        anyhow::ensure!(
+            len >= crate::events::MIN_SECRET_BYTES,
+            "`servicenow.webhook_secret` must be at least {} bytes (it has {len})",
+            crate::events::MIN_SECRET_BYTES
+        );
+    }
     Ok(secret.map(|secret| {
         WebhookVerifier::new(
             secret,
@@ -492,4 +501,31 @@ pub(crate) fn chat_for(
         )?));
     }
     Ok(chat)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_or_empty_webhook_secret_is_refused_at_start() {
+        for short in ["", "x", "0123456789012345678901234567890"] {
+            let mut config = Config::default();
+            config.servicenow.webhook_secret = Some(SecretString::from(short));
+            let refused = webhook_for(&config, false).err().expect("refused");
+            assert!(
+                refused.to_string().contains("servicenow.webhook_secret")
+                    && refused.to_string().contains("32"),
+                "{refused}"
+            );
+        }
+        let mut config = Config::default();
+        config.servicenow.webhook_secret =
+            Some(SecretString::from("01234567890123456789012345678901"));
+        assert!(webhook_for(&config, false).unwrap().is_some());
+        assert!(
+            webhook_for(&Config::default(), true).unwrap().is_some(),
+            "the sandbox's own"
+        );
+    }
 }

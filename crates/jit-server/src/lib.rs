@@ -10,6 +10,7 @@ pub mod sandbox;
 pub mod sandbox_servicenow;
 pub mod sandbox_slack;
 mod slack;
+pub mod telemetry;
 
 mod adapters;
 mod background;
@@ -44,7 +45,7 @@ pub const DEV_API_KEY: &str = "dev-sandbox-key";
 /// How many emails the `--dev` sandbox mailbox keeps.
 pub const SANDBOX_MAILS_KEPT: usize = 300;
 /// The webhook secret `serve --dev` uses when none is configured.
-pub const DEV_WEBHOOK_SECRET: &str = "dev-sandbox-webhook-secret";
+pub const DEV_WEBHOOK_SECRET: &str = "dev-sandbox-webhook-secret-0123456789";
 /// The header secret `serve --dev` accepts relayed Genesys events with, and
 /// its Genesys Cloud stand-in relays them with, when none is configured.
 pub const DEV_EVENTS_SECRET: &str = "dev-sandbox-events-secret-0123456789abcdef";

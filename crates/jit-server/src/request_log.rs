@@ -3,6 +3,7 @@
 //! a 5xx is the broker's (error). tracing-actix-web's own event wrote every
 //! refusal with its whole error, a flood of bad requests a flood of lines.
 
+use actix_web::HttpMessage;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::{Error, ResponseError};
@@ -14,8 +15,35 @@ use crate::api::ApiError;
 pub struct RequestLog;
 
 impl RootSpanBuilder for RequestLog {
+    /// tracing-actix-web's span, but with the query's sensitive values
+    /// redacted: a key sent as `?access_token=` must not be kept in the log.
     fn on_request_start(request: &ServiceRequest) -> Span {
-        DefaultRootSpanBuilder::on_request_start(request)
+        let user_agent = request
+            .headers()
+            .get("User-Agent")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        let route = request.match_pattern().unwrap_or_else(|| "default".into());
+        let request_id = request
+            .extensions()
+            .get::<tracing_actix_web::RequestId>()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let connection = request.connection_info();
+        tracing::info_span!(
+            "HTTP request",
+            http.method = %request.method(),
+            http.route = %route,
+            http.host = %connection.host(),
+            http.client_ip = %connection.realip_remote_addr().unwrap_or(""),
+            http.user_agent = %user_agent,
+            http.target = %logged_target(request.path(), request.query_string()),
+            http.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            request_id = %request_id,
+            exception.message = tracing::field::Empty,
+            exception.details = tracing::field::Empty,
+        )
     }
 
     fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, Error>) {
@@ -45,6 +73,45 @@ impl RootSpanBuilder for RequestLog {
             }
         });
     }
+}
+
+/// Query names whose values are never logged: credentials, tokens, codes.
+const SENSITIVE: &[&str] = &[
+    "token",
+    "key",
+    "secret",
+    "password",
+    "passwd",
+    "code",
+    "state",
+    "nonce",
+    "session",
+    "signature",
+    "sig",
+    "auth",
+    "credential",
+    "assertion",
+];
+
+/// The path, and the query with the value of every sensitive-looking name
+/// replaced by `REDACTED` (names compared without case, as parts).
+pub(crate) fn logged_target(path: &str, query: &str) -> String {
+    if query.is_empty() {
+        return path.to_owned();
+    }
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let lower = name.to_ascii_lowercase();
+            if !value.is_empty() && SENSITIVE.iter().any(|s| lower.contains(s)) {
+                format!("{name}=REDACTED")
+            } else {
+                pair.to_owned()
+            }
+        })
+        .collect();
+    format!("{path}?{}", pairs.join("&"))
 }
 
 impl ApiError {
@@ -83,6 +150,22 @@ impl ApiError {
 mod tests {
     use super::*;
     use jit_domain::FieldError;
+
+    #[test]
+    fn secrets_in_a_query_are_not_logged() {
+        assert_eq!(logged_target("/api/v1/grants", ""), "/api/v1/grants");
+        assert_eq!(
+            logged_target(
+                "/api/v1/grants",
+                "access_token=sk-123&user=alice%40example.com&API_KEY=x&limit=5"
+            ),
+            "/api/v1/grants?access_token=REDACTED&user=alice%40example.com&API_KEY=REDACTED&limit=5"
+        );
+        assert_eq!(
+            logged_target("/auth/callback", "code=abc&state=def&error=x"),
+            "/auth/callback?code=REDACTED&state=REDACTED&error=x"
+        );
+    }
 
     #[test]
     fn a_refusal_is_logged_by_its_rule_names_not_its_whole_error() {

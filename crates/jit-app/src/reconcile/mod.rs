@@ -525,6 +525,26 @@ impl App {
         Ok(self.store.open_incidents().await?)
     }
 
+    /// The newest runs, for a caller who may read them (admin keys, the SOC).
+    pub async fn view_reconcile_runs(
+        &self,
+        caller: &jit_domain::Caller,
+        limit: u32,
+    ) -> Result<Vec<ReconcileRun>, AppError> {
+        caller.may_read_sweeps(&self.soc_group)?;
+        self.reconcile_runs(limit).await
+    }
+
+    /// One run and its findings, for a caller who may read them.
+    pub async fn view_reconcile_run(
+        &self,
+        caller: &jit_domain::Caller,
+        id: &str,
+    ) -> Result<(ReconcileRun, Vec<FindingRecord>), AppError> {
+        caller.may_read_sweeps(&self.soc_group)?;
+        self.reconcile_run(id).await
+    }
+
     pub async fn reconcile_runs(&self, limit: u32) -> Result<Vec<ReconcileRun>, AppError> {
         Ok(self.store.runs(limit).await?)
     }

@@ -113,6 +113,13 @@ pub fn compose(notice: &Notice, slo: Duration) -> Composed {
             people = approvers(d);
             ev.extension_requested()
         }
+        // An emergency grant made longer is the SOC's business too.
+        "grant_extended" | "extension_approved" if d["emergency"] == true => {
+            if ev.e.kind == "extension_approved" {
+                people.push(text(&d["requested_by"]));
+            }
+            ev.emergency_extension()
+        }
         "extension_approved" | "extension_denied" => {
             people.push(text(&d["requested_by"]));
             ev.extension_outcome()
@@ -353,6 +360,23 @@ impl<'a> Event<'a> {
                 "{user} was granted {role} at {at} under the policy's emergency-change rule: {ticket} is not approved yet.",
             ),
             "Applies the grant for at most the emergency duration and ends it when the change closes, is cancelled or is rejected.",
+        )
+    }
+
+    fn emergency_extension(&self) -> Words {
+        let (d, user, role, ticket, at) = (self.d, &self.user, &self.role, &self.ticket, &self.at);
+        words(
+            "emergency_grant",
+            true,
+            format!("EMERGENCY grant extended: {role} for {user} on {ticket}, before approval"),
+            format!(
+                "{}'s emergency grant of {role} was extended from {} to {} at {at} (by {}); {ticket} is not approved yet.",
+                user,
+                text(&d["from"]),
+                text(&d["until"]),
+                self.e.actor
+            ),
+            "Keeps the whole emergency window within the emergency duration until the change is approved, and ends it when the change closes, is cancelled or is rejected.",
         )
     }
 

@@ -25,11 +25,19 @@ impl FromRequest for JsonBody {
             .app_data::<web::Data<ApiState>>()
             .map_or(16 * 1024, |s| s.max_body_bytes);
         let declared = declared_length(req);
+        let json = is_json(req);
         let payload = payload.take();
         Box::pin(async move {
+            // A body in another type is refused unread.
+            if json == Some(false) {
+                return Err(ApiError::UnsupportedMediaType);
+            }
             let body = collect_body(declared, payload, limit).await?;
             if body.is_empty() {
                 return Err(ApiError::EmptyBody);
+            }
+            if json.is_none() {
+                return Err(ApiError::UnsupportedMediaType);
             }
             serde_json::from_slice(&body)
                 .map(JsonBody)
@@ -75,6 +83,18 @@ pub(super) fn page_limit(limit: Option<u32>, default: u32) -> Result<u32, ApiErr
             format!("must be between 1 and {MAX_PAGE}"),
         )]))
     }
+}
+
+/// Whether the declared Content-Type is JSON (`application/json`, with any
+/// parameters such as a charset); `None` when none is declared.
+fn is_json(req: &HttpRequest) -> Option<bool> {
+    let declared = req.headers().get(header::CONTENT_TYPE)?;
+    let essence = declared
+        .to_str()
+        .ok()
+        .and_then(|v| v.split(';').next())
+        .map(str::trim);
+    Some(essence.is_some_and(|e| e.eq_ignore_ascii_case("application/json")))
 }
 
 pub(super) fn declared_length(req: &HttpRequest) -> Option<usize> {

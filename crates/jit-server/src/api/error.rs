@@ -18,6 +18,8 @@ pub enum ApiError {
     EmptyBody,
     #[error("the body is larger than {0} bytes")]
     TooLarge(usize),
+    #[error("the body must be sent as Content-Type: application/json")]
+    UnsupportedMediaType,
     #[error("a valid API key is required (Authorization: Bearer <key>)")]
     Unauthorized,
     /// An ID token from the provider that cannot vouch for a person (its
@@ -100,6 +102,7 @@ impl ResponseError for ApiError {
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::MalformedJson(_) | Self::EmptyBody => StatusCode::BAD_REQUEST,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unauthorized | Self::BadIdToken(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden | Self::Access { .. } => StatusCode::FORBIDDEN,
             Self::Refused {
@@ -133,6 +136,14 @@ impl ResponseError for ApiError {
                     "",
                     "max_body_bytes",
                     format!("must be at most {n} bytes"),
+                )],
+            ),
+            Self::UnsupportedMediaType => (
+                "unsupported_media_type",
+                vec![FieldError::new(
+                    "Content-Type",
+                    "application_json",
+                    self.to_string(),
                 )],
             ),
             Self::Unauthorized => ("unauthorized", vec![]),

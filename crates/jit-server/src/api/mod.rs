@@ -63,6 +63,11 @@ pub struct ApiState {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api/v1")
+            // Answers name people, roles and tickets: never kept by a cache.
+            .wrap(
+                actix_web::middleware::DefaultHeaders::new()
+                    .add((header::CACHE_CONTROL, "no-store")),
+            )
             .service(
                 resource("/grants")
                     .route(web::post().to(grants::create_grant))

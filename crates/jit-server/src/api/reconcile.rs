@@ -82,11 +82,14 @@ struct RunsQuery {
     responses((status = 200, description = "sweeps, newest first", body = Page), (status = 422, description = "a parameter breaks a rule", body = ErrorBody), (status = 401, description = "no or bad credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody)))]
 pub(crate) async fn list_runs(
     state: web::Data<ApiState>,
-    _caller: Caller,
+    caller: Caller,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let q: RunsQuery = query(&req)?;
-    let runs = state.app.reconcile_runs(page_limit(q.limit, 20)?).await?;
+    let runs = state
+        .app
+        .view_reconcile_runs(&caller.as_caller(), page_limit(q.limit, 20)?)
+        .await?;
     Ok(HttpResponse::Ok().json(json!({"items": runs})))
 }
 
@@ -94,9 +97,12 @@ pub(crate) async fn list_runs(
     responses((status = 200, description = "the run and its findings", body = RunDoc), (status = 404, description = "no such run", body = ErrorBody), (status = 401, description = "no or bad credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody)))]
 pub(crate) async fn get_run(
     state: web::Data<ApiState>,
-    _caller: Caller,
+    caller: Caller,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let (run, findings) = state.app.reconcile_run(&id).await?;
+    let (run, findings) = state
+        .app
+        .view_reconcile_run(&caller.as_caller(), &id)
+        .await?;
     Ok(HttpResponse::Ok().json(json!({"run": run, "findings": findings})))
 }

@@ -206,7 +206,9 @@ fn init_tracing(config: &Config) {
         .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
-        LogFormat::Pretty => builder.init(),
+        LogFormat::Pretty => builder
+            .fmt_fields(crate::telemetry::escaping_fields())
+            .init(),
     }
 }
 

@@ -77,7 +77,7 @@ async fn soc_page(
             active: active.iter().map(|g| GrantView::of(g, &web, now)).collect(),
             overdue,
             incidents: web.app.open_incidents().await?,
-            runs: web.app.reconcile_runs(10).await?,
+            runs: web.app.view_reconcile_runs(&caller, 10).await?,
         },
     )
 }
