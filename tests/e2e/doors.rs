@@ -457,6 +457,9 @@ async fn the_api_the_web_form_and_slack_decide_alike() {
         ("mallory", Extend, NotFound),
         ("alice", Extend, Invalid),    // not live yet: nothing to extend
         ("alice", Approve, Forbidden), // her own request
+        // A name's case is no other person: her own grant, her own request.
+        ("ALICE", View, Allowed),
+        ("ALICE", Approve, Forbidden),
         // Whoever may not see the grant learns nothing of it by answering:
         // not its role (403 "not an approver"), not its state (409).
         ("mallory", Approve, NotFound),
@@ -567,7 +570,7 @@ async fn the_api_the_web_form_and_slack_decide_alike() {
             View | DropWithoutReason | Deny => None,
         };
         if let Some(button) = button {
-            let user = slack.user(&format!("{who}@example.com"));
+            let user = slack.user(&format!("{who}@example.com").to_lowercase());
             let told_before = slack.standin.ephemeral_for(&user.id).len();
             let click = jit_slack_standin::block_actions(&user, button, &id, "C0PARITY", "1.1");
             let (status, _) = slack
@@ -590,6 +593,53 @@ async fn the_api_the_web_form_and_slack_decide_alike() {
             );
         }
     }
+    app.running.stop().await;
+}
+
+/// One approver in capitals is still one approver: `BOB@example.com` once
+/// completed a quorum of two after bob had approved.
+#[tokio::test]
+async fn a_quorum_is_not_filled_by_one_approver_under_two_spellings() {
+    let app = spawn_web_app_on(
+        Backend::Sqlite,
+        Claims::InIdToken,
+        &users(),
+        Arc::new(SystemClock),
+    )
+    .await;
+    let role = "Recording Admin";
+    app.servicenow
+        .approve("CHG0000705", "alice@example.com", role, chrono::Utc::now());
+    let alice = app.sign_in("alice").await;
+    let id = request_in_form(&app, &alice, role, "CHG0000705").await;
+    let callback = format!("{}/auth/callback", app.base);
+    let approve = |who: &'static str| {
+        let (app, id, callback) = (&app, id.clone(), callback.clone());
+        async move {
+            let token = app
+                .oidc
+                .id_token(CLIENT_ID, CLIENT_SECRET, &callback, who)
+                .await
+                .unwrap();
+            let res = reqwest::Client::new()
+                .post(format!("{}/api/v1/grants/{id}/approve", app.base))
+                .bearer_auth(token)
+                .json(&json!({"comment": "ok"}))
+                .send()
+                .await
+                .unwrap();
+            (res.status().as_u16(), res.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, first) = approve("bob").await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["state"], "pending_approval", "one of two");
+    let (status, again) = approve("BOB").await;
+    assert_eq!(status, 409, "{again}");
+    assert_eq!(again["error"]["fields"][0]["rule"], "already_reviewed");
+    assert_eq!(grant(&app, &id).await["state"], "pending_approval");
+    let (status, second) = approve("carol").await;
+    assert_eq!((status, second["state"].as_str()), (200, Some("approved")));
     app.running.stop().await;
 }
 

@@ -209,3 +209,160 @@ async fn only_admin_keys_and_the_soc_read_the_reconcilers_runs() {
     assert_eq!(status, 200, "{runs}");
     app.running.stop().await;
 }
+
+/// Rows from before user names had one form are rewritten to it; two rows
+/// that become one (bob answering a request as `BOB@…` and as `bob@…`) keep
+/// the earliest and are reported to the SOC once, never merged silently.
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn old_rows_take_the_canonical_form_and_collisions_are_reported(#[case] backend: Backend) {
+    let url = jit_e2e::fresh_database(backend).await;
+    let dir = match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    // The schema as it was before the canonical form (migrations 1 to 11).
+    let before = tempfile::tempdir().unwrap();
+    let all = jit_e2e::workspace_root().join("migrations").join(dir);
+    for entry in std::fs::read_dir(&all).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.as_str() < "0012" {
+            std::fs::copy(&path, before.path().join(&name)).unwrap();
+        }
+    }
+    let migrator = sqlx::migrate::Migrator::new(before.path()).await.unwrap();
+    let statements = [
+        "INSERT INTO grants (id, user_name, role, justification, requested_by, state, starts_at, expires_at, created_at, updated_at) \
+         VALUES ('0190a0a0-0000-7000-8000-000000000001', 'Alice@Example.com', 'Recording Admin', 'rotate the trunk', 'Alice@Example.com', 'pending_approval', 1, 2, 1, 1)",
+        "INSERT INTO grant_reviews (grant_id, approver, verdict, comment, at) VALUES ('0190a0a0-0000-7000-8000-000000000001', 'bob@example.com', 'approve', '', 10)",
+        "INSERT INTO grant_reviews (grant_id, approver, verdict, comment, at) VALUES ('0190a0a0-0000-7000-8000-000000000001', 'BOB@example.com', 'approve', '', 20)",
+        "INSERT INTO sign_ins (user_name, groups, signed_in_at, valid_until) VALUES ('Carol@example.com', '[]', 5, 50)",
+    ];
+    match backend {
+        Backend::Sqlite => {
+            let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&url)
+                .unwrap()
+                .create_if_missing(true);
+            let db = sqlx::SqlitePool::connect_with(options).await.unwrap();
+            migrator.run(&db).await.unwrap();
+            for sql in statements {
+                sqlx::query(sql).execute(&db).await.unwrap();
+            }
+        }
+        Backend::Postgres => {
+            let db = sqlx::PgPool::connect(&url).await.unwrap();
+            migrator.run(&db).await.unwrap();
+            for sql in statements {
+                sqlx::query(sql).execute(&db).await.unwrap();
+            }
+        }
+    }
+    let store = jit_store::open(&url, true, 5).await.unwrap();
+    let id = "0190a0a0-0000-7000-8000-000000000001".parse().unwrap();
+    let grant = store.grant(id).await.unwrap().unwrap();
+    assert_eq!(grant.user.as_str(), "alice@example.com");
+    let alice = jit_domain::UserName::parse("alice@example.com").unwrap();
+    let role = jit_domain::RoleName::parse("Recording Admin").unwrap();
+    assert_eq!(
+        store.grants_for(&alice, &role).await.unwrap().len(),
+        1,
+        "found by its canonical name"
+    );
+    let reviews = store.reviews(id).await.unwrap();
+    assert_eq!(reviews.len(), 1, "one approver, one answer: {reviews:?}");
+    assert_eq!(
+        (
+            reviews[0].approver.as_str(),
+            reviews[0].at.timestamp_millis()
+        ),
+        ("bob@example.com", 10)
+    );
+    assert_eq!(count(&url, "sign_ins").await, 1);
+
+    // Reported once, as a SOC notice naming both spellings.
+    assert!(
+        store
+            .report_user_name_collisions(t0(), "jit-broker", "user_names_collided")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .report_user_name_collisions(t0(), "jit-broker", "user_names_collided")
+            .await
+            .unwrap()
+    );
+    let told: Vec<_> = store
+        .audit_events(0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "user_names_collided")
+        .collect();
+    assert_eq!(told.len(), 1);
+    let names = told[0].data["collisions"][0]["names"].as_str().unwrap();
+    assert!(
+        names.contains("bob@example.com") && names.contains("BOB@example.com"),
+        "{names}"
+    );
+    assert_eq!(
+        jit_domain::soc_notice("user_names_collided", &told[0].data),
+        Some(jit_domain::Severity::P2)
+    );
+}
+
+/// A grant made for `ALICE@example.com` is alice's: ending it once stripped
+/// her role while her own grant still read active. Now both are one pair's.
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn a_name_in_capitals_is_the_same_person(#[case] backend: Backend) {
+    let (stack, tenant) = Stack::with_users(backend, &[("alice@example.com", &["Employee"])]).await;
+    let own = stack
+        .request(jit_e2e::app::grant_request(
+            "alice@example.com",
+            "CHG0000920",
+            "1h",
+        ))
+        .await;
+    let shouted = stack
+        .request(jit_e2e::app::grant_request(
+            "ALICE@Example.com",
+            "CHG0000921",
+            "10m",
+        ))
+        .await;
+    assert_eq!(shouted.user, own.user);
+    stack.run_due().await;
+    assert!(
+        tenant
+            .roles_of("alice@example.com")
+            .await
+            .contains(&"Master Admin".to_owned())
+    );
+    stack
+        .app
+        .drop_grant(&admin_key(), shouted.id, "done with it")
+        .await
+        .unwrap();
+    stack.run_due().await;
+    assert!(
+        tenant
+            .roles_of("alice@example.com")
+            .await
+            .contains(&"Master Admin".to_owned()),
+        "her own grant still covers her"
+    );
+    stack.advance(3600);
+    stack.run_due().await;
+    assert!(
+        !tenant
+            .roles_of("alice@example.com")
+            .await
+            .contains(&"Master Admin".to_owned())
+    );
+}

@@ -31,7 +31,13 @@ impl AuditFilter {
             && self
                 .user
                 .as_deref()
-                .is_none_or(|u| e.data["user"].as_str() == Some(u))
+                // Events from before user names had one form may spell one
+                // with capitals.
+                .is_none_or(|u| {
+                    e.data["user"]
+                        .as_str()
+                        .is_some_and(|logged| logged.trim().eq_ignore_ascii_case(u.trim()))
+                })
     }
 }
 

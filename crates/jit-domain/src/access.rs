@@ -174,7 +174,7 @@ impl Caller {
     pub fn request_for(&self, named: Option<&str>) -> Result<Option<String>, FieldError> {
         match (self.person(), named.map(str::trim)) {
             (Some((me, _)), None) => Ok(Some(me.to_string())),
-            (Some((me, _)), Some(n)) if n == me.as_str() => Ok(Some(n.to_owned())),
+            (Some((me, _)), Some(n)) if me.is(n) => Ok(Some(me.to_string())),
             (Some(_), Some(_)) => Err(FieldError::new(
                 "user",
                 "self",
@@ -373,6 +373,25 @@ approver_groups = ["leads"]
                 .may_read_sweeps("")
                 .is_err(),
             "no SOC group configured: nobody by group"
+        );
+    }
+
+    #[test]
+    fn ownership_and_who_a_person_asks_for_hold_under_case_variants() {
+        let p = Policy::from_toml("p.toml", POLICY).unwrap();
+        let shouting = person("ALICE@Example.com", &[]);
+        assert!(shouting.may_change(&alices(), &p, "soc", "drop").is_ok());
+        assert_eq!(
+            shouting.request_for(Some("alice@example.com")),
+            Ok(Some("alice@example.com".into()))
+        );
+        assert_eq!(
+            person("alice@example.com", &[]).request_for(Some(" ALICE@example.COM ")),
+            Ok(Some("alice@example.com".into()))
+        );
+        assert_eq!(
+            shouting.lists_only("soc").map(UserName::as_str),
+            Some("alice@example.com")
         );
     }
 }

@@ -275,7 +275,7 @@ fn judge_answer(
             "the request waited too long for approval and has lapsed".into(),
         ));
     }
-    if approver == &grant.user || approver.as_str() == asked.requested_by {
+    if approver == &grant.user || approver.is(asked.requested_by) {
         return Err(ReviewRefusal::new(
             "self_approval",
             "nobody approves their own request".into(),
@@ -670,6 +670,60 @@ approver_users = ["boss@example.com"]
             t(20),
         );
         assert_eq!(twice.unwrap_err().rule, "already_reviewed");
+    }
+
+    /// A name's case is no second person: a token for `ENG@…` does not
+    /// approve eng's own request, nor `BOSS@…` count again after boss, nor
+    /// a request made by `Eng@…` (as recorded) count as someone else's.
+    #[test]
+    fn every_answer_rule_holds_under_case_variants() {
+        let p = policy();
+        let g = pending();
+        let none = BTreeSet::new();
+        let answer = |reviews: &[Review], who: &str| {
+            g.review(&p, reviews, &user(who), &none, Verdict::Approve, t(10))
+                .map(|o| o.approvals)
+                .map_err(|r| r.rule)
+        };
+        assert_eq!(answer(&[], "ENG@Example.com"), Err("self_approval"));
+        assert_eq!(
+            answer(&[approved_by("boss@example.com")], "BOSS@example.com"),
+            Err("already_reviewed")
+        );
+        let mut asked_by_capitals = g.clone();
+        asked_by_capitals.requested_by = "Boss@Example.com".into();
+        assert_eq!(
+            asked_by_capitals
+                .review(
+                    &p,
+                    &[],
+                    &user("boss@example.com"),
+                    &none,
+                    Verdict::Approve,
+                    t(10)
+                )
+                .unwrap_err()
+                .rule,
+            "self_approval"
+        );
+        // The policy's lists are canonical too.
+        let listed = Policy::from_toml(
+            "p.toml",
+            &POLICY.replace("boss@example.com", "BOSS@Example.com"),
+        )
+        .unwrap();
+        assert_eq!(
+            g.review(
+                &listed,
+                &[],
+                &user("boss@example.com"),
+                &none,
+                Verdict::Approve,
+                t(10)
+            )
+            .map(|o| o.approvals),
+            Ok(1)
+        );
     }
 
     #[test]

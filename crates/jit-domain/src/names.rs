@@ -78,6 +78,13 @@ string_newtype!(
 impl UserName {
     pub const MAX_LEN: usize = 256;
 
+    /// The one canonical form every comparison, key, lock, row and look-up
+    /// uses: trimmed, ASCII letters lowered. A user name is an e-mail address
+    /// (Genesys Cloud's login), compared without case by Genesys, by the
+    /// identity providers and by SCIM (`userName` is `caseExact: false`,
+    /// RFC 7643 §4.1.1); `ALICE@example.com` is alice. Letters beyond ASCII
+    /// are kept as given (SQLite's `lower()` and the migration lower ASCII
+    /// only, so stored and parsed names agree).
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let v = raw.trim();
         if v.is_empty() {
@@ -95,7 +102,13 @@ impl UserName {
                 "must not contain control characters or quotes",
             ));
         }
-        Ok(Self(v.to_owned()))
+        Ok(Self(v.to_ascii_lowercase()))
+    }
+
+    /// Whether `raw` (an actor's name as recorded, which may predate the
+    /// canonical form, or be an API key's name) names this user.
+    pub fn is(&self, raw: &str) -> bool {
+        self.0.eq_ignore_ascii_case(raw.trim())
     }
 }
 
@@ -202,6 +215,20 @@ mod tests {
     #[test]
     fn user_names_and_justifications() {
         assert_eq!(UserName::parse(" a@b.c ").unwrap().as_str(), "a@b.c");
+        assert_eq!(
+            UserName::parse("ALICE@Example.COM").unwrap(),
+            UserName::parse("alice@example.com").unwrap(),
+            "one canonical form"
+        );
+        assert_eq!(
+            UserName::parse("Ünïcode@b.c").unwrap().as_str(),
+            "Ünïcode@b.c"
+        );
+        assert!(
+            UserName::parse("alice@example.com")
+                .unwrap()
+                .is(" ALICE@example.com")
+        );
         assert_eq!(UserName::parse("a\u{0}b").unwrap_err().rule, "charset");
         assert_eq!(
             UserName::parse(&"x".repeat(300)).unwrap_err().rule,

@@ -53,6 +53,9 @@ pub fn soc_notice(kind: &str, data: &Value) -> Option<Severity> {
     match kind {
         "break_glass_login" | "revocation_overdue" | "converge_failed" => Some(Severity::P1),
         "conflicting_writer_detected" => Some(Severity::P2),
+        // Rows for one person under two spellings were made one (a request
+        // answered twice by one approver, say): the SOC looks at each.
+        "user_names_collided" => Some(Severity::P2),
         "grant_requested" if emergency => Some(Severity::P2),
         // An emergency grant made longer is more unapproved privilege.
         "grant_extended" | "extension_approved" if data["emergency"] == true => Some(Severity::P2),

@@ -188,7 +188,7 @@ mod tests {
         };
         assert!(p.is(&UserName::parse("alice@example.com").unwrap()));
         assert!(!p.is(&UserName::parse("bob@example.com").unwrap()));
-        assert_eq!(p.directory_user().unwrap().as_str(), "Alice@Example.com");
+        assert_eq!(p.directory_user().unwrap().as_str(), "alice@example.com");
         let nobody = Person {
             sys_id: "u2".into(),
             user_name: Some(String::new()),

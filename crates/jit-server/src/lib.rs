@@ -118,6 +118,16 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
     app.soc_group = config.web.soc_group.clone();
     app.activity_plan = config.activity.plan()?;
     let app = Arc::new(app);
+    // Rows that became one when user names took one form are told, once.
+    if app
+        .store
+        .report_user_name_collisions(app.now(), jit_app::SYSTEM_ACTOR, "user_names_collided")
+        .await?
+    {
+        tracing::warn!(
+            "user names that differed only by case were merged: see the audit event user_names_collided"
+        );
+    }
     let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
     let reconcile = config.reconciler.to_reconcile_config();
     let worker = worker_for(&config, &app, &owner, shared_budget.as_ref());

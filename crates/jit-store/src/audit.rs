@@ -157,6 +157,50 @@ macro_rules! audit_store {
                 row.map(AuditEvent::try_from).transpose()
             }
 
+            async fn report_user_name_collisions(
+                &self,
+                at: chrono::DateTime<chrono::Utc>,
+                actor: &str,
+                kind: &'static str,
+            ) -> Result<bool, StoreError> {
+                let mut tx = self.pool.begin().await.map_err(db)?;
+                let rows: Vec<(i64, String, String, String)> = sqlx::query_as(
+                    "SELECT id, table_name, shared, names FROM user_name_collisions \
+                     WHERE reported_at IS NULL ORDER BY id",
+                )
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?;
+                if rows.is_empty() {
+                    return Ok(false);
+                }
+                let collisions: Vec<serde_json::Value> = rows
+                    .iter()
+                    .map(|(_, table, shared, names)| {
+                        serde_json::json!({"table": table, "shared": shared, "names": names})
+                    })
+                    .collect();
+                let audit = NewAudit {
+                    at,
+                    actor: actor.to_owned(),
+                    kind,
+                    grant: None,
+                    ticket: None,
+                    data: serde_json::json!({"collisions": collisions}),
+                };
+                Self::append_audit_in(&mut tx, &audit).await?;
+                for (id, ..) in &rows {
+                    sqlx::query("UPDATE user_name_collisions SET reported_at = $1 WHERE id = $2")
+                        .bind(ms(at))
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                }
+                tx.commit().await.map_err(db)?;
+                Ok(true)
+            }
+
             async fn insert_checkpoint(
                 &self,
                 cp: &AuditCheckpoint,

@@ -64,7 +64,11 @@ const provider = new Provider(issuer, {
     return {
       accountId: id,
       async claims() {
-        return { sub: login, email: login, email_verified: true, groups: groups[login] ?? (login.startsWith("bench") ? ["cx-bench"] : []) };
+        // One account whatever the case it is typed in (`ALICE@example.com`
+        // is alice, with her groups), its email claim as typed, as an IdP
+        // that keeps the spelling of the sign-in gives it.
+        const person = login.toLowerCase();
+        return { sub: person, email: login, email_verified: true, groups: groups[person] ?? (person.startsWith("bench") ? ["cx-bench"] : []) };
       },
     };
   },

@@ -445,6 +445,16 @@ pub trait AuditStore: Send + Sync {
     async fn checkpoints(&self) -> Result<Vec<AuditCheckpoint>, StoreError>;
     /// The newest checkpoint.
     async fn last_checkpoint(&self) -> Result<Option<AuditCheckpoint>, StoreError>;
+    /// Rows that became one when user names took one canonical form (the
+    /// migration records them), not yet reported: appended as one audit
+    /// event of `kind` at `at` (`data.collisions`) and marked reported in
+    /// the same transaction. `false` when there was nothing to report.
+    async fn report_user_name_collisions(
+        &self,
+        at: DateTime<Utc>,
+        actor: &str,
+        kind: &'static str,
+    ) -> Result<bool, StoreError>;
 }
 
 /// A signed statement that the audit chain's head was `seq` with `hash`.

@@ -134,6 +134,7 @@ pub fn compose(notice: &Notice, slo: Duration) -> Composed {
         "revocation_overdue" => ev.revocation_overdue(),
         "grant_requested" => ev.emergency_grant(),
         "conflicting_writer_detected" => ev.conflicting_writer(&mut facts),
+        "user_names_collided" => ev.user_names_collided(&mut facts),
         "reconcile_run" => ev.reconcile_run(&mut facts),
         "incident_opened" | "incident_resolved" => ev.incident(&mut facts),
         "break_glass_login" => ev.break_glass_login(&mut facts),
@@ -360,6 +361,27 @@ impl<'a> Event<'a> {
                 "{user} was granted {role} at {at} under the policy's emergency-change rule: {ticket} is not approved yet.",
             ),
             "Applies the grant for at most the emergency duration and ends it when the change closes, is cancelled or is rejected.",
+        )
+    }
+
+    fn user_names_collided(&self, facts: &mut Vec<(String, String)>) -> Words {
+        let collisions = self.d["collisions"].as_array().cloned().unwrap_or_default();
+        facts.clear();
+        for c in &collisions {
+            facts.push((
+                text(&c["table"]),
+                format!("{} ({})", text(&c["names"]), text(&c["shared"])),
+            ));
+        }
+        words(
+            "user_names_collided",
+            true,
+            format!(
+                "{} record(s) of one person under two spellings were made one",
+                collisions.len()
+            ),
+            "User names now have one form (compared without case). Before, rows that differ only by case counted as different people: an approver answering twice, say. The earliest of each was kept; the spellings are listed.".into(),
+            "Check each: an answer given twice by one approver may have approved a request that needed two people.",
         )
     }
 
