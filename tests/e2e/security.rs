@@ -366,3 +366,61 @@ async fn a_name_in_capitals_is_the_same_person(#[case] backend: Backend) {
             .contains(&"Master Admin".to_owned())
     );
 }
+
+/// A change is a reason only for the roles it names (`u_jit_role`): one
+/// approved for Telephony Admin was accepted for Master Admin, and in the
+/// sandbox Recording Admin citing CHG0000001 (for Master Admin) was too.
+#[tokio::test]
+async fn a_change_is_bound_to_the_roles_it_names() {
+    let tenant = jit_e2e::Tenant::new();
+    tenant.create_user("tel@example.com", &["Employee"]).await;
+    let app = jit_e2e::app::spawn_app(Backend::Sqlite, Some(&tenant.base_url)).await;
+    app.servicenow.approve(
+        "CHG0000930",
+        "tel@example.com",
+        "Telephony Admin",
+        chrono::Utc::now(),
+    );
+    let body = jit_e2e::app::grant_request("tel@example.com", "CHG0000930", "30m");
+    let (status, refused) = app.post("/api/v1/grants", &body).await;
+    assert_eq!(status, 403, "{refused}");
+    let fields = refused["error"]["fields"].as_array().unwrap();
+    assert_eq!(fields.len(), 1, "{refused}");
+    assert_eq!(fields[0]["rule"], "ticket_role");
+    assert!(
+        fields[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Telephony Admin"),
+        "{refused}"
+    );
+    let clauses: Vec<&str> = refused["error"]["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["rule"].as_str())
+        .collect();
+    assert!(
+        clauses.contains(&"ticket_role"),
+        "shown clause by clause: {clauses:?}"
+    );
+    app.running.stop().await;
+
+    let sandbox = jit_e2e::app::spawn_app(Backend::Sqlite, None).await;
+    let mut recording = jit_e2e::app::grant_request("alice@example.com", "CHG0000001", "30m");
+    recording["role"] = json!("Recording Admin");
+    let (status, refused) = sandbox.post("/api/v1/grants", &recording).await;
+    assert_eq!(status, 403, "{refused}");
+    assert_eq!(
+        refused["error"]["fields"][0]["rule"], "ticket_role",
+        "{refused}"
+    );
+    recording["ticket"] = json!("CHG0000004");
+    let (status, asked) = sandbox.post("/api/v1/grants", &recording).await;
+    assert_eq!(
+        (status, asked["state"].as_str()),
+        (201, Some("pending_approval")),
+        "{asked}"
+    );
+    sandbox.running.stop().await;
+}

@@ -614,6 +614,7 @@ async fn oauth_client_credentials_are_used_cached_and_refreshed_once_on_401() {
             },
             timeout: Duration::from_secs(2),
             role_field: "u_jit_role".into(),
+            bind_roles: true,
         },
         Arc::new(jit_app::SystemClock),
     )
@@ -641,6 +642,7 @@ async fn oauth_client_credentials_are_used_cached_and_refreshed_once_on_401() {
             },
             timeout: Duration::from_secs(2),
             role_field: "u_jit_role".into(),
+            bind_roles: true,
         },
         Arc::new(jit_app::SystemClock),
     )

@@ -90,6 +90,7 @@ impl ServiceNow {
                 },
                 timeout: Duration::from_secs(2),
                 role_field: "u_jit_role".into(),
+                bind_roles: true,
             },
             clock,
         )

@@ -204,6 +204,9 @@ pub fn decide(
             reasons.push(approval);
             reasons.push(state_reason(rp, ticket));
             reasons.push(requester_reason(rp, ticket, &request.user, group_member));
+            if let Some(reason) = role_reason(rp, ticket) {
+                reasons.push(reason);
+            }
             expires_at = window_reasons(request, ticket, now, expires_at, &mut reasons);
             if emergency && let Some(rule) = &rp.emergency {
                 let cap = request.starts_at + rule.max_duration;
@@ -300,6 +303,35 @@ fn window_reasons(
         )),
     }
     expires_at
+}
+
+/// Whether the change names the role asked for, when the configuration
+/// binds changes to the roles they name; `None` when it does not.
+fn role_reason(rp: &RolePolicy, ticket: &ChangeTicket) -> Option<Reason> {
+    let field = ticket.roles_field.as_deref()?;
+    let allowed = ticket.allows_role(rp.name.as_str());
+    let message = match (allowed, ticket.roles.is_empty()) {
+        (true, _) => format!("{} is a change for `{}` ({field})", ticket.number, rp.name),
+        (false, true) => format!("{} names no role in `{field}`", ticket.number),
+        (false, false) => format!(
+            "{} is a change for {} ({field}), not for `{}`",
+            ticket.number,
+            ticket
+                .roles
+                .iter()
+                .map(|r| format!("`{r}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            rp.name
+        ),
+    };
+    Some(Reason::new(
+        allowed,
+        "ticket",
+        "ticket_role",
+        format!("ticket.{field}"),
+        message,
+    ))
 }
 
 fn approval_reason(rp: &RolePolicy, ticket: &ChangeTicket) -> Reason {
@@ -464,6 +496,9 @@ pub fn ticket_ends_grant(
     if ticket.end_date.is_some_and(|end| now >= end) {
         return Some(format!("{number}'s change window closed"));
     }
+    if !ticket.allows_role(role.as_str()) {
+        return Some(format!("{number} no longer names `{role}`"));
+    }
     None
 }
 
@@ -516,6 +551,7 @@ pub(crate) mod tests {
             }),
             change_type: "normal".into(),
             roles: vec![],
+            roles_field: None,
             read_at: now,
         }
     }
@@ -551,6 +587,80 @@ pub(crate) mod tests {
             5,
             "eligibility, approval, state, assignee, window"
         );
+    }
+
+    /// With changes bound to the roles they name, a change approved for
+    /// Telephony Admin is no reason for Master Admin; ending one that
+    /// stopped naming the role ends the grant.
+    #[test]
+    fn a_change_is_a_reason_only_for_the_roles_it_names() {
+        let mut t = ticket();
+        t.roles_field = Some("u_jit_role".into());
+        t.roles = vec!["Telephony Admin".into()];
+        let d = decide(
+            &sample(),
+            &request("eng@example.com", "Master Admin", 2),
+            &BTreeSet::new(),
+            found(&t),
+            now(),
+        );
+        assert!(!d.allowed);
+        assert_eq!(
+            denied_rules(&d),
+            [("ticket".to_owned(), "ticket_role".to_owned())]
+        );
+        let clause = d.reasons.iter().find(|r| r.rule == "ticket_role").unwrap();
+        assert_eq!(clause.clause, "ticket.u_jit_role");
+        assert!(
+            clause.message.contains("`Telephony Admin`"),
+            "{}",
+            clause.message
+        );
+        t.roles = vec![];
+        assert!(
+            !decide(
+                &sample(),
+                &request("eng@example.com", "Master Admin", 2),
+                &BTreeSet::new(),
+                found(&t),
+                now()
+            )
+            .allowed
+        );
+        t.roles = vec!["Telephony Admin".into(), "master admin".into()];
+        let d = decide(
+            &sample(),
+            &request("eng@example.com", "Master Admin", 2),
+            &BTreeSet::new(),
+            found(&t),
+            now(),
+        );
+        assert!(d.allowed, "{d:?}");
+        assert!(
+            d.reasons
+                .iter()
+                .any(|r| r.rule == "ticket_role" && r.allowed)
+        );
+        // Not bound: any role the policy allows, and no clause.
+        t.roles_field = None;
+        t.roles = vec![];
+        let d = decide(
+            &sample(),
+            &request("eng@example.com", "Master Admin", 2),
+            &BTreeSet::new(),
+            found(&t),
+            now(),
+        );
+        assert!(d.allowed && !d.reasons.iter().any(|r| r.rule == "ticket_role"));
+        // A live grant ends when its change stops naming its role.
+        t.roles_field = Some("u_jit_role".into());
+        t.roles = vec!["Telephony Admin".into()];
+        let number = t.number.clone();
+        let (user, role) = (
+            UserName::parse("eng@example.com").unwrap(),
+            RoleName::parse("Master Admin").unwrap(),
+        );
+        assert!(ticket_ends_grant(&sample(), (&number, &user, &role), Some(&t), now()).is_some());
     }
 
     #[test]

@@ -139,11 +139,27 @@ pub struct ChangeTicket {
     /// The catalogue roles the change asks for (a custom field, see config);
     /// what a webhook-driven grant elevates to.
     pub roles: Vec<String>,
+    /// The field `roles` was read from, when the configuration binds a
+    /// change to the roles it names (`servicenow.bind_roles`): then a grant
+    /// citing the change is for one of them, or refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles_field: Option<String>,
     /// When this snapshot was read.
     pub read_at: DateTime<Utc>,
 }
 
 impl ChangeTicket {
+    /// Whether the change allows `role`: always when it is not bound to
+    /// the roles it names; else only one it names (as the catalogue spells
+    /// it, without regard to case).
+    pub fn allows_role(&self, role: &str) -> bool {
+        self.roles_field.is_none()
+            || self
+                .roles
+                .iter()
+                .any(|r| r.trim().eq_ignore_ascii_case(role))
+    }
+
     pub fn is_approved(&self) -> bool {
         self.approval.eq_ignore_ascii_case("approved")
     }

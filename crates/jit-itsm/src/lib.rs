@@ -44,6 +44,10 @@ pub struct ServiceNowConfig {
     /// The change-request field naming the catalogue role(s) the change
     /// needs, comma-separated (a custom field, e.g. `u_jit_role`).
     pub role_field: String,
+    /// A grant citing a change is only for a role the change names in
+    /// `role_field` (a change approved for Telephony Admin is no reason for
+    /// Master Admin).
+    pub bind_roles: bool,
 }
 
 /// The fields read for every decision (dot-walked names are returned flat
@@ -271,6 +275,10 @@ impl ServiceNowClient {
                         .collect()
                 })
                 .unwrap_or_default(),
+            roles_field: self
+                .config
+                .bind_roles
+                .then(|| self.config.role_field.clone()),
             read_at: self.clock.now(),
         })
     }

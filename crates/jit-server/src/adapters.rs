@@ -161,6 +161,7 @@ pub fn tickets_from_config(
         auth,
         timeout: Duration::from_secs(s.timeout_secs.max(1)),
         role_field: s.role_field.clone(),
+        bind_roles: s.bind_roles,
     };
     Ok(Some(ServiceNowClient::new(config, clock)?))
 }
@@ -329,6 +330,7 @@ pub(crate) fn tickets_for(
                 },
                 timeout: Duration::from_secs(5),
                 role_field: config.servicenow.role_field.clone(),
+                bind_roles: config.servicenow.bind_roles,
             },
             clock,
         )?));

@@ -196,6 +196,15 @@ impl ChangeBook {
         unapproved["state"] = json!("-3");
         unapproved["approval"] = json!("requested");
         book.put_change(unapproved);
+        // A change for the role with approvals (CHG0000001 is for Master
+        // Admin only: citing it for another role is refused).
+        book.put_change(Self::approved_change(
+            "CHG0000004",
+            "alice@example.com",
+            "Recording Admin",
+            now,
+            TimeDelta::hours(8),
+        ));
         book
     }
 }

@@ -156,6 +156,7 @@ fn sample_decision(
         }),
         change_type: check.change_type.clone(),
         roles: vec![],
+        roles_field: None,
         read_at: now,
     });
     let evidence = match &ticket {

@@ -221,6 +221,10 @@ pub struct ServiceNowSettings {
     pub timeout_secs: u64,
     /// The change-request field naming the role(s) a change needs.
     pub role_field: String,
+    /// A grant citing a change must be for a role the change names in
+    /// `role_field` (decision clause `ticket_role`); `false` accepts any
+    /// role the policy allows under any approved change.
+    pub bind_roles: bool,
     pub webhook_secret: Option<SecretString>,
     pub webhook_secret_file: Option<PathBuf>,
     pub webhook_max_skew_secs: u64,
@@ -241,6 +245,7 @@ impl Default for ServiceNowSettings {
             token_url: None,
             timeout_secs: 10,
             role_field: "u_jit_role".into(),
+            bind_roles: true,
             webhook_secret: None,
             webhook_secret_file: None,
             webhook_max_skew_secs: 300,
