@@ -454,7 +454,7 @@ async fn the_dev_sandbox_works_with_no_external_system() {
     // a click as bob (an approver) is signed and posted back as Slack would.
     let mut request = body("alice@example.com", "30m");
     request["role"] = json!("Recording Admin");
-    request["ticket"] = json!("CHG0000001");
+    request["ticket"] = json!("CHG0000004"); // her change for Recording Admin
     let (status, g) = app.post("/api/v1/grants", &request).await;
     assert_eq!(
         (status, g["state"].as_str()),

@@ -424,3 +424,176 @@ async fn a_change_is_bound_to_the_roles_it_names() {
     );
     sandbox.running.stop().await;
 }
+
+/// The test policy with Master Admin's cap on live grants raised, so that
+/// one pair can be given a storm of grants (the cap refuses it otherwise).
+fn storm_policy() -> jit_domain::Policy {
+    let text = std::fs::read_to_string(jit_e2e::app::test_policy_path()).unwrap();
+    let text = text.replacen(
+        "[roles.\"Master Admin\"]\n",
+        "[roles.\"Master Admin\"]\nmax_live_grants = 1000\n",
+        1,
+    );
+    jit_domain::Policy::from_toml("storm.toml", &text).unwrap()
+}
+
+/// Work is per (user, role): 300 grants for alice are one pending job, one
+/// converge settles them all, another user's grant is active within the
+/// same round, and the directory sees one add and one removal for alice's
+/// pair, not one per grant. A grant that ended before its activation ran
+/// costs the directory nothing.
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn one_pairs_storm_of_grants_is_one_job_and_holds_nobody_back(#[case] backend: Backend) {
+    let tenant = jit_e2e::Tenant::new();
+    for user in ["alice@example.com", "bob@example.com"] {
+        tenant.create_user(user, &["Employee"]).await;
+    }
+    let proxy = jit_e2e::proxy::ScimProxy::start(&tenant.base_url, None).await;
+    let directory = std::sync::Arc::new(jit_e2e::app::scim_client(
+        &proxy.base_url,
+        std::time::Duration::from_secs(5),
+    ));
+    let stack = Stack::with_policy(backend, directory, storm_policy()).await;
+    for i in 0..300 {
+        let secs = if i % 2 == 0 { "3s" } else { "5s" };
+        stack
+            .request(jit_e2e::app::grant_request(
+                "alice@example.com",
+                "CHG0000940",
+                secs,
+            ))
+            .await;
+    }
+    stack
+        .request(jit_e2e::app::grant_request(
+            "bob@example.com",
+            "CHG0000941",
+            "1h",
+        ))
+        .await;
+    let pending = count_where(
+        &stack.database_url,
+        "SELECT COUNT(*) FROM jobs WHERE status = 'pending' AND user_name = 'alice@example.com'",
+    )
+    .await;
+    assert_eq!(
+        pending, 1,
+        "one pending job for the pair, not one per grant"
+    );
+
+    stack.run_due().await;
+    let has = |user: &'static str| {
+        let tenant = &tenant;
+        async move {
+            tenant
+                .roles_of(user)
+                .await
+                .contains(&"Master Admin".to_owned())
+        }
+    };
+    assert!(
+        has("bob@example.com").await,
+        "bob is not held back by alice's storm"
+    );
+    assert!(has("alice@example.com").await);
+    assert_eq!(proxy.counts.patches(), 2, "one add for each pair");
+
+    // Every grant of alice's ends within 5 s: one removal, verified.
+    stack.advance(5);
+    stack.run_due().await;
+    assert!(!has("alice@example.com").await);
+    assert!(has("bob@example.com").await);
+    assert_eq!(
+        proxy.counts.patches(),
+        3,
+        "one removal for alice's 300 grants"
+    );
+    let requests = proxy.counts.requests();
+    assert!(
+        requests <= 6,
+        "two requests a change of desired state: {requests}"
+    );
+    let unverified = count_where(
+        &stack.database_url,
+        "SELECT COUNT(*) FROM grants WHERE user_name = 'alice@example.com' AND (state <> 'ended' OR role_removed_at IS NULL)",
+    )
+    .await;
+    assert_eq!(unverified, 0, "every grant ended and its removal recorded");
+
+    // A grant that ends before its activation runs costs the directory
+    // nothing: the broker proved the role absent and has not written since.
+    stack
+        .request(jit_e2e::app::grant_request(
+            "alice@example.com",
+            "CHG0000940",
+            "1s",
+        ))
+        .await;
+    stack.advance(2);
+    stack.run_due().await;
+    assert_eq!(proxy.counts.requests(), requests, "no directory call");
+    assert!(!has("alice@example.com").await);
+    proxy.stop().await;
+}
+
+async fn count_where(database_url: &str, sql: &'static str) -> i64 {
+    if database_url.starts_with("postgres") {
+        let db = sqlx::PgPool::connect(database_url).await.unwrap();
+        sqlx::query_scalar(sql).fetch_one(&db).await.unwrap()
+    } else {
+        let db = sqlx::SqlitePool::connect(database_url).await.unwrap();
+        sqlx::query_scalar(sql).fetch_one(&db).await.unwrap()
+    }
+}
+
+/// The cap on live grants of one pair, and each caller's pace: a storm is
+/// refused at the door, saying what to do instead.
+#[tokio::test]
+async fn a_callers_storm_is_refused_at_the_door() {
+    let tenant = jit_e2e::Tenant::new();
+    tenant.create_user("eng@example.com", &["Employee"]).await;
+    let app = jit_e2e::app::spawn_app_with(Backend::Sqlite, Some(&tenant.base_url), |c| {
+        c.limits.grant_requests_per_minute_per_key = 5;
+    })
+    .await;
+    let body = jit_e2e::app::grant_request("eng@example.com", "CHG0000950", "30m");
+    for _ in 0..3 {
+        let (status, g) = app.request_grant(&body).await;
+        assert_eq!(status, 201, "{g}");
+    }
+    let (status, refused) = app.request_grant(&body).await;
+    assert_eq!(status, 403, "{refused}");
+    let field = &refused["error"]["fields"][0];
+    assert_eq!(field["rule"], "max_live_grants", "{refused}");
+    assert_eq!(field["policy"], "roles.\"Master Admin\".max_live_grants");
+    assert!(
+        field["message"]
+            .as_str()
+            .unwrap()
+            .contains("extend one instead"),
+        "{refused}"
+    );
+    // The fifth request in the minute is the key's last; the sixth waits.
+    app.request_grant(&body).await;
+    let res = app
+        .http
+        .post(format!("{}/api/v1/grants", app.base))
+        .bearer_auth(jit_e2e::app::API_KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 429);
+    let wait: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    let err: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(err["error"]["fields"][0]["rule"], "rate_limit");
+    app.running.stop().await;
+}

@@ -20,6 +20,7 @@ fn job(user: &str, secs: i64) -> NewJob {
         role: RoleName::parse("Master Admin").unwrap(),
         grant: None,
         due_at: t0() + TimeDelta::seconds(secs),
+        removal: true,
     }
 }
 
@@ -94,7 +95,7 @@ async fn jobs_are_leased_retried_and_reclaimed_after_a_crash(#[case] backend: Ba
         .expect("reclaimed");
     assert_eq!(a.attempts, 2);
     // The old owner's late answer is ignored.
-    store.complete_job(a.id, "w1", lease(32)).await.unwrap();
+    store.complete_job(a, "w1", lease(32), None).await.unwrap();
     assert!(
         store
             .claim_jobs("w3", lease(40), lease(70), 10)
@@ -115,7 +116,7 @@ async fn jobs_are_leased_retried_and_reclaimed_after_a_crash(#[case] backend: Ba
         .find(|j| j.user.as_str() == "b@example.com")
         .expect("b was due too");
     store
-        .fail_job(b.id, "w2", lease(33), "permanent")
+        .fail_job(b.id, "w2", lease(33), "permanent", None)
         .await
         .unwrap();
     assert_eq!(store.next_due().await.unwrap(), Some(lease(100)));
@@ -125,7 +126,7 @@ async fn jobs_are_leased_retried_and_reclaimed_after_a_crash(#[case] backend: Ba
         .unwrap();
     assert_eq!(again.len(), 1);
     store
-        .complete_job(again[0].id, "w2", lease(101))
+        .complete_job(&again[0], "w2", lease(101), None)
         .await
         .unwrap();
     assert_eq!(
@@ -399,4 +400,63 @@ fn sqlite_and_postgres_migrations_stay_in_step() {
         sqlite, postgres,
         "every migration exists for both backends, with the same version"
     );
+}
+
+/// A pair has one pending job: work asked of it joins that job (the
+/// earliest due wins); a removal is claimed before an activation due
+/// earlier; and work that joins a running job makes it run once more.
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn a_pair_has_one_job_and_removals_go_first(#[case] backend: Backend) {
+    let (store, _) = store(backend).await;
+    let at = |s: i64| t0() + TimeDelta::seconds(s);
+    let activation = |user: &str, secs: i64| NewJob {
+        removal: false,
+        ..job(user, secs)
+    };
+    store
+        .insert_grant(
+            &sample_grant(0),
+            &[
+                activation("a@example.com", 0),
+                job("b@example.com", 1),
+                activation("a@example.com", 3),
+            ],
+            audit("x", 0),
+        )
+        .await
+        .unwrap();
+    let first = store.claim_jobs("w1", at(2), at(30), 1).await.unwrap();
+    assert_eq!(first[0].user.as_str(), "b@example.com", "the removal first");
+    let second = store.claim_jobs("w1", at(2), at(30), 10).await.unwrap();
+    assert_eq!(second.len(), 1, "a's two asks are one job");
+    let a = &second[0];
+    assert_eq!((a.user.as_str(), a.due_at), ("a@example.com", at(0)));
+    // More work for a while it runs: it stays pending, due again now.
+    store
+        .insert_grant(&sample_grant(1), &[job("a@example.com", 2)], audit("x", 1))
+        .await
+        .unwrap();
+    store.complete_job(a, "w1", at(3), None).await.unwrap();
+    let again = store.claim_jobs("w2", at(3), at(33), 10).await.unwrap();
+    assert_eq!(again.len(), 1, "work that joined a running job runs");
+    assert_eq!(again[0].attempts, 1, "as new work");
+    // Done, with the pair's next wake scheduled in the same transaction.
+    let next = job("a@example.com", 60);
+    store
+        .complete_job(&again[0], "w2", at(4), Some(&next))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.next_due().await.unwrap(),
+        Some(at(30)),
+        "b's lease, then a at +60"
+    );
+    store
+        .complete_job(&first[0], "w1", at(5), None)
+        .await
+        .unwrap();
+    assert_eq!(store.next_due().await.unwrap(), Some(at(60)));
 }

@@ -337,11 +337,13 @@ pub async fn spawn_app_with(
             name: "e2e".into(),
             sha256: jit_server::api::hash_key(API_KEY),
             admin: true,
+            grant_requests_per_minute: None,
         },
         ApiKeyConfig {
             name: "e2e-reader".into(),
             sha256: jit_server::api::hash_key(READER_KEY),
             admin: false,
+            grant_requests_per_minute: None,
         },
     ];
     let dev = scim_base_url.is_none();

@@ -285,6 +285,7 @@ fn web_config(
         name: "e2e".into(),
         sha256: jit_server::api::hash_key(API_KEY),
         admin: true,
+        grant_requests_per_minute: None,
     }];
     config.web.secure_cookies = false;
     config.web.session_secret = Some(SecretString::from(SESSION_SECRET));

@@ -41,6 +41,8 @@ pub struct App {
     pub activity_plan: jit_domain::PassPlan,
     /// Wakes the activity collector when a removal schedules a pass.
     pub activity_wake: Arc<tokio::sync::Notify>,
+    /// How fast each caller may ask for grants (unlimited unless set).
+    pub request_limiter: crate::limits::RequestLimiter,
 }
 
 /// Who asks for a grant, and through which door.
@@ -83,6 +85,7 @@ impl App {
             effective: std::sync::RwLock::new((policy.clone(), None)),
             activity_plan: jit_domain::PassPlan::default(),
             activity_wake: Arc::default(),
+            request_limiter: crate::limits::RequestLimiter::default(),
             policy,
         }
     }
@@ -154,7 +157,11 @@ impl App {
                 group_member,
             },
         };
-        let decision = decide(&self.policy, &valid, &requester.groups, evidence, now);
+        let mut decision = decide(&self.policy, &valid, &requester.groups, evidence, now);
+        if let Some(rp) = self.policy.role(&valid.role) {
+            let live = self.store.grants_for(&valid.user, &valid.role).await?;
+            decision = decision.with(jit_domain::live_grants_reason(rp, &live, now));
+        }
         if !decision.allowed {
             // The caller's answer (403) says it all; not the broker's fault.
             tracing::info!(
@@ -241,6 +248,7 @@ impl App {
                 role: grant.role.clone(),
                 grant: Some(grant.id),
                 due_at: now,
+                removal: true,
             };
             let audit = transition_audit(actor, &grant, &t, Some(note));
             if self
@@ -257,22 +265,25 @@ impl App {
     }
 }
 
-/// A converge job for a grant's pair, due at `due_at`.
+/// The job of a grant's pair for a change due at `due_at` that may take the
+/// role away (an end, a lapse).
 pub(crate) fn job_at(grant: &Grant, due_at: DateTime<Utc>) -> NewJob {
     NewJob {
         user: grant.user.clone(),
         role: grant.role.clone(),
         grant: Some(grant.id),
         due_at,
+        removal: true,
     }
 }
 
-/// The jobs of an approved grant: at its start and at its end.
+/// The job of an approved grant: due at its start (the pair's job schedules
+/// the end once it has run, from the grants as they are then).
 pub(crate) fn window_jobs(grant: &Grant) -> Vec<NewJob> {
-    vec![
-        job_at(grant, grant.starts_at),
-        job_at(grant, grant.expires_at),
-    ]
+    vec![NewJob {
+        removal: false,
+        ..job_at(grant, grant.starts_at)
+    }]
 }
 
 pub(crate) fn transition_audit(

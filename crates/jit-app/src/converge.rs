@@ -10,7 +10,24 @@ use serde_json::json;
 
 use crate::app::{App, SYSTEM_ACTOR, transition_audit};
 use crate::budget::{Lane, Turn, on_turn};
-use crate::ports::{DirectoryError, GrantMark, Job, NewAudit, StoreError};
+use crate::ports::{DirectoryError, GrantMark, Job, NewAudit, Settled, StoreError};
+
+/// How long a held role, proved by a read, stands for a job of its pair
+/// without reading again (a storm of grants for one pair costs a read this
+/// often, not one a grant). An absent role the broker proved and has not
+/// written since stands until the next write.
+pub const HELD_TRUSTED_FOR: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
+
+/// Whether a converge may go by what the broker last proved of the pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    /// Always read the directory first (sweeps, hints, strips: they act on
+    /// what others may have written).
+    Read,
+    /// A job's converge: the broker's own proof stands (see
+    /// [`App::converge_as`]).
+    Record,
+}
 
 /// A read–write of the directory can lose to a concurrent writer; this many
 /// fresh reads are tried before the job is retried later.
@@ -66,64 +83,122 @@ impl ConvergeError {
 }
 
 impl App {
-    /// The job: apply whatever lifecycle transition time has made due for its
-    /// grant, then converge its (user, role). Safe to run any number of times.
+    /// The pair's job: every grant of the pair advanced to where time has
+    /// brought it, then one converge, trusting what the broker last proved
+    /// of the pair (see [`App::converge_as`]). However many grants asked for
+    /// it, one run settles them all. Safe to run any number of times.
     pub async fn run_job(&self, job: &Job) -> Result<ConvergeReport, ConvergeError> {
-        if let Some(id) = job.grant {
-            self.advance_grant(id).await?;
-        }
-        let result = self.converge(&job.user, &job.role).await;
-        let (Err(e), Some(id)) = (&result, job.grant) else {
+        self.advance_pair(&job.user, &job.role).await?;
+        let result = self.converge_as(&job.user, &job.role, Trust::Record).await;
+        let Err(e) = &result else {
             return result;
         };
-        self.raise_if_overdue(id, e).await?;
-        if e.is_permanent() {
-            let audit = NewAudit {
-                at: self.now(),
-                actor: SYSTEM_ACTOR.into(),
-                kind: "converge_failed",
-                grant: Some(id),
-                ticket: None,
-                data: json!({"user": job.user, "role": job.role, "error": e.to_string(), "permanent": true}),
+        // The grants a failure concerns: the one that should hold the role,
+        // or those whose removal it was.
+        let grants = self.store.grants_for(&job.user, &job.role).await?;
+        let concerned: Vec<GrantId> =
+            match desired(&self.rules(), &job.user, &job.role, &grants, self.now()) {
+                Desired::HeldByGrant { grant } => vec![grant],
+                _ => self
+                    .store
+                    .awaiting_removal(&job.user, &job.role)
+                    .await?
+                    .into_iter()
+                    .map(|g| g.id)
+                    .collect(),
             };
-            self.store
-                .mark(
-                    &GrantMark::Failed(id, e.to_string()),
-                    self.now(),
-                    Some(audit),
-                )
-                .await?;
+        for id in concerned {
+            self.raise_if_overdue(id, e).await?;
+            if e.is_permanent() {
+                let audit = NewAudit {
+                    at: self.now(),
+                    actor: SYSTEM_ACTOR.into(),
+                    kind: "converge_failed",
+                    grant: Some(id),
+                    ticket: None,
+                    data: json!({"user": job.user, "role": job.role, "error": e.to_string(), "permanent": true}),
+                };
+                self.store
+                    .mark(
+                        &GrantMark::Failed(id, e.to_string()),
+                        self.now(),
+                        Some(audit),
+                    )
+                    .await?;
+            }
         }
         result
     }
 
-    async fn advance_grant(&self, id: GrantId) -> Result<(), StoreError> {
-        let Some(grant) = self.store.grant(id).await? else {
-            return Ok(());
-        };
-        let now = self.now();
-        if let Some(t) = grant
-            .advance(now)
-            .or_else(|| grant.lapse(&self.policy, now))
-        {
-            let note = (t.from == GrantState::PendingApproval).then_some("approval lapsed");
-            let audit = transition_audit(SYSTEM_ACTOR, &grant, &t, note);
-            // `false` means another worker applied it first: nothing to do.
-            self.store.transition(id, &t, note, &[], audit).await?;
+    /// When the pair's job is next due, from its grants as they are now.
+    pub async fn next_job(
+        &self,
+        user: &UserName,
+        role: &RoleName,
+    ) -> Result<Option<crate::ports::NewJob>, StoreError> {
+        let grants = self.store.grants_for(user, role).await?;
+        Ok(
+            jit_domain::next_wake(&self.policy, &grants).map(|wake| crate::ports::NewJob {
+                user: user.clone(),
+                role: role.clone(),
+                grant: None,
+                due_at: wake.at,
+                removal: wake.removal,
+            }),
+        )
+    }
+
+    /// Applies whatever lifecycle transition time has made due to each grant
+    /// of the pair (start, end, a request lapsing).
+    async fn advance_pair(&self, user: &UserName, role: &RoleName) -> Result<(), StoreError> {
+        for grant in self.store.grants_for(user, role).await? {
+            let now = self.now();
+            if let Some(t) = grant
+                .advance(now)
+                .or_else(|| grant.lapse(&self.policy, now))
+            {
+                let note = (t.from == GrantState::PendingApproval).then_some("approval lapsed");
+                let audit = transition_audit(SYSTEM_ACTOR, &grant, &t, note);
+                // `false` means another worker applied it first: nothing to do.
+                self.store
+                    .transition(grant.id, &t, note, &[], audit)
+                    .await?;
+            }
         }
         Ok(())
     }
 
-    /// Makes the directory match `desired` for one (user, role): read, compare,
-    /// PATCH only the difference, read back to verify, record the outcome.
+    /// Makes the directory match `desired` for one (user, role), always
+    /// reading it first: what sweeps, hints and strips call.
     pub async fn converge(
         &self,
         user: &UserName,
         role: &RoleName,
     ) -> Result<ConvergeReport, ConvergeError> {
+        self.converge_as(user, role, Trust::Read).await
+    }
+
+    /// Makes the directory match `desired` for one (user, role): read, compare,
+    /// PATCH only the difference, read back to verify, record the outcome.
+    /// With [`Trust::Record`], a pair whose desired state is what the broker
+    /// last proved it to be costs the directory nothing (an absent role it
+    /// removed and has not written since; a held role proved within
+    /// [`HELD_TRUSTED_FOR`]): requests follow changes of the desired state,
+    /// not grants.
+    pub async fn converge_as(
+        &self,
+        user: &UserName,
+        role: &RoleName,
+        trust: Trust,
+    ) -> Result<ConvergeReport, ConvergeError> {
         // One converge per pair at a time in this process; across replicas the
         // re-decision after each write below keeps the result right.
         let _guard = self.pair_locks.lock(user, role).await;
+        if trust == Trust::Record
+            && let Some(report) = self.as_last_proved(user, role).await?
+        {
+            return Ok(report);
+        }
         let mut report = ConvergeReport {
             user: user.clone(),
             role: role.clone(),
@@ -162,8 +237,14 @@ impl App {
             let Some(change) = decision.change_for(held) else {
                 self.record_in_sync(user, role, decision, holds, &current.id)
                     .await?;
+                self.settle(user, role, decision, held, &current.id).await?;
                 return Ok(report);
             };
+            // Whatever was proved of the pair no longer holds once a write
+            // may have happened: unknown until the read-back records it.
+            self.store
+                .set_pair_state(user, role, None, Some(&current.id), self.now())
+                .await?;
             let answered =
                 match on_turn(turn, self.directory.change_role(&current, role, change)).await {
                     Err(DirectoryError::VersionConflict(_))
@@ -194,6 +275,8 @@ impl App {
             report.change = Some(change);
             self.record_change(user, role, decision, change, &current, &after)
                 .await?;
+            self.settle(user, role, decision, held_after, &after.id)
+                .await?;
             // Time or another replica may have changed the answer while we wrote.
             let grants = self.store.grants_for(user, role).await?;
             if desired(&self.rules(), user, role, &grants, self.now())
@@ -203,6 +286,74 @@ impl App {
                 return Ok(report);
             }
         }
+    }
+
+    /// Records what a read proved of the pair, for [`Trust::Record`].
+    async fn settle(
+        &self,
+        user: &UserName,
+        role: &RoleName,
+        decision: Desired,
+        held: jit_domain::Holding,
+        directory_id: &str,
+    ) -> Result<(), StoreError> {
+        let settled = match decision.should_hold() {
+            Some(true) if held.fully => Settled::Held,
+            Some(false) if !held.any => Settled::Absent,
+            _ => return Ok(()),
+        };
+        self.store
+            .set_pair_state(user, role, Some(settled), Some(directory_id), self.now())
+            .await
+    }
+
+    /// A job's converge of a pair whose desired state is what the broker
+    /// last proved of it: the grants are recorded as that proof shows them,
+    /// with no directory call. `None`: it must read.
+    async fn as_last_proved(
+        &self,
+        user: &UserName,
+        role: &RoleName,
+    ) -> Result<Option<ConvergeReport>, ConvergeError> {
+        let Some(state) = self.store.pair_state(user, role).await? else {
+            return Ok(None);
+        };
+        let now = self.now();
+        let grants = self.store.grants_for(user, role).await?;
+        let decision = desired(&self.rules(), user, role, &grants, now);
+        match (decision.should_hold(), state.settled) {
+            // Proved absent, and nothing written since: an ended grant's
+            // role is gone, and one that ended before it began never had it.
+            (Some(false), Some(Settled::Absent)) => {
+                let mark = GrantMark::RoleRemoved {
+                    user: user.clone(),
+                    role: role.clone(),
+                    activity: state
+                        .directory_id
+                        .as_deref()
+                        .and_then(|id| self.activity_schedule(id, now)),
+                };
+                self.store.mark(&mark, now, None).await?;
+                self.activity_wake.notify_one();
+            }
+            // Proved held a moment ago: another grant of the pair takes over.
+            (Some(true), Some(Settled::Held)) if now - state.at < HELD_TRUSTED_FOR => {
+                if let Desired::HeldByGrant { grant } = decision {
+                    self.store
+                        .mark(&GrantMark::RoleAdded(grant), now, None)
+                        .await?;
+                }
+            }
+            _ => return Ok(None),
+        }
+        Ok(Some(ConvergeReport {
+            user: user.clone(),
+            role: role.clone(),
+            desired: decision,
+            held: decision.should_hold(),
+            change: None,
+            directory_id: state.directory_id,
+        }))
     }
 
     async fn record_in_sync(

@@ -55,6 +55,9 @@ impl App {
         origin: &'static str,
         form: &GrantRequestForm,
     ) -> Result<Grant, AppError> {
+        self.request_limiter
+            .check(caller)
+            .map_err(AppError::Throttled)?;
         let named = match &form.user {
             Given::Text(user) => Some(user.as_str()),
             _ => None,

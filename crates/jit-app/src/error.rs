@@ -36,4 +36,7 @@ pub enum AppError {
     /// The caller may not see (`NotFound`) or do this (`Forbidden`).
     #[error(transparent)]
     Access(#[from] AccessRefusal),
+    /// This caller asked too often; again after the wait.
+    #[error("too many requests from this caller: try again in {} s", .0.as_secs().max(1))]
+    Throttled(std::time::Duration),
 }

@@ -324,6 +324,18 @@ impl Worker {
 async fn process(app: &App, owner: &str, config: &WorkerConfig, down: &AtomicBool, job: Job) {
     let outcome = tokio::time::timeout(config.attempt_time(), app.run_job(&job)).await;
     let now = app.now();
+    // The pair's next wake, from its grants as they are now; a job that
+    // cannot read them is tried again rather than lose that wake.
+    let next = match app.next_job(&job.user, &job.role).await {
+        Ok(next) => next,
+        Err(e) => {
+            let written = retry(app, owner, config, &job, &e.to_string(), None, None).await;
+            if let Err(e) = written {
+                tracing::error!(job = job.id, error = %e, "recording a job's outcome failed");
+            }
+            return;
+        }
+    };
     let written = match outcome {
         Ok(Ok(report)) => {
             if let Some(change) = report.change {
@@ -336,22 +348,36 @@ async fn process(app: &App, owner: &str, config: &WorkerConfig, down: &AtomicBoo
                 };
                 metrics::histogram!(name).record(latency.as_secs_f64());
             }
-            app.store.complete_job(job.id, owner, now).await
+            app.store
+                .complete_job(&job, owner, now, next.as_ref())
+                .await
         }
         Ok(Err(e)) if e.is_permanent() => {
             metrics::counter!("jit_jobs_failed_total").increment(1);
             tracing::error!(job = job.id, user = %job.user, role = %job.role, error = %e, "job failed permanently");
-            app.store.fail_job(job.id, owner, now, &e.to_string()).await
+            app.store
+                .fail_job(job.id, owner, now, &e.to_string(), next.as_ref())
+                .await
         }
         Ok(Err(e)) => {
             if e.target_unavailable() {
                 down.store(true, Ordering::SeqCst);
             }
-            retry(app, owner, config, &job, &e.to_string(), e.retry_after()).await
+            let (error, after) = (e.to_string(), e.retry_after());
+            retry(app, owner, config, &job, &error, after, next.as_ref()).await
         }
         Err(_) => {
             down.store(true, Ordering::SeqCst);
-            retry(app, owner, config, &job, "attempt timed out", None).await
+            retry(
+                app,
+                owner,
+                config,
+                &job,
+                "attempt timed out",
+                None,
+                next.as_ref(),
+            )
+            .await
         }
     };
     if let Err(e) = written {
@@ -367,6 +393,7 @@ async fn retry(
     job: &Job,
     error: &str,
     retry_after: Option<Duration>,
+    next: Option<&crate::ports::NewJob>,
 ) -> Result<(), StoreError> {
     metrics::counter!("jit_job_retries_total").increment(1);
     let delay = next_delay(
@@ -378,8 +405,12 @@ async fn retry(
     );
     tracing::warn!(job = job.id, user = %job.user, role = %job.role, attempts = job.attempts,
                    retry_in_ms = delay.as_millis() as u64, error, "job will be retried");
-    let next = app.now() + TimeDelta::from_std(delay).unwrap_or(TimeDelta::seconds(60));
-    app.store.retry_job(job.id, owner, next, error).await
+    let backed_off = app.now() + TimeDelta::from_std(delay).unwrap_or(TimeDelta::seconds(60));
+    // A change of the pair due before the back-off ends is not held back by it.
+    let at = next
+        .filter(|n| n.due_at > app.now())
+        .map_or(backed_off, |n| n.due_at.min(backed_off));
+    app.store.retry_job(job.id, owner, at, error).await
 }
 
 #[cfg(test)]

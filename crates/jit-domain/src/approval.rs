@@ -237,6 +237,35 @@ impl Grant {
     }
 }
 
+/// When a pair's grants next change by time alone (a start, an end, a
+/// request lapsing), and whether that change can take the role away: the
+/// pair's one job is due then, removals first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wake {
+    pub at: DateTime<Utc>,
+    pub removal: bool,
+}
+
+/// The next [`Wake`] of one pair, from its grants that are not over.
+pub fn next_wake(policy: &Policy, grants: &[Grant]) -> Option<Wake> {
+    grants
+        .iter()
+        .flat_map(|g| {
+            let (start, end) = match g.state {
+                GrantState::PendingApproval => (None, Some(g.lapses_at(policy))),
+                GrantState::Approved => (Some(g.starts_at), Some(g.expires_at)),
+                GrantState::Active => (None, Some(g.expires_at)),
+                _ => (None, None),
+            };
+            [
+                start.map(|at| Wake { at, removal: false }),
+                end.map(|at| Wake { at, removal: true }),
+            ]
+        })
+        .flatten()
+        .min_by_key(|w| (w.at, !w.removal))
+}
+
 /// What an approver is asked to answer: a grant's request, or a request
 /// to extend it.
 struct Asked<'a> {
@@ -975,5 +1004,38 @@ emergency = { change_type = "emergency", max_duration = "30m" }
         normal.decision = None;
         change.approval = "requested".into();
         assert!(normal.emergency_cap(&p, Some(&change)).is_none());
+    }
+
+    #[test]
+    fn a_pairs_next_wake_is_its_earliest_change_removals_first() {
+        let p = policy();
+        assert_eq!(next_wake(&p, &[]), None);
+        let scheduled = grant(GrantState::Approved, 100, 3600);
+        let active = grant(GrantState::Active, 0, 100);
+        let waiting = pending(); // lapses at its own end, 3600
+        assert_eq!(
+            next_wake(&p, &[scheduled.clone(), waiting.clone()]),
+            Some(Wake {
+                at: t(100),
+                removal: false
+            })
+        );
+        assert_eq!(
+            next_wake(&p, &[scheduled.clone(), active]),
+            Some(Wake {
+                at: t(100),
+                removal: true
+            }),
+            "a start and an end at once: the end may take the role away"
+        );
+        assert_eq!(
+            next_wake(&p, &[waiting]),
+            Some(Wake {
+                at: t(3600),
+                removal: true
+            })
+        );
+        let ended = grant(GrantState::Ended, 0, 10);
+        assert_eq!(next_wake(&p, &[ended]), None);
     }
 }

@@ -26,7 +26,13 @@ pub struct Reason {
 }
 
 impl Reason {
-    fn new(allowed: bool, field: &str, rule: &str, clause: String, message: String) -> Self {
+    pub(crate) fn new(
+        allowed: bool,
+        field: &str,
+        rule: &str,
+        clause: String,
+        message: String,
+    ) -> Self {
         Self {
             clause,
             field: field.to_owned(),
@@ -80,9 +86,21 @@ impl Decision {
             })
             .collect()
     }
+
+    /// Adds a clause decided outside [`decide`] (one that needs the store):
+    /// a refusal makes the whole decision a refusal.
+    pub fn with(mut self, reason: Reason) -> Self {
+        if !reason.allowed {
+            self.allowed = false;
+            self.state = GrantState::Denied;
+            self.emergency = false;
+        }
+        self.reasons.push(reason);
+        self
+    }
 }
 
-fn role_key(rp: &RolePolicy) -> String {
+pub(crate) fn role_key(rp: &RolePolicy) -> String {
     format!("roles.\"{}\"", rp.name)
 }
 

@@ -249,6 +249,51 @@ impl Grant {
     }
 }
 
+/// Whether one more live grant of `rp`'s role fits under its cap, given the
+/// user's grants of that role that are still live (`live`, any of waiting
+/// for approval, approved, active). One caller's storm of grants for one
+/// pair is refused here; a longer need is an extension.
+pub fn live_grants_reason(
+    rp: &crate::policy::RolePolicy,
+    live: &[Grant],
+    now: DateTime<Utc>,
+) -> crate::decision::Reason {
+    let key = crate::decision::role_key(rp);
+    let live: Vec<&Grant> = live
+        .iter()
+        .filter(|g| g.state == GrantState::PendingApproval || g.is_live(now))
+        .collect();
+    let cap = usize::from(rp.max_live_grants);
+    if live.len() < cap {
+        return crate::decision::Reason::new(
+            true,
+            "user",
+            "max_live_grants",
+            format!("{key}.max_live_grants"),
+            format!(
+                "{} of at most {cap} live grant(s) of `{}`",
+                live.len() + 1,
+                rp.name
+            ),
+        );
+    }
+    let until = live.iter().map(|g| g.expires_at).max();
+    crate::decision::Reason::new(
+        false,
+        "user",
+        "max_live_grants",
+        format!("{key}.max_live_grants"),
+        match until {
+            Some(until) => format!(
+                "already holds {} live grant(s) of `{}` (at most {cap}), until {until}; extend one instead",
+                live.len(),
+                rp.name
+            ),
+            None => format!("at most {cap} live grant(s) of `{}`", rp.name),
+        },
+    )
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -386,5 +431,41 @@ pub(crate) mod tests {
             assert_eq!(r.as_str().parse::<EndReason>().unwrap(), *r);
         }
         assert!("bogus".parse::<GrantState>().is_err());
+    }
+
+    #[test]
+    fn one_user_has_at_most_the_cap_of_live_grants_of_a_role() {
+        let policy = crate::policy::tests::sample();
+        let rp = policy
+            .role(&RoleName::parse("Master Admin").unwrap())
+            .unwrap();
+        assert_eq!(rp.max_live_grants, crate::policy::DEFAULT_MAX_LIVE_GRANTS);
+        let live = vec![
+            grant(GrantState::Active, 0, 3600),
+            grant(GrantState::Approved, 100, 7200),
+            grant(GrantState::PendingApproval, 0, 600),
+        ];
+        let refused = live_grants_reason(rp, &live, at(10));
+        assert!(!refused.allowed);
+        assert_eq!(refused.rule, "max_live_grants");
+        assert!(
+            refused.message.contains("extend one instead"),
+            "{}",
+            refused.message
+        );
+        assert!(
+            refused.message.contains(&at(7200).to_string()),
+            "{}",
+            refused.message
+        );
+        // What has ended, or is past its end, does not count.
+        let mut over = live.clone();
+        over[0].state = GrantState::Ended;
+        assert!(live_grants_reason(rp, &over, at(10)).allowed);
+        assert!(live_grants_reason(rp, &live[..2], at(10)).allowed);
+        assert!(
+            live_grants_reason(rp, &live[1..], at(7200)).allowed,
+            "past its end"
+        );
     }
 }

@@ -43,11 +43,12 @@ pub use access::{AccessRefusal, Caller, MAX_DROP_REASON_CHARS, validate_drop_rea
 pub use activity::{ActivityEvent, PassOutcome, PassPlan};
 pub use approval::{
     ExtensionForm, ExtensionOutcome, ExtensionRequest, ExtensionState, Review, ReviewOutcome,
-    ReviewRefusal, Verdict, longest_extension, validate_extension, validate_review_comment,
+    ReviewRefusal, Verdict, Wake, longest_extension, next_wake, validate_extension,
+    validate_review_comment,
 };
 pub use decision::{Decision, Reason, TicketEvidence, decide, eligibility, ticket_ends_grant};
 pub use desired::{Desired, Holding, RoleChange, desired};
-pub use grant::{Grant, GrantId, Transition, TransitionError};
+pub use grant::{Grant, GrantId, Transition, TransitionError, live_grants_reason};
 pub use hint::{Hint, RelayedEvent, SubjectHint};
 pub use lifecycle::{EndReason, GrantState};
 pub use names::{Invalid, Justification, RoleName, TicketId, UnknownName, UserName};

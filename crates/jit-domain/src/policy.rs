@@ -56,7 +56,15 @@ pub struct RolePolicy {
     /// How long before a grant's end its holder is offered Extend and Drop
     /// in Slack (default [`DEFAULT_EXPIRY_NUDGE`]; zero: never).
     pub expiry_nudge: TimeDelta,
+    /// How many grants of this role one user may have live (waiting for
+    /// approval, approved, active) at once (default
+    /// [`DEFAULT_MAX_LIVE_GRANTS`]): more is a storm, not a need; extend
+    /// instead.
+    pub max_live_grants: u16,
 }
+
+/// The default cap on one user's live grants of one role.
+pub const DEFAULT_MAX_LIVE_GRANTS: u16 = 3;
 
 /// The default warning before a grant ends.
 pub const DEFAULT_EXPIRY_NUDGE: TimeDelta = TimeDelta::minutes(10);
@@ -191,6 +199,8 @@ struct RawRole {
     slack_channel: Option<Spanned<String>>,
     #[serde(default)]
     expiry_nudge: Option<Spanned<String>>,
+    #[serde(default)]
+    max_live_grants: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -360,6 +370,19 @@ impl Reader<'_> {
                 None => DEFAULT_EXPIRY_NUDGE,
                 Some(v) if v.get_ref().trim() == "0" => TimeDelta::zero(),
                 Some(v) => self.duration(v, &format!("{key}.expiry_nudge"))?,
+            },
+            max_live_grants: match &role.max_live_grants {
+                None => DEFAULT_MAX_LIVE_GRANTS,
+                Some(n) => u16::try_from(*n.get_ref())
+                    .ok()
+                    .filter(|n| (1..=10_000).contains(n))
+                    .ok_or_else(|| {
+                        self.err(
+                            Some(n.span()),
+                            &format!("{key}.max_live_grants"),
+                            "must be a whole number from 1 to 10000".into(),
+                        )
+                    })?,
             },
         })
     }
@@ -650,6 +673,7 @@ impl Policy {
                     divisions: vec![ALL_DIVISIONS.to_owned()],
                     slack_channel: None,
                     expiry_nudge: DEFAULT_EXPIRY_NUDGE,
+                    max_live_grants: DEFAULT_MAX_LIVE_GRANTS,
                 });
         }
         policy
@@ -832,6 +856,11 @@ users = ["breakglass@example.com"]
                 "eligible_users = [\"*\"]\nemergency = { change_type = \"\", max_duration = \"5m\" }\n",
                 6,
                 "roles.\"A\".emergency.change_type",
+            ),
+            (
+                "eligible_users = [\"*\"]\nmax_live_grants = 0\n",
+                6,
+                "roles.\"A\".max_live_grants",
             ),
         ];
         for (extra, line, key) in table {

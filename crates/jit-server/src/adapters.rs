@@ -408,6 +408,7 @@ pub(crate) fn api_keys_for(config: &Config, dev: bool) -> Vec<crate::config::Api
             name: "dev".into(),
             sha256: crate::api::hash_key(crate::DEV_API_KEY),
             admin: true,
+            grant_requests_per_minute: None,
         });
     }
     if keys.is_empty() {

@@ -117,6 +117,7 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
         chrono::TimeDelta::seconds(i64::try_from(config.notify.revocation_slo_secs).unwrap_or(60));
     app.soc_group = config.web.soc_group.clone();
     app.activity_plan = config.activity.plan()?;
+    app.request_limiter = jit_app::RequestLimiter::new(&config.limits.request_limits(&keys));
     let app = Arc::new(app);
     // Rows that became one when user names took one form are told, once.
     if app

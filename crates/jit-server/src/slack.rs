@@ -202,6 +202,14 @@ impl SlackDoor {
 /// A use case's refusal in the words the web form shows the same person
 /// (an internal failure is logged, not shown).
 fn told(e: AppError) -> String {
+    // A grant the clicker may not see is "no such grant", as at every door;
+    // the usual cause in Slack is an approver by group who has not signed
+    // in (Slack cannot vouch for groups), so say what would help.
+    if matches!(e, AppError::Access(jit_domain::AccessRefusal::NotFound)) {
+        return "no such grant that you may see (if you approve this role through a group, \
+                sign in to the broker once so that your groups count here)"
+            .into();
+    }
     let words = jit_web::WebError::from(e);
     if let jit_web::WebError::Internal(detail) = &words {
         tracing::error!(error = %detail, "Slack click failed");

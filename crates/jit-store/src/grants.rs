@@ -211,6 +211,19 @@ macro_rules! grant_store {
                 rows.into_iter().map(Grant::try_from).collect()
             }
 
+            async fn awaiting_removal(&self, user: &UserName, role: &RoleName) -> Result<Vec<Grant>, StoreError> {
+                let rows: Vec<GrantRow> = sqlx::query_as(built(format!(
+                    "SELECT {GRANT_COLUMNS} FROM grants WHERE user_name = $1 AND role = $2 AND state = 'ended' \
+                     AND role_removed_at IS NULL AND role_added_at IS NOT NULL ORDER BY id DESC LIMIT 100"
+                )))
+                .bind(user.as_str())
+                .bind(role.as_str())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+                rows.into_iter().map(Grant::try_from).collect()
+            }
+
             async fn transition(
                 &self,
                 id: GrantId,

@@ -2,7 +2,7 @@
 //! replica is claiming), released with their outcome by the lease's owner only.
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use jit_app::{Job, JobStore, NewJob, Released, StoreError};
+use jit_app::{Job, JobStore, NewJob, PairState, Released, Settled, StoreError};
 use jit_domain::{RoleName, UserName};
 
 use crate::{PgStore, SqliteStore, corrupt, db, ms, opt_time, time};
@@ -15,6 +15,7 @@ struct JobRow {
     grant_id: Option<String>,
     due_at: i64,
     attempts: i64,
+    wants: i64,
 }
 
 impl TryFrom<JobRow> for Job {
@@ -31,8 +32,23 @@ impl TryFrom<JobRow> for Job {
                 .map_err(|e| corrupt("job grant", e))?,
             due_at: time(r.due_at)?,
             attempts: u32::try_from(r.attempts).unwrap_or(u32::MAX),
+            wants: r.wants,
         })
     }
+}
+
+/// A job joins its pair's pending one: the earliest due, the removal lane
+/// and one more `wants` (so a run that began before it knows to run again).
+const UPSERT_JOB_SQL: &str = "INSERT INTO jobs (kind, user_name, role, grant_id, due_at, next_attempt_at, created_at, lane) \
+     VALUES ('converge', $1, $2, $3, $4, $4, $5, $6) \
+     ON CONFLICT (user_name, role) WHERE status = 'pending' DO UPDATE SET \
+     due_at = CASE WHEN excluded.due_at < jobs.due_at THEN excluded.due_at ELSE jobs.due_at END, \
+     next_attempt_at = CASE WHEN excluded.next_attempt_at < jobs.next_attempt_at THEN excluded.next_attempt_at ELSE jobs.next_attempt_at END, \
+     lane = CASE WHEN excluded.lane < jobs.lane THEN excluded.lane ELSE jobs.lane END, \
+     wants = jobs.wants + 1";
+
+fn lane(job: &NewJob) -> i64 {
+    if job.removal { 0 } else { 1 }
 }
 
 macro_rules! job_store {
@@ -65,24 +81,24 @@ macro_rules! job_store {
                 Ok(())
             }
 
+            /// Each job joins its pair's pending one if there is one (the
+            /// earliest due and the removal lane win), else starts it.
             pub(crate) async fn insert_jobs_in(
                 tx: &mut sqlx::Transaction<'_, $db>,
                 jobs: &[NewJob],
                 now: DateTime<Utc>,
             ) -> Result<(), StoreError> {
                 for job in jobs {
-                    sqlx::query(
-                        "INSERT INTO jobs (kind, user_name, role, grant_id, due_at, next_attempt_at, created_at) \
-                         VALUES ('converge', $1, $2, $3, $4, $4, $5)",
-                    )
-                    .bind(job.user.as_str())
-                    .bind(job.role.as_str())
-                    .bind(job.grant.map(|g| g.to_string()))
-                    .bind(ms(job.due_at))
-                    .bind(ms(now))
-                    .execute(&mut **tx)
-                    .await
-                    .map_err(db)?;
+                    sqlx::query(UPSERT_JOB_SQL)
+                        .bind(job.user.as_str())
+                        .bind(job.role.as_str())
+                        .bind(job.grant.map(|g| g.to_string()))
+                        .bind(ms(job.due_at))
+                        .bind(ms(now))
+                        .bind(lane(job))
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(db)?;
                 }
                 Ok(())
             }
@@ -97,10 +113,12 @@ macro_rules! job_store {
                 lease_until: DateTime<Utc>,
                 limit: u32,
             ) -> Result<Vec<Job>, StoreError> {
-                let rows: Vec<JobRow> = sqlx::query_as(crate::claim_leased_sql!(
-                    "jobs",
-                    lock = $claim_lock,
-                    returning = "id, user_name, role, grant_id, due_at, attempts"
+                let rows: Vec<JobRow> = sqlx::query_as(concat!(
+                    "UPDATE jobs SET lease_owner = $1, lease_until = $2, attempts = attempts + 1 \
+                     WHERE id IN (SELECT id FROM jobs WHERE status = 'pending' AND next_attempt_at <= $3 \
+                     AND (lease_until IS NULL OR lease_until <= $3) ORDER BY lane, next_attempt_at LIMIT $4 ",
+                    $claim_lock,
+                    ") RETURNING id, user_name, role, grant_id, due_at, attempts, wants"
                 ))
                 .bind(owner)
                 .bind(ms(lease_until))
@@ -114,16 +132,110 @@ macro_rules! job_store {
                 Ok(jobs)
             }
 
-            async fn complete_job(&self, id: i64, owner: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
-                self.release_job(id, owner, "done", Some(at), None, None).await
+            async fn complete_job(
+                &self,
+                job: &Job,
+                owner: &str,
+                at: DateTime<Utc>,
+                next: Option<&NewJob>,
+            ) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin().await.map_err(db)?;
+                // Work that joined while it ran: due again now, behind the
+                // pairs already waiting (so one busy pair takes its turn).
+                let done = sqlx::query(
+                    "UPDATE jobs SET \
+                     status = CASE WHEN wants = $1 THEN 'done' ELSE 'pending' END, \
+                     finished_at = CASE WHEN wants = $1 THEN $2 ELSE NULL END, \
+                     next_attempt_at = CASE WHEN wants = $1 THEN next_attempt_at ELSE $2 END, \
+                     attempts = CASE WHEN wants = $1 THEN attempts ELSE 0 END, \
+                     last_error = NULL, lease_owner = NULL, lease_until = NULL \
+                     WHERE id = $3 AND lease_owner = $4",
+                )
+                .bind(job.wants)
+                .bind(ms(at))
+                .bind(job.id)
+                .bind(owner)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+                // A late answer from a worker whose lease ran out changes nothing.
+                if let (1, Some(next)) = (done.rows_affected(), next) {
+                    Self::insert_jobs_in(&mut tx, std::slice::from_ref(next), at).await?;
+                }
+                tx.commit().await.map_err(db)
             }
 
             async fn retry_job(&self, id: i64, owner: &str, next_at: DateTime<Utc>, error: &str) -> Result<(), StoreError> {
                 self.release_job(id, owner, "pending", None, Some(next_at), Some(error)).await
             }
 
-            async fn fail_job(&self, id: i64, owner: &str, at: DateTime<Utc>, error: &str) -> Result<(), StoreError> {
-                self.release_job(id, owner, "failed", Some(at), None, Some(error)).await
+            async fn fail_job(
+                &self,
+                id: i64,
+                owner: &str,
+                at: DateTime<Utc>,
+                error: &str,
+                next: Option<&NewJob>,
+            ) -> Result<(), StoreError> {
+                self.release_job(id, owner, "failed", Some(at), None, Some(error)).await?;
+                // The pair's later changes (an expiry after a failed add) still come.
+                if let Some(next) = next {
+                    let mut tx = self.pool.begin().await.map_err(db)?;
+                    Self::insert_jobs_in(&mut tx, std::slice::from_ref(next), at).await?;
+                    tx.commit().await.map_err(db)?;
+                }
+                Ok(())
+            }
+
+            async fn pair_state(&self, user: &UserName, role: &RoleName) -> Result<Option<PairState>, StoreError> {
+                let row: Option<(Option<String>, Option<String>, i64)> = sqlx::query_as(
+                    "SELECT settled, directory_id, at FROM pair_states WHERE user_name = $1 AND role = $2",
+                )
+                .bind(user.as_str())
+                .bind(role.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+                row.map(|(settled, directory_id, at)| {
+                    Ok(PairState {
+                        settled: match settled.as_deref() {
+                            Some("held") => Some(Settled::Held),
+                            Some("absent") => Some(Settled::Absent),
+                            None => None,
+                            Some(other) => return Err(corrupt("pair state", other)),
+                        },
+                        directory_id,
+                        at: time(at)?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn set_pair_state(
+                &self,
+                user: &UserName,
+                role: &RoleName,
+                settled: Option<Settled>,
+                directory_id: Option<&str>,
+                at: DateTime<Utc>,
+            ) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO pair_states (user_name, role, settled, directory_id, at) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (user_name, role) DO UPDATE SET settled = excluded.settled, \
+                     directory_id = COALESCE(excluded.directory_id, pair_states.directory_id), at = excluded.at",
+                )
+                .bind(user.as_str())
+                .bind(role.as_str())
+                .bind(settled.map(|s| match s {
+                    Settled::Held => "held",
+                    Settled::Absent => "absent",
+                }))
+                .bind(directory_id)
+                .bind(ms(at))
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
+                Ok(())
             }
 
             async fn release_retries(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {

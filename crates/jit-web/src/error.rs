@@ -30,6 +30,9 @@ pub enum WebError {
     Invalid(String),
     #[error("{0}")]
     Unavailable(String),
+    /// Asked too often; again after the wait (`Retry-After`).
+    #[error("too many requests: try again in {} s", .0.as_secs().max(1))]
+    TooMany(std::time::Duration),
     #[error("something went wrong; the error was logged")]
     Internal(String),
     #[error("{0}")]
@@ -75,6 +78,7 @@ impl From<AppError> for WebError {
                     .collect::<Vec<_>>()
                     .join("; "),
             ),
+            AppError::Throttled(wait) => Self::TooMany(wait),
             AppError::Directory(e) => Self::Internal(e.to_string()),
             AppError::Store(e) => Self::Internal(e.to_string()),
         }
@@ -110,6 +114,7 @@ impl ResponseError for WebError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) | Self::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -129,7 +134,7 @@ impl ResponseError for WebError {
             StatusCode::NOT_FOUND => "Not found",
             StatusCode::CONFLICT => "Cannot do that now",
             StatusCode::UNPROCESSABLE_ENTITY => "Please correct the form",
-            StatusCode::SERVICE_UNAVAILABLE => "Try again shortly",
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => "Try again shortly",
             _ => "Error",
         };
         let page = ErrorPage {
@@ -139,8 +144,15 @@ impl ResponseError for WebError {
         let body = page
             .render()
             .unwrap_or_else(|_| "<!doctype html><title>Error</title><p>Error</p>".into());
-        HttpResponse::build(self.status_code())
-            .content_type("text/html; charset=utf-8")
-            .body(body)
+        let mut response = HttpResponse::build(self.status_code());
+        if let Self::TooMany(wait) = self {
+            response.insert_header((header::RETRY_AFTER, retry_after_secs(*wait).to_string()));
+        }
+        response.content_type("text/html; charset=utf-8").body(body)
     }
+}
+
+/// `Retry-After` in whole seconds, rounded up (never 0).
+pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0 || wait.is_zero())
 }

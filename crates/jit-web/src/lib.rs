@@ -26,7 +26,7 @@ use jit_app::App;
 use jit_domain::UserName;
 use secrecy::SecretString;
 
-pub use error::WebError;
+pub use error::{WebError, retry_after_secs};
 pub use oidc::{Oidc, OidcConfig, OidcError, SignedInPerson};
 pub use session::SESSION_COOKIE;
 

@@ -224,6 +224,7 @@ async fn main() -> anyhow::Result<()> {
             role: role.clone(),
             grant: Some(grant.id),
             due_at: expires_at,
+            removal: true,
         };
         let audit = NewAudit {
             at: now,
@@ -273,6 +274,8 @@ async fn main() -> anyhow::Result<()> {
         name: "bench".into(),
         sha256: jit_server::api::hash_key(API_KEY),
         admin: true,
+        // The bench files as fast as it can.
+        grant_requests_per_minute: Some(0),
     }];
     config.log.level = "warn".into();
     let running = jit_server::start(config, false, Arc::new(SystemClock)).await?;

@@ -117,6 +117,7 @@ async fn grants(
                 role: role.clone(),
                 grant: Some(grant.id),
                 due_at,
+                removal: due_at == end,
             })
             .collect();
         let audit = NewAudit {

@@ -77,11 +77,17 @@ pub struct SeenDelivery {
 pub struct NewJob {
     pub user: UserName,
     pub role: RoleName,
+    /// The grant whose change asked for it (for the record: the job is the
+    /// pair's, whatever grant asked).
     pub grant: Option<GrantId>,
     pub due_at: DateTime<Utc>,
+    /// Whether the change due may take the role away: such jobs go first.
+    pub removal: bool,
 }
 
-/// A claimed job: converge `(user, role)`, first advancing `grant` in time.
+/// A claimed job: bring one (user, role) up to date (every grant of the
+/// pair advanced in time, then one converge). A pair has at most one
+/// pending job; work asked of it meanwhile joins that job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
     pub id: i64,
@@ -90,6 +96,26 @@ pub struct Job {
     pub grant: Option<GrantId>,
     pub due_at: DateTime<Utc>,
     pub attempts: u32,
+    /// How many times work joined the job before it was claimed: if more
+    /// joins while it runs, the job stays pending for another round.
+    pub wants: i64,
+}
+
+/// What the broker last proved of one pair in the directory, by its own
+/// read-back: the role held (in full) or absent. `None`: unknown, or a
+/// write may be under way (set before every write).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    Held,
+    Absent,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairState {
+    pub settled: Option<Settled>,
+    /// The directory's id of the user, as last read.
+    pub directory_id: Option<String>,
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -243,6 +269,14 @@ pub trait GrantStore: Send + Sync {
     async fn grants(&self, filter: &GrantFilter) -> Result<Vec<Grant>, StoreError>;
     /// The pair's grants that can still matter: not terminal, or ended with the role not yet seen removed.
     async fn grants_for(&self, user: &UserName, role: &RoleName) -> Result<Vec<Grant>, StoreError>;
+    /// The pair's ended grants whose role was seen added and not yet seen
+    /// removed (newest first, at most 100): what an overdue or failed
+    /// removal concerns.
+    async fn awaiting_removal(
+        &self,
+        user: &UserName,
+        role: &RoleName,
+    ) -> Result<Vec<Grant>, StoreError>;
     /// Applies `t` if the grant is still in `t.from`, with its jobs and audit
     /// event, atomically. `false`: someone else moved it first; nothing written.
     async fn transition(
@@ -305,8 +339,16 @@ pub trait JobStore: Send + Sync {
         lease_until: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<Job>, StoreError>;
-    async fn complete_job(&self, id: i64, owner: &str, at: DateTime<Utc>)
-    -> Result<(), StoreError>;
+    /// The job ran: done, unless work joined it while it ran (then it is due
+    /// again at once, behind the pairs already waiting). `next`, the pair's
+    /// next wake, is scheduled in the same transaction.
+    async fn complete_job(
+        &self,
+        job: &Job,
+        owner: &str,
+        at: DateTime<Utc>,
+        next: Option<&NewJob>,
+    ) -> Result<(), StoreError>;
     async fn retry_job(
         &self,
         id: i64,
@@ -320,6 +362,22 @@ pub trait JobStore: Send + Sync {
         owner: &str,
         at: DateTime<Utc>,
         error: &str,
+        next: Option<&NewJob>,
+    ) -> Result<(), StoreError>;
+    /// What the broker last proved of the pair.
+    async fn pair_state(
+        &self,
+        user: &UserName,
+        role: &RoleName,
+    ) -> Result<Option<PairState>, StoreError>;
+    /// Records what was proved (`settled`), or `None` before a write.
+    async fn set_pair_state(
+        &self,
+        user: &UserName,
+        role: &RoleName,
+        settled: Option<Settled>,
+        directory_id: Option<&str>,
+        at: DateTime<Utc>,
     ) -> Result<(), StoreError>;
     /// Makes every pending job that is waiting out a retry back-off due at
     /// `now` (the target is back); answers how many.

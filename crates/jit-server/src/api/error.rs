@@ -64,6 +64,8 @@ pub enum ApiError {
         rule: &'static str,
         message: String,
     },
+    #[error("too many requests from this caller: try again in {} s", jit_web::retry_after_secs(*.0))]
+    TooMany(std::time::Duration),
     #[error("internal error")]
     Internal(String),
 }
@@ -90,6 +92,7 @@ impl From<AppError> for ApiError {
             AppError::Access(AccessRefusal::Forbidden { rule, message }) => {
                 Self::Access { rule, message }
             }
+            AppError::Throttled(wait) => Self::TooMany(wait),
             AppError::Directory(e) => Self::Internal(e.to_string()),
             AppError::Store(inner) => Self::Internal(inner.to_string()),
         }
@@ -119,6 +122,7 @@ impl ResponseError for ApiError {
             Self::EventRefused { status, .. } => *status,
             Self::Webhook(WebhookError::BadBody(_)) => StatusCode::BAD_REQUEST,
             Self::Webhook(_) => StatusCode::UNAUTHORIZED,
+            Self::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -186,6 +190,14 @@ impl ResponseError for ApiError {
                 "webhook_refused",
                 vec![FieldError::new(e.field(), e.rule(), e.to_string())],
             ),
+            Self::TooMany(_) => (
+                "rate_limited",
+                vec![FieldError::new(
+                    "caller",
+                    "rate_limit",
+                    "this caller's grant requests are limited (limits.grant_requests_per_minute_per_person / _per_key)",
+                )],
+            ),
             Self::Internal(detail) => {
                 // The detail is for operators, not callers.
                 tracing::error!(error = %detail, "request failed");
@@ -195,6 +207,12 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(self.status_code());
         if matches!(self, Self::Unauthorized | Self::BadIdToken(_)) {
             response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+        }
+        if let Self::TooMany(wait) = self {
+            response.insert_header((
+                header::RETRY_AFTER,
+                jit_web::retry_after_secs(*wait).to_string(),
+            ));
         }
         response
             .json(json!({"error": {"code": code, "message": self.to_string(), "fields": fields}}))

@@ -14,11 +14,13 @@ use serde::Deserialize;
 mod chat;
 mod directory;
 mod events;
+mod limits;
 mod notify;
 
 pub use chat::{SlackSettings, TeamsSettings};
 pub use directory::{ScimProfile, ScimSettings};
 pub use events::EventsSettings;
+pub use limits::LimitsSettings;
 pub use notify::{NotifySettings, SmtpTls, WebhookSettings};
 
 #[derive(Debug, Deserialize)]
@@ -48,6 +50,8 @@ pub struct Config {
     pub slack: SlackSettings,
     /// Notices in Microsoft Teams.
     pub teams: TeamsSettings,
+    /// What any one caller, and all together, may ask of the broker.
+    pub limits: LimitsSettings,
 }
 
 impl Default for Config {
@@ -70,6 +74,7 @@ impl Default for Config {
             activity: ActivitySettings::default(),
             slack: SlackSettings::default(),
             teams: TeamsSettings::default(),
+            limits: LimitsSettings::default(),
         }
     }
 }
@@ -431,6 +436,10 @@ pub struct ApiKeyConfig {
     /// May start reconciler sweeps (`POST /api/v1/reconcile`).
     #[serde(default)]
     pub admin: bool,
+    /// This key's own pace of grant requests a minute (0: unlimited);
+    /// unset: `limits.grant_requests_per_minute_per_key`.
+    #[serde(default)]
+    pub grant_requests_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
