@@ -597,3 +597,199 @@ async fn a_callers_storm_is_refused_at_the_door() {
     assert_eq!(err["error"]["fields"][0]["rule"], "rate_limit");
     app.running.stop().await;
 }
+
+/// How one slow connection of the flood ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    /// The broker shut it before it sent anything (over its peer's cap).
+    AtOnce,
+    /// Closed by the broker after this long (headers or body too slow).
+    After(std::time::Duration),
+    /// Still open when the flood stopped.
+    Held,
+}
+
+/// One connection from `from` that sends `head` and then a byte every
+/// 250 ms, until the broker closes it or `stop` passes.
+async fn trickle(
+    from: std::net::IpAddr,
+    to: std::net::SocketAddr,
+    head: &'static str,
+    stop: tokio::time::Instant,
+) -> Cut {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::new(from, 0)).unwrap();
+    let Ok(mut stream) = socket.connect(to).await else {
+        return Cut::AtOnce;
+    };
+    let opened = tokio::time::Instant::now();
+    if stream.write_all(head.as_bytes()).await.is_err() {
+        return Cut::AtOnce;
+    }
+    let mut buf = [0u8; 512];
+    loop {
+        tokio::select! {
+            // An answer (408, 400), end-of-stream or a reset: the broker let go.
+            _ = stream.read(&mut buf) => {
+                let took = opened.elapsed();
+                return if took < std::time::Duration::from_millis(100) { Cut::AtOnce } else { Cut::After(took) };
+            }
+            () = tokio::time::sleep(std::time::Duration::from_millis(250)) => {
+                if tokio::time::Instant::now() >= stop {
+                    return Cut::Held;
+                }
+                if stream.write_all(b"x").await.is_err() {
+                    return Cut::After(opened.elapsed());
+                }
+            }
+        }
+    }
+}
+
+/// An unauthenticated slow-body flood: 2 000 connections trickling a byte
+/// every 250 ms, from one address (headers that never end) and from ten
+/// others (a body that never ends). The broker cuts them off (at once over
+/// a peer's cap, else within the request and body timeouts), `/healthz`
+/// answers from another address throughout, and a grant due to end during
+/// the flood has its removal verified within the SLO.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_body_flood_neither_starves_revocation_nor_the_health_check() {
+    let tenant = jit_e2e::Tenant::new();
+    tenant.create_user("eng@example.com", &["Employee"]).await;
+    let app = jit_e2e::app::spawn_app_with(Backend::Sqlite, Some(&tenant.base_url), |c| {
+        c.limits.client_request_timeout_secs = 1;
+        c.limits.body_timeout_secs = 1;
+        c.limits.max_connections_per_peer = 100;
+        c.limits.max_connections = 1500;
+    })
+    .await;
+    let (_, ready) = app.get("/readyz").await;
+    assert!(
+        ready["info"]["files"]["limit"].as_u64().unwrap() >= 2048,
+        "{ready}"
+    );
+    let (status, grant) = app
+        .request_grant(&jit_e2e::app::grant_request(
+            "eng@example.com",
+            "CHG0000960",
+            "3s",
+        ))
+        .await;
+    assert_eq!(status, 201, "{grant}");
+    let to = app.running.addr;
+    let stop = tokio::time::Instant::now() + std::time::Duration::from_secs(7);
+    let mut flood = tokio::task::JoinSet::new();
+    for i in 0..2000u32 {
+        let (from, head) = if i < 1000 {
+            // Headers that never end, all from one address.
+            (
+                std::net::IpAddr::from([127, 0, 0, 2]),
+                "POST /webhooks/servicenow HTTP/1.1\r\nHost: jit\r\n",
+            )
+        } else {
+            // A body that never ends, from ten addresses.
+            let peer = u8::try_from(10 + i % 10).unwrap();
+            (
+                std::net::IpAddr::from([127, 0, 1, peer]),
+                "POST /webhooks/genesys/events HTTP/1.1\r\nHost: jit\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{",
+            )
+        };
+        flood.spawn(trickle(from, to, head, stop));
+    }
+    // Meanwhile: the health check from another address, and the grant's end.
+    let mut slowest_health = std::time::Duration::ZERO;
+    let health = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .unwrap();
+    while tokio::time::Instant::now() < stop {
+        let asked = std::time::Instant::now();
+        let answer = health.get(format!("{}/healthz", app.base)).send().await;
+        assert!(
+            answer.is_ok_and(|r| r.status() == 200),
+            "/healthz did not answer during the flood"
+        );
+        slowest_health = slowest_health.max(asked.elapsed());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let cuts: Vec<Cut> = flood.join_all().await;
+    let at_once = cuts.iter().filter(|c| **c == Cut::AtOnce).count();
+    let held = cuts.iter().filter(|c| **c == Cut::Held).count();
+    let longest = cuts
+        .iter()
+        .filter_map(|c| match c {
+            Cut::After(d) => Some(*d),
+            _ => None,
+        })
+        .max()
+        .unwrap_or_default();
+    let g = app
+        .grant_with(grant["id"].as_str().unwrap(), "role_removed_at")
+        .await;
+    let time = |f: &str| chrono::DateTime::parse_from_rfc3339(g[f].as_str().unwrap()).unwrap();
+    let removal = time("role_removed_at") - time("expires_at");
+    eprintln!(
+        "figure: slow-body flood of {} connections: {at_once} refused at once (a peer's cap, the connection cap), {} cut after at most {:.1} s, {held} held to the end; /healthz slowest {:.0} ms; removal verified {} ms after expiry",
+        cuts.len(),
+        cuts.len() - at_once - held,
+        longest.as_secs_f64(),
+        slowest_health.as_secs_f64() * 1000.0,
+        removal.num_milliseconds()
+    );
+    assert_eq!(held, 0, "every slow connection was let go: {cuts:?}");
+    assert!(
+        at_once >= 1000,
+        "over each peer's cap of 100, shut at once: {at_once}"
+    );
+    assert!(
+        longest < std::time::Duration::from_secs(4),
+        "cut within the timeouts: {longest:?}"
+    );
+    assert!(
+        removal < TimeDelta::seconds(60),
+        "the removal kept its SLO: {removal}"
+    );
+    assert!(
+        !tenant
+            .roles_of("eng@example.com")
+            .await
+            .contains(&"Master Admin".to_owned())
+    );
+    let (status, ready) = app.get("/readyz").await;
+    assert_eq!(status, 200, "{ready}");
+    app.running.stop().await;
+}
+
+/// An anonymous `GET /login` starts a sign-in without writing anything on
+/// the server (2 000 of them once wrote 2 000 session rows); the sign-in it
+/// starts still completes, and its cookie cannot be used twice.
+#[tokio::test]
+async fn starting_a_sign_in_writes_nothing_on_the_server() {
+    let app = jit_e2e::web::spawn_web_app(
+        &[("alice@example.com", &["Employee"])],
+        std::sync::Arc::new(jit_app::SystemClock),
+    )
+    .await;
+    let sessions = count(&app.database_url, "web_sessions").await;
+    let anonymous = jit_e2e::web::cookie_client();
+    for _ in 0..50 {
+        let res = anonymous
+            .get(format!("{}/login", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 303);
+    }
+    assert_eq!(
+        count(&app.database_url, "web_sessions").await,
+        sessions,
+        "no row per visit"
+    );
+    // A real sign-in from start to end still works.
+    let alice = app.sign_in("alice").await;
+    let home = alice.get(format!("{}/", app.base)).send().await.unwrap();
+    assert_eq!(home.status().as_u16(), 200);
+    assert_eq!(count(&app.database_url, "web_sessions").await, sessions + 1);
+    app.running.stop().await;
+}

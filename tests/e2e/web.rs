@@ -107,8 +107,13 @@ async fn refusals_in_the_web_form_and_the_api_write_nothing() {
         ("CHG0000501", "alice@example.com"),
         ("CHG0000502", "carol@example.com"),
     ] {
-        app.servicenow
-            .approve(ticket, user, ADMIN, chrono::Utc::now());
+        // A change for both roles the story asks for under it.
+        app.servicenow.approve(
+            ticket,
+            user,
+            "Master Admin, Recording Admin",
+            chrono::Utc::now(),
+        );
     }
     let alice = app.sign_in("alice").await;
 

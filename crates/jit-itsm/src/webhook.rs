@@ -98,12 +98,23 @@ impl WebhookVerifier {
     /// Checks headers and signature over the raw `body` at `now`. Order:
     /// cheap format checks, then the skew, then the MAC (compared in
     /// constant time by `hmac`).
-    pub fn verify(
+    /// What can be refused before the body is read: a missing header, a
+    /// malformed or stale timestamp, a bad delivery id. An unsigned flood
+    /// is turned away without the broker reading a byte of its bodies.
+    pub fn precheck(
         &self,
         headers: WebhookHeaders<'_>,
-        body: &[u8],
         now: DateTime<Utc>,
-    ) -> Result<VerifiedDelivery, WebhookError> {
+    ) -> Result<(), WebhookError> {
+        self.headers_of(headers, now).map(|_| ())
+    }
+
+    /// The headers checked, as (timestamp, delivery, signature, sent at).
+    fn headers_of<'h>(
+        &self,
+        headers: WebhookHeaders<'h>,
+        now: DateTime<Utc>,
+    ) -> Result<(&'h str, &'h str, &'h str, DateTime<Utc>), WebhookError> {
         let timestamp = headers
             .timestamp
             .ok_or(WebhookError::MissingHeader(TIMESTAMP_HEADER))?;
@@ -125,6 +136,16 @@ impl WebhookVerifier {
         if skew.unsigned_abs() > self.max_skew.as_secs() {
             return Err(WebhookError::StaleTimestamp(skew));
         }
+        Ok((timestamp, delivery, signature, sent_at))
+    }
+
+    pub fn verify(
+        &self,
+        headers: WebhookHeaders<'_>,
+        body: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<VerifiedDelivery, WebhookError> {
+        let (timestamp, delivery, signature, sent_at) = self.headers_of(headers, now)?;
         let given = decode_signature(signature).ok_or(WebhookError::BadSignature)?;
         let mut mac = self.mac(timestamp.trim(), delivery);
         mac.update(body);

@@ -14,6 +14,7 @@ pub mod telemetry;
 
 mod adapters;
 mod background;
+pub mod connections;
 mod events;
 mod replicas;
 mod running;
@@ -154,12 +155,15 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
         let _ = stop_rx.await;
     }));
 
+    let files = connections::raise_file_limit(config.limits.max_connections);
     let state = web::Data::new(api::ApiState {
         bearer: id_token_verifier(pages.as_ref()),
         app: app.clone(),
         keys,
         worker_wake: worker_wake.clone(),
         max_body_bytes: config.max_body_bytes,
+        webhook_max_body_bytes: config.limits.webhook_max_body_bytes,
+        files,
         webhook,
         reconcile: reconcile.clone(),
         owner: owner.clone(),
@@ -174,6 +178,8 @@ pub async fn start(config: Config, dev: bool, clock: Arc<dyn Clock>) -> anyhow::
     probe_permissions(&app, &config, &state);
     let server = http_server(
         listener,
+        &config.limits,
+        files,
         state,
         Sandboxes {
             genesys: dev.then(|| web::Data::new(sandbox::genesys_seeded(&app.policy, addr))),
@@ -282,14 +288,24 @@ struct Sandboxes {
 
 /// The HTTP server: the API and webhooks, the sandboxes, then the pages
 /// (which own `/`). Two workers; signals are the broker's to handle.
+/// HTTP workers: the revocation path runs on the main runtime, not on them.
+const HTTP_WORKERS: usize = 2;
+
 fn http_server(
     listener: TcpListener,
+    limits: &config::LimitsSettings,
+    files: connections::Files,
     state: web::Data<api::ApiState>,
     sandboxes: Sandboxes,
     pages: Option<web::Data<jit_web::Web>>,
 ) -> anyhow::Result<actix_web::dev::Server> {
+    let body_deadline = Duration::from_secs(limits.body_timeout_secs.max(1));
+    let peers = connections::PeerConnections::new(limits.max_connections_per_peer);
     Ok(HttpServer::new(move || {
         let mut a = ActixApp::new()
+            .wrap(actix_web::middleware::from_fn(move |req, next| {
+                connections::body_deadline(body_deadline, req, next)
+            }))
             .wrap(TracingLogger::<request_log::RequestLog>::new())
             .app_data(state.clone())
             .configure(api::routes);
@@ -320,7 +336,17 @@ fn http_server(
         }
         a
     })
-    .workers(2)
+    .workers(HTTP_WORKERS)
+    // actix counts connections per worker.
+    .max_connections(files.max_connections.div_ceil(HTTP_WORKERS).max(1))
+    .client_request_timeout(Duration::from_secs(
+        limits.client_request_timeout_secs.max(1),
+    ))
+    .client_disconnect_timeout(Duration::from_secs(1))
+    .keep_alive(Duration::from_secs(
+        limits.client_request_timeout_secs.max(1) * 2,
+    ))
+    .on_connect(move |connection, ext| peers.on_connect(connection, ext))
     .disable_signals()
     .shutdown_timeout(5)
     .listen(listener)?

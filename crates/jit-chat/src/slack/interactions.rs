@@ -30,6 +30,23 @@ pub enum Refused {
     Malformed(String),
 }
 
+/// What can be refused before the body is read: no signature, or a
+/// timestamp that is not within 5 minutes of `now`.
+pub fn precheck(
+    timestamp: Option<&str>,
+    signature: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(), Refused> {
+    let (Some(timestamp), Some(_)) = (timestamp, signature) else {
+        return Err(Refused::Unsigned);
+    };
+    let at: i64 = timestamp.parse().map_err(|_| Refused::Stale)?;
+    if (now.timestamp() - at).abs() > MAX_AGE_SECS {
+        return Err(Refused::Stale);
+    }
+    Ok(())
+}
+
 /// Checks a callback's signature and age (against `now`, the broker's
 /// clock, as well as slack-morphism's verifier, which reads the system's).
 pub fn verify(
@@ -39,13 +56,10 @@ pub fn verify(
     body: &str,
     now: DateTime<Utc>,
 ) -> Result<(), Refused> {
+    precheck(timestamp, signature, now)?;
     let (Some(timestamp), Some(signature)) = (timestamp, signature) else {
         return Err(Refused::Unsigned);
     };
-    let at: i64 = timestamp.parse().map_err(|_| Refused::Stale)?;
-    if (now.timestamp() - at).abs() > MAX_AGE_SECS {
-        return Err(Refused::Stale);
-    }
     let secret = SlackSigningSecret::new(signing_secret.expose_secret().to_owned());
     SlackEventSignatureVerifier::new(&secret)
         .verify(signature, body, timestamp)

@@ -10,4 +10,4 @@ pub mod interactions;
 pub use blocks::Links;
 pub use client::{MessageRef, Slack};
 pub use feed::SlackFeed;
-pub use interactions::{Action, Interaction, Refused};
+pub use interactions::{Action, Interaction, Refused, precheck};

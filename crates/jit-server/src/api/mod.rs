@@ -35,6 +35,10 @@ pub struct ApiState {
     pub keys: Vec<ApiKeyConfig>,
     pub worker_wake: Arc<Notify>,
     pub max_body_bytes: usize,
+    /// The largest webhook body, read only after its headers passed.
+    pub webhook_max_body_bytes: usize,
+    /// The descriptor limit as raised at start, and the connection cap under it.
+    pub files: crate::connections::Files,
     /// `None`: no webhook secret configured, the endpoint refuses everything.
     pub webhook: Option<WebhookVerifier>,
     pub reconcile: ReconcileConfig,

@@ -32,13 +32,26 @@ pub(crate) async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
         Err(e) => (format!("unreachable: {e}"), false, None),
     };
     let worker = state.pulse.alive();
-    let ready = database == "ok" && schema_ok && worker;
+    // Revocations overdue: the revocation path is starved or the target
+    // refuses them, which `/healthz` cannot see.
+    let now = state.app.now();
+    let overdue = match state.app.store.gauges(now - state.app.revocation_slo).await {
+        Ok(g) => Some(g.overdue_revocations),
+        Err(_) => None,
+    };
+    let revocations_ok = overdue == Some(0);
+    let ready = database == "ok" && schema_ok && worker && revocations_ok;
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
         "checks": {
             "database": database,
             "schema": {"applied": applied, "expected": expected, "ok": schema_ok},
             "worker": if worker { "running" } else { "stalled or not started" },
+            "revocations": match overdue {
+                Some(0) => "none overdue".to_owned(),
+                Some(n) => format!("{n} overdue (a role still held past the SLO after its grant ended)"),
+                None => "unknown: the database did not answer".to_owned(),
+            },
         },
         "info": {
             "directory": if state.pulse.target_down() {
@@ -48,6 +61,7 @@ pub(crate) async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
             },
             "servicenow": state.servicenow_state().await,
             "directory_permissions": state.permissions_state(),
+            "files": state.files,
         },
     });
     if ready {

@@ -42,13 +42,17 @@ async fn handle_servicenow_webhook(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let verifier = state.webhook.as_ref().ok_or(ApiError::WebhookDisabled)?;
-    let body = collect_body(declared_length(&req), payload, state.max_body_bytes).await?;
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
     let headers = WebhookHeaders {
         timestamp: header(TIMESTAMP_HEADER),
         delivery: header(DELIVERY_HEADER),
         signature: header(SIGNATURE_HEADER),
     };
+    // Refused on its headers before a byte of the body is read.
+    verifier
+        .precheck(headers, state.app.now())
+        .map_err(ApiError::Webhook)?;
+    let body = collect_body(declared_length(&req), payload, state.webhook_max_body_bytes).await?;
     let delivery = verifier
         .verify(headers, &body, state.app.now())
         .map_err(|e| {
@@ -122,7 +126,7 @@ async fn handle_genesys_event(
             format!("`{}` is missing or wrong", gate.header),
         )
     })?;
-    let body = collect_body(declared_length(req), payload, state.max_body_bytes).await?;
+    let body = collect_body(declared_length(req), payload, state.webhook_max_body_bytes).await?;
     let event: RelayedEvent =
         serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     gate.check_source(&event.source).map_err(|_| {
@@ -165,18 +169,29 @@ pub(crate) async fn slack_interactions(
 ) -> Result<HttpResponse, ApiError> {
     use jit_chat::slack::Refused;
     let door = state.slack.as_ref().ok_or(ApiError::SlackDisabled)?;
-    let body = collect_body(declared_length(&req), payload, state.max_body_bytes).await?;
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-    let text = String::from_utf8_lossy(&body);
-    let answer = door
-        .handle(
-            &state.app,
-            &state.worker_wake,
-            header("X-Slack-Request-Timestamp"),
-            header("X-Slack-Signature"),
-            &text,
-        )
-        .await;
+    // Refused on its headers before a byte of the body is read.
+    let prechecked = jit_chat::slack::precheck(
+        header("X-Slack-Request-Timestamp"),
+        header("X-Slack-Signature"),
+        state.app.now(),
+    );
+    let answer = match prechecked {
+        Err(e) => Err(e),
+        Ok(()) => {
+            let body =
+                collect_body(declared_length(&req), payload, state.webhook_max_body_bytes).await?;
+            let text = String::from_utf8_lossy(&body).into_owned();
+            door.handle(
+                &state.app,
+                &state.worker_wake,
+                header("X-Slack-Request-Timestamp"),
+                header("X-Slack-Signature"),
+                &text,
+            )
+            .await
+        }
+    };
     let refused = |status, field, rule, message: String| ApiError::EventRefused {
         status,
         field,

@@ -43,7 +43,7 @@ impl Default for LimitsSettings {
             body_timeout_secs: 5,
             max_connections: 2048,
             max_connections_per_peer: 256,
-            webhook_max_body_bytes: 64 * 1024,
+            webhook_max_body_bytes: 16 * 1024,
         }
     }
 }

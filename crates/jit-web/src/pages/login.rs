@@ -2,6 +2,7 @@
 //! (here and at the provider), and ending a person's sessions.
 
 use actix_session::Session;
+use actix_web::cookie::{Cookie, CookieJar, Key, SameSite};
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
@@ -28,12 +29,59 @@ struct LoginPage {
     csrf: String,
 }
 
+/// The sign-in in progress (state, nonce, PKCE verifier), kept in an
+/// encrypted cookie of its own until the provider sends the browser back:
+/// an anonymous `GET /login` writes nothing on the server.
+const LOGIN_COOKIE: &str = "jit_login";
+
+/// How long a sign-in may take at the provider.
+const LOGIN_MAX_AGE: actix_web::cookie::time::Duration =
+    actix_web::cookie::time::Duration::minutes(10);
+
+fn login_cookie(
+    web: &Web,
+    value: String,
+    max_age: actix_web::cookie::time::Duration,
+) -> Cookie<'static> {
+    Cookie::build(LOGIN_COOKIE, value)
+        .path("/auth/callback")
+        .http_only(true)
+        .secure(web.settings.secure_cookies)
+        .same_site(SameSite::Lax)
+        .max_age(max_age)
+        .finish()
+}
+
+/// The encrypted cookie that starts a sign-in.
+fn pending_cookie(
+    web: &Web,
+    pending: &crate::oidc::PendingLogin,
+) -> Result<Cookie<'static>, WebError> {
+    let value = serde_json::to_string(pending).map_err(|e| WebError::Internal(e.to_string()))?;
+    let mut jar = CookieJar::new();
+    jar.private_mut(&Key::from(&web.settings.session_key))
+        .add(login_cookie(web, value, LOGIN_MAX_AGE));
+    jar.get(LOGIN_COOKIE)
+        .cloned()
+        .ok_or_else(|| WebError::Internal("the sign-in cookie was not made".into()))
+}
+
+/// The sign-in this browser started, if its cookie is there and intact.
+fn pending_login(web: &Web, req: &HttpRequest) -> Option<crate::oidc::PendingLogin> {
+    let mut jar = CookieJar::new();
+    jar.add_original(req.cookie(LOGIN_COOKIE)?);
+    let cookie = jar
+        .private(&Key::from(&web.settings.session_key))
+        .get(LOGIN_COOKIE)?;
+    serde_json::from_str(cookie.value()).ok()
+}
+
 async fn login_page(web: web::Data<Web>, session: Session) -> Result<HttpResponse, WebError> {
     match &web.login {
         Login::Oidc(oidc) => {
             let (url, pending) = oidc.start();
-            session.insert("login", pending)?;
             Ok(HttpResponse::SeeOther()
+                .cookie(pending_cookie(&web, &pending)?)
                 .insert_header((header::LOCATION, url.to_string()))
                 .finish())
         }
@@ -96,10 +144,33 @@ struct Callback {
     error: Option<String>,
 }
 
+/// The provider's answer. Whatever it says, the sign-in it ends is used up:
+/// every answer removes its cookie.
 async fn callback(
+    req: HttpRequest,
     web: web::Data<Web>,
     session: Session,
     query: web::Query<Callback>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let used_up = login_cookie(&web, String::new(), actix_web::cookie::time::Duration::ZERO);
+    match finish_sign_in(&req, &web, &session, &query).await {
+        Ok(mut done) => {
+            done.add_cookie(&used_up)?;
+            Ok(done)
+        }
+        Err(e) => {
+            let mut refused = actix_web::ResponseError::error_response(&e);
+            refused.add_cookie(&used_up)?;
+            Err(actix_web::error::InternalError::from_response(e, refused).into())
+        }
+    }
+}
+
+async fn finish_sign_in(
+    req: &HttpRequest,
+    web: &Web,
+    session: &Session,
+    query: &Callback,
 ) -> Result<HttpResponse, WebError> {
     let Login::Oidc(oidc) = &web.login else {
         return Err(WebError::NotFound("no OpenID login here".into()));
@@ -109,13 +180,11 @@ async fn callback(
             "the identity provider refused: {error}"
         )));
     }
-    // One use only: a replayed callback finds no login in progress.
-    let pending: crate::oidc::PendingLogin = session
-        .remove_as("login")
-        .and_then(Result::ok)
-        .ok_or_else(|| {
-            WebError::Login("no sign-in is in progress in this browser; start again".into())
-        })?;
+    // One use: the cookie is removed by this answer, and the provider
+    // takes each code once.
+    let pending = pending_login(web, req).ok_or_else(|| {
+        WebError::Login("no sign-in is in progress in this browser; start again".into())
+    })?;
     let state = query.state.as_deref().unwrap_or_default();
     if !bool::from(subtle::ConstantTimeEq::ct_eq(
         pending.state.as_bytes(),
@@ -135,9 +204,9 @@ async fn callback(
     })?;
     let person = signed_in.person;
     tracing::info!(user = %person.user, groups = ?person.groups, "signed in");
-    remember(&web, &person.user, &person.groups).await?;
+    remember(web, &person.user, &person.groups).await?;
     sign_in(
-        &session,
+        session,
         &person.user,
         person.groups,
         "oidc",
