@@ -487,3 +487,32 @@ async fn the_grant_page_the_api_and_the_export_show_what_was_done() {
     assert!(err.contains("activity does not match"), "{err}");
     app.running.stop().await;
 }
+
+/// Reads on demand coalesce per grant: one at a time and at most one a
+/// minute (each spends the shared budget and writes the chain); an ask
+/// refused for that is told when the next read may start, and the next
+/// read's audit event says how many were asked and not done.
+#[tokio::test]
+async fn reads_on_demand_are_at_most_one_a_minute_per_grant() {
+    let (genesys, stack) = on_one_clock(Backend::Sqlite).await;
+    genesys.standin.add_user(ENG);
+    let grant = stack.request(grant_request(ENG, "CHG0023009", "1h")).await;
+    stack.run_due().await;
+    stack.advance(60);
+    stack.app.look_at_activity("eng", grant.id).await.unwrap();
+    let spent = genesys.requests();
+    for _ in 0..5 {
+        let refused = stack.app.look_at_activity("eng", grant.id).await;
+        let Err(jit_app::AppError::NotNow(why)) = refused else {
+            panic!("a second read within the minute: {refused:?}");
+        };
+        assert!(why.contains("the next read may start at"), "{why}");
+    }
+    assert_eq!(genesys.requests(), spent, "the refused asks spent nothing");
+    assert_eq!(events_of(&stack, "activity_collected").await.len(), 1);
+    stack.advance(60);
+    stack.app.look_at_activity("eng", grant.id).await.unwrap();
+    let reads = events_of(&stack, "activity_collected").await;
+    assert_eq!(reads.len(), 2);
+    assert_eq!(reads[1]["asked_not_read"]["count"], 5, "{}", reads[1]);
+}

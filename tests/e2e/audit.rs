@@ -222,8 +222,20 @@ async fn an_export_verifies_on_its_own_and_names_an_edited_line() {
         mine.to_str().unwrap(),
     ]);
     assert_eq!(code, Some(0), "{err}");
+    // Without a trusted key, a checkpoint's own key proves nothing: said
+    // loudly and refused, unless accepted explicitly.
     let (code, out, err) = jit(&["audit", "verify", "--file", mine.to_str().unwrap()]);
+    assert_eq!(code, Some(3), "{out}{err}");
+    assert!(err.contains("WARNING: no trusted public key"), "{err}");
+    let (code, out, err) = jit(&[
+        "audit",
+        "verify",
+        "--file",
+        mine.to_str().unwrap(),
+        "--trust-embedded-key",
+    ]);
     assert_eq!(code, Some(0), "{out}{err}");
+    assert!(err.contains("WARNING: no trusted public key"), "still said: {err}");
     assert!(!out.contains(" 0 gaps"), "{out}");
 
     // An edited line.

@@ -793,3 +793,37 @@ async fn starting_a_sign_in_writes_nothing_on_the_server() {
     assert_eq!(count(&app.database_url, "web_sessions").await, sessions + 1);
     app.running.stop().await;
 }
+
+/// The replay guard's rows are kept as long as a signature could still be
+/// accepted, then forgotten (they were kept for ever).
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn replay_records_are_purged_past_the_replay_window(#[case] backend: Backend) {
+    let (stack, _tenant) = Stack::with_users(backend, &[]).await;
+    let answer = json!({"ok": true});
+    stack
+        .store
+        .record_delivery("old", t0(), None, &answer)
+        .await
+        .unwrap();
+    stack.advance(11 * 60);
+    let now = stack.app.now();
+    stack
+        .store
+        .record_delivery("new", now, None, &answer)
+        .await
+        .unwrap();
+    let purged = stack
+        .app
+        .purge_deliveries(TimeDelta::minutes(10))
+        .await
+        .unwrap();
+    assert_eq!(purged, 1);
+    assert!(stack.store.seen_delivery("old").await.unwrap().is_none());
+    assert!(
+        stack.store.seen_delivery("new").await.unwrap().is_some(),
+        "still inside the window"
+    );
+}

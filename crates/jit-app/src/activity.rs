@@ -259,6 +259,10 @@ impl App {
 
     /// On demand, for a grant whose role is held now: reads its activity
     /// since the role was added, keeps what is new, and records the look.
+    /// Reads of one grant coalesce: one at a time, at most one every
+    /// [`ON_DEMAND_EVERY`]; an ask refused for that is counted and named in
+    /// the next read's audit event (each read spends the shared directory
+    /// budget and writes the chain).
     pub async fn look_at_activity(&self, actor: &str, id: GrantId) -> Result<Activity, AppError> {
         let grant = self.grant(id).await?;
         if !self.directory.has_audit_trail() {
@@ -272,6 +276,23 @@ impl App {
             ));
         };
         let now = self.now();
+        let asked_before = self.on_demand.begin(id, now)?;
+        let read = self
+            .read_on_demand(actor, &grant, from, now, asked_before)
+            .await;
+        self.on_demand.end(id);
+        read
+    }
+
+    async fn read_on_demand(
+        &self,
+        actor: &str,
+        grant: &jit_domain::Grant,
+        from: DateTime<Utc>,
+        now: DateTime<Utc>,
+        asked_before: Option<Coalesced>,
+    ) -> Result<Activity, AppError> {
+        let id = grant.id;
         let read = async {
             let user = self.directory.find_user(&grant.user).await?;
             self.directory.activity(&user.id, from, now, now).await
@@ -291,6 +312,9 @@ impl App {
         );
         data["pass"] = json!(null);
         data["pass_name"] = json!("on demand");
+        if let Some(c) = asked_before {
+            data["asked_not_read"] = json!({"count": c.count, "first": c.first, "last": c.last});
+        }
         let audit = NewAudit {
             at: now,
             actor: actor.to_owned(),
@@ -321,4 +345,82 @@ fn read_record(
         "new": merged.fresh.len(), "total": merged.all.len(), "digest": digest(&merged.all),
         "new_ids": merged.fresh.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
     })
+}
+
+/// The least time between two on-demand reads of one grant's trail.
+pub const ON_DEMAND_EVERY: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
+
+/// Asks for a read that were refused (one in flight, or too soon), told in
+/// the next read's audit event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Coalesced {
+    pub count: u32,
+    pub first: DateTime<Utc>,
+    pub last: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct OnDemand {
+    started: DateTime<Utc>,
+    in_flight: bool,
+    refused: Option<Coalesced>,
+}
+
+/// This process's on-demand reads, per grant.
+#[derive(Default)]
+pub(crate) struct OnDemandReads(std::sync::Mutex<std::collections::HashMap<GrantId, OnDemand>>);
+
+impl OnDemandReads {
+    /// A read may start now, answering the asks refused since the last; or
+    /// it may not (409 saying when it may).
+    fn begin(&self, id: GrantId, now: DateTime<Utc>) -> Result<Option<Coalesced>, AppError> {
+        let mut reads = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // Kept while they matter: a read in flight or recent, or asks not
+        // yet told (for a day at most).
+        reads.retain(|_, r| {
+            r.in_flight
+                || now - r.started < ON_DEMAND_EVERY
+                || (r.refused.is_some() && now - r.started < chrono::TimeDelta::days(1))
+        });
+        match reads.get_mut(&id) {
+            Some(r) if r.in_flight || now - r.started < ON_DEMAND_EVERY => {
+                let c = r.refused.get_or_insert(Coalesced {
+                    count: 0,
+                    first: now,
+                    last: now,
+                });
+                c.count += 1;
+                c.last = now;
+                let why = if r.in_flight {
+                    "a read of this grant's trail is under way".to_owned()
+                } else {
+                    format!(
+                        "this grant's trail was read at {}; the next read may start at {}",
+                        r.started,
+                        r.started + ON_DEMAND_EVERY
+                    )
+                };
+                Err(AppError::NotNow(why))
+            }
+            _ => {
+                let refused = reads.get(&id).and_then(|r| r.refused);
+                reads.insert(
+                    id,
+                    OnDemand {
+                        started: now,
+                        in_flight: true,
+                        refused: None,
+                    },
+                );
+                Ok(refused)
+            }
+        }
+    }
+
+    fn end(&self, id: GrantId) {
+        let mut reads = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = reads.get_mut(&id) {
+            r.in_flight = false;
+        }
+    }
 }

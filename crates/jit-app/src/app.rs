@@ -43,6 +43,8 @@ pub struct App {
     pub activity_wake: Arc<tokio::sync::Notify>,
     /// How fast each caller may ask for grants (unlimited unless set).
     pub request_limiter: crate::limits::RequestLimiter,
+    /// On-demand reads of a grant's trail, coalesced per grant.
+    pub(crate) on_demand: crate::activity::OnDemandReads,
 }
 
 /// Who asks for a grant, and through which door.
@@ -86,6 +88,7 @@ impl App {
             activity_plan: jit_domain::PassPlan::default(),
             activity_wake: Arc::default(),
             request_limiter: crate::limits::RequestLimiter::default(),
+            on_demand: Default::default(),
             policy,
         }
     }

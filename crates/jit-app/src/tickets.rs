@@ -314,3 +314,19 @@ impl App {
         Ok(report)
     }
 }
+
+impl App {
+    /// Forgets webhook deliveries older than `keep`: the replay guard needs
+    /// a delivery only while its signed timestamp is still accepted
+    /// (ServiceNow's `webhook_max_skew_secs`, Slack's five minutes).
+    pub async fn purge_deliveries(&self, keep: chrono::TimeDelta) -> Result<u64, AppError> {
+        let purged = self.store.purge_deliveries(self.now() - keep).await?;
+        if purged > 0 {
+            tracing::debug!(
+                purged,
+                "webhook deliveries past the replay window forgotten"
+            );
+        }
+        Ok(purged)
+    }
+}

@@ -166,6 +166,26 @@ pub(crate) fn start(
             })
         });
     }
+    // The replay guard's rows, once no signature check would admit them:
+    // kept for twice the longest window (ServiceNow's skew, Slack's 5 min).
+    let keep = chrono::TimeDelta::seconds(
+        i64::try_from(config.servicenow.webhook_max_skew_secs.max(300) * 2).unwrap_or(600),
+    );
+    let purger = app.clone();
+    background.spawn(move |stop| {
+        tokio::spawn(async move {
+            tokio::pin!(stop);
+            loop {
+                if let Err(e) = purger.purge_deliveries(keep).await {
+                    tracing::warn!(error = %e, "old webhook deliveries could not be purged");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                    _ = &mut stop => break,
+                }
+            }
+        })
+    });
     // What each grant's privilege was used for, read from the target's
     // audit trail after the removal (only where it keeps one).
     if app.directory.has_audit_trail() {

@@ -47,6 +47,15 @@ macro_rules! delivery_store {
                 .map_err(db)?;
                 Ok(done.rows_affected() == 1)
             }
+
+            async fn purge_deliveries(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+                let done = sqlx::query("DELETE FROM webhook_deliveries WHERE received_at < $1")
+                    .bind(ms(before))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db)?;
+                Ok(done.rows_affected())
+            }
         }
     };
 }

@@ -480,6 +480,9 @@ pub trait DeliveryStore: Send + Sync {
         ticket: Option<&TicketId>,
         answer: &Value,
     ) -> Result<bool, StoreError>;
+    /// Forgets deliveries received before `before` (older than any replay
+    /// window a signature check still admits); answers how many.
+    async fn purge_deliveries(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 }
 
 /// The hash-chained audit log.

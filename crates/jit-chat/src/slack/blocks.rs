@@ -57,6 +57,20 @@ pub fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// Text a person typed (a justification, a comment), shown in mrkdwn as
+/// itself and nothing more: on one line, inside an inline code span, so
+/// that `*bold*`, `_italic_`, `~strike~`, bare links and line breaks in it
+/// cannot make the message look like something the broker wrote (Slack's
+/// mrkdwn has no escape for those characters; a code span shows them as
+/// they are).
+pub fn quoted(s: &str) -> String {
+    let one_line = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.is_empty() {
+        return String::new();
+    }
+    format!("`{}`", escape(&one_line.replace('`', "'")))
+}
+
 fn section(text: &str) -> Value {
     json!({"type": "section", "text": {"type": "mrkdwn", "text": text}})
 }
@@ -94,7 +108,7 @@ fn answers(reviews: &[Review]) -> String {
             let comment = if r.comment.is_empty() {
                 String::new()
             } else {
-                format!(": “{}”", escape(&r.comment))
+                format!(": {}", quoted(&r.comment))
             };
             format!(
                 "{} {verb} at {}{comment}",
@@ -112,7 +126,7 @@ fn facts(grant: &Grant, links: &Links) -> Value {
         {"type": "mrkdwn", "text": format!("*Ticket*\n{}", links.ticket(grant))},
         {"type": "mrkdwn", "text": format!("*Window*\n{} – {}", hm(grant.starts_at), hm(grant.expires_at))},
         {"type": "mrkdwn", "text": format!("*Requested by*\n{} (via {})", escape(&grant.requested_by), escape(&grant.origin))},
-        {"type": "mrkdwn", "text": format!("*Justification*\n{}", escape(grant.justification.as_str()))},
+        {"type": "mrkdwn", "text": format!("*Justification*\n{}", quoted(grant.justification.as_str()))},
     ]})
 }
 
@@ -238,7 +252,7 @@ pub fn outcome(
     let comment = if comment.is_empty() {
         String::new()
     } else {
-        format!(": “{}”", escape(comment))
+        format!(": {}", quoted(comment))
     };
     let what = match kind {
         "grant_approved" => format!(
@@ -359,7 +373,7 @@ mod tests {
         assert_eq!(action_ids(&blocks), ["approve", "deny", "open"]);
         let shown = blocks.to_string();
         assert!(
-            shown.contains("export &lt;calls&gt; &amp; recordings"),
+            shown.contains("`export &lt;calls&gt; &amp; recordings`"),
             "{shown}"
         );
         assert!(
@@ -399,5 +413,20 @@ mod tests {
         let modal = deny_modal(&g);
         assert_eq!(modal["private_metadata"], g.id.to_string());
         serde_json::from_value::<slack_morphism::prelude::SlackView>(modal).unwrap();
+    }
+
+    #[test]
+    fn what_people_typed_cannot_take_the_messages_layout() {
+        let spoof =
+            "ok\n\n*APPROVED by the SOC* _trust_ ~this~ <https://evil.example|the policy> `x`";
+        let q = quoted(spoof);
+        assert!(!q.contains('\n'), "one line: {q}");
+        assert!(q.starts_with('`') && q.ends_with('`'), "a code span: {q}");
+        assert_eq!(q.matches('`').count(), 2, "no way out of the span: {q}");
+        assert!(
+            q.contains("&lt;https://evil.example|the policy&gt;"),
+            "no link: {q}"
+        );
+        assert_eq!(quoted("  \n "), "");
     }
 }

@@ -62,7 +62,7 @@ async fn review(
 }
 
 #[utoipa::path(post, path = "/api/v1/grants/{id}/approve", tag = "approvals", params(("id" = String, Path, description = "grant id (UUID)", pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")), request_body(content = ReviewRequest, description = "optional"),
-    responses((status = 200, description = "the grant after the answer", body = GrantDoc), (status = 400, description = "a body that is not JSON", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 404, description = "no such grant", body = ErrorBody), (status = 409, description = "answered twice, not pending or lapsed", body = ErrorBody), (status = 422, description = "a field breaks a rule", body = ErrorBody), (status = 401, description = "no or bad credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody)))]
+    responses((status = 200, description = "the grant after the answer", body = GrantDoc), (status = 400, description = "a body that is not JSON", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 415, description = "a body not sent as application/json", body = ErrorBody), (status = 404, description = "no such grant", body = ErrorBody), (status = 409, description = "answered twice, not pending or lapsed", body = ErrorBody), (status = 422, description = "a field breaks a rule", body = ErrorBody), (status = 401, description = "no or bad credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody)))]
 pub(crate) async fn approve_grant(
     state: web::Data<ApiState>,
     caller: Caller,
@@ -73,7 +73,7 @@ pub(crate) async fn approve_grant(
 }
 
 #[utoipa::path(post, path = "/api/v1/grants/{id}/deny", tag = "approvals", params(("id" = String, Path, description = "grant id (UUID)", pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")), request_body = ReviewRequest,
-    responses((status = 200, description = "denied", body = GrantDoc), (status = 400, description = "a body that is not JSON", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 404, description = "no such grant", body = ErrorBody), (status = 409, description = "answered twice, not pending or lapsed", body = ErrorBody), (status = 422, description = "a comment is required", body = ErrorBody), (status = 401, description = "no or bad credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody)))]
+    responses((status = 200, description = "denied", body = GrantDoc), (status = 400, description = "a body that is not JSON", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 415, description = "a body not sent as application/json", body = ErrorBody), (status = 404, description = "no such grant", body = ErrorBody), (status = 409, description = "answered twice, not pending or lapsed", body = ErrorBody), (status = 422, description = "a comment is required", body = ErrorBody), (status = 401, description = "no or bad credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody)))]
 pub(crate) async fn deny_grant(
     state: web::Data<ApiState>,
     caller: Caller,

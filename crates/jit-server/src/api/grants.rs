@@ -20,7 +20,8 @@ use super::{ApiError, ApiState, Caller, JsonBody};
               (status = 403, description = "denied by the policy: every clause in `reasons`", body = ErrorBody),
               (status = 401, description = "no or bad credentials", body = ErrorBody),
               (status = 409, description = "a conflicting grant", body = ErrorBody),
-              (status = 413, description = "body too large", body = ErrorBody),
+              (status = 413, description = "body too large", body = ErrorBody), (status = 415, description = "a body not sent as application/json", body = ErrorBody),
+              (status = 429, description = "this caller asked too often: `Retry-After` says when to ask again", body = ErrorBody),
               (status = 422, description = "a field breaks a rule", body = ErrorBody),
               (status = 503, description = "ServiceNow could not be asked", body = ErrorBody)))]
 pub(crate) async fn create_grant(
@@ -43,7 +44,7 @@ pub(crate) async fn create_grant(
 /// `{"until": RFC 3339}` or `{"by": "30m"}`. A person extends only their own
 /// grant; an API key (automation) any.
 #[utoipa::path(post, path = "/api/v1/grants/{id}/extend", tag = "grants", params(("id" = String, Path, description = "grant id (UUID)", pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")), request_body = ExtendRequest,
-    responses((status = 200, description = "extended", body = GrantDoc), (status = 202, description = "the role needs approval to extend: a request waits for its approvers; the end is unchanged", body = ExtensionRequestedDoc), (status = 400, description = "a body that is not JSON", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 404, description = "no such grant", body = ErrorBody), (status = 409, description = "not active", body = ErrorBody), (status = 422, description = "past max_duration or the change window", body = ErrorBody), (status = 401, description = "no or bad credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody)))]
+    responses((status = 200, description = "extended", body = GrantDoc), (status = 202, description = "the role needs approval to extend: a request waits for its approvers; the end is unchanged", body = ExtensionRequestedDoc), (status = 400, description = "a body that is not JSON", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 415, description = "a body not sent as application/json", body = ErrorBody), (status = 404, description = "no such grant", body = ErrorBody), (status = 409, description = "not active", body = ErrorBody), (status = 422, description = "past max_duration or the change window", body = ErrorBody), (status = 401, description = "no or bad credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody)))]
 pub(crate) async fn extend_grant(
     state: web::Data<ApiState>,
     caller: Caller,
@@ -172,7 +173,7 @@ pub(crate) async fn list_grants(
 }
 
 #[utoipa::path(post, path = "/api/v1/grants/{id}/drop", tag = "grants", params(("id" = String, Path, description = "grant id (UUID)", pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
-    responses((status = 200, description = "ended; the role is removed", body = GrantDoc), (status = 400, description = "a body that is not JSON", body = ErrorBody), (status = 404, description = "no such grant", body = ErrorBody), (status = 409, description = "already ended", body = ErrorBody), (status = 422, description = "not a grant id", body = ErrorBody), (status = 401, description = "no or bad credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody)))]
+    responses((status = 200, description = "ended; the role is removed", body = GrantDoc), (status = 400, description = "a body that is not JSON", body = ErrorBody), (status = 415, description = "a body not sent as application/json", body = ErrorBody), (status = 404, description = "no such grant", body = ErrorBody), (status = 409, description = "already ended", body = ErrorBody), (status = 422, description = "not a grant id", body = ErrorBody), (status = 401, description = "no or bad credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody)))]
 pub(crate) async fn drop_grant(
     state: web::Data<ApiState>,
     caller: Caller,
@@ -225,7 +226,7 @@ pub(crate) async fn get_activity(
 }
 
 #[utoipa::path(post, path = "/api/v1/grants/{id}/activity", tag = "grants", params(("id" = String, Path, description = "grant id (UUID)", pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
-    responses((status = 200, description = "read now from the audit trail (a grant whose role is held), then as `GET`", body = ActivityDoc), (status = 404, description = "no such grant", body = ErrorBody), (status = 409, description = "the grant's role is not held now (an ended grant's passes run by themselves)", body = ErrorBody), (status = 422, description = "not a grant id", body = ErrorBody), (status = 401, description = "no or bad credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody), (status = 503, description = "the audit trail could not be read", body = ErrorBody)))]
+    responses((status = 200, description = "read now from the audit trail (a grant whose role is held), then as `GET`", body = ActivityDoc), (status = 404, description = "no such grant", body = ErrorBody), (status = 409, description = "the grant's role is not held now (an ended grant's passes run by themselves), or its trail was read less than a minute ago", body = ErrorBody), (status = 422, description = "not a grant id", body = ErrorBody), (status = 401, description = "no or bad credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody), (status = 503, description = "the audit trail could not be read", body = ErrorBody)))]
 pub(crate) async fn look_at_activity(
     state: web::Data<ApiState>,
     caller: Caller,

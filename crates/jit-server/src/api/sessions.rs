@@ -12,7 +12,7 @@ use super::{ApiError, ApiState, Caller, JsonBody};
 /// person at once, on every replica (admin keys; the SOC and the person
 /// themselves through an ID token). Audited.
 #[utoipa::path(post, path = "/api/v1/sessions/revoke", tag = "sessions", request_body = RevokeSessionsRequest,
-    responses((status = 200, description = "how many sessions ended", body = RevokedDoc), (status = 400, description = "a body that is not JSON", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 422, description = "a field breaks a rule", body = ErrorBody), (status = 401, description = "no or bad credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody)))]
+    responses((status = 200, description = "how many sessions ended", body = RevokedDoc), (status = 400, description = "a body that is not JSON", body = ErrorBody), (status = 413, description = "body too large", body = ErrorBody), (status = 415, description = "a body not sent as application/json", body = ErrorBody), (status = 422, description = "a field breaks a rule", body = ErrorBody), (status = 401, description = "no or bad credentials", body = ErrorBody), (status = 403, description = "not allowed", body = ErrorBody)))]
 pub(crate) async fn revoke_sessions(
     state: web::Data<ApiState>,
     caller: Caller,

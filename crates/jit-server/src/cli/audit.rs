@@ -26,11 +26,13 @@ pub(super) async fn audit(config: &Config, command: AuditCommand) -> anyhow::Res
         AuditCommand::Verify {
             file: None,
             public_key,
-        } => verify_store(config, trusted_key(config, public_key)?).await,
+            trust_embedded_key,
+        } => verify_store(config, trusted_key(config, public_key)?, trust_embedded_key).await,
         AuditCommand::Verify {
             file: Some(path),
             public_key,
-        } => verify_file(&path, trusted_key(config, public_key)?),
+            trust_embedded_key,
+        } => verify_file(&path, trusted_key(config, public_key)?, trust_embedded_key),
         AuditCommand::Export {
             since,
             until,
@@ -71,20 +73,50 @@ pub(super) async fn audit(config: &Config, command: AuditCommand) -> anyhow::Res
     }
 }
 
+/// Checkpoints checked against the keys they name prove nothing against
+/// whoever could write them: said loudly, and a failure unless asked for.
+fn untrusted_checkpoints(checkpoints: u64, trusted: bool, accept: bool) -> Option<ExitCode> {
+    if checkpoints == 0 || trusted {
+        return None;
+    }
+    eprintln!(
+        "WARNING: no trusted public key (--public-key, audit.public_key or audit.checkpoint_key_file): \
+         the {checkpoints} checkpoint(s) were checked only against the keys they name themselves, \
+         which anyone able to rewrite the log could also have made"
+    );
+    if accept {
+        None
+    } else {
+        eprintln!("refusing to call that verified; pass --trust-embedded-key to accept it");
+        Some(ExitCode::from(3))
+    }
+}
+
 /// The whole chain in the database.
-async fn verify_store(config: &Config, trusted: Option<String>) -> anyhow::Result<ExitCode> {
+async fn verify_store(
+    config: &Config,
+    trusted: Option<String>,
+    trust_embedded_key: bool,
+) -> anyhow::Result<ExitCode> {
     let store = open_store(config, false).await?;
     match jit_store::verify_audit(store.as_ref(), trusted.as_deref()).await? {
-        Ok(r) => println!(
-            "audit chain verified: {} events, {} checkpoints ({})",
-            r.events,
-            r.checkpoints,
-            if r.trusted_key {
-                "signatures checked against the trusted key"
-            } else {
-                "no trusted key given: signatures checked against the keys they name"
+        Ok(r) => {
+            if let Some(refused) =
+                untrusted_checkpoints(r.checkpoints, r.trusted_key, trust_embedded_key)
+            {
+                return Ok(refused);
             }
-        ),
+            println!(
+                "audit chain verified: {} events, {} checkpoints ({})",
+                r.events,
+                r.checkpoints,
+                if r.trusted_key {
+                    "signatures checked against the trusted key"
+                } else {
+                    "no trusted key given: signatures checked against the keys they name"
+                }
+            )
+        }
         Err(broken) => {
             eprintln!("{broken}");
             return Ok(ExitCode::from(2));
@@ -138,7 +170,11 @@ fn activity_verified(
 
 /// An export file (JSON lines of events, the activity sets of the grants
 /// in it, and checkpoints).
-fn verify_file(path: &Path, trusted: Option<String>) -> anyhow::Result<ExitCode> {
+fn verify_file(
+    path: &Path,
+    trusted: Option<String>,
+    trust_embedded_key: bool,
+) -> anyhow::Result<ExitCode> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let (mut events, mut checkpoints, mut kept) = (Vec::new(), Vec::new(), Vec::new());
@@ -169,11 +205,19 @@ fn verify_file(path: &Path, trusted: Option<String>) -> anyhow::Result<ExitCode>
             ),
         }
     }
+    let has_trusted = trusted.is_some();
     match jit_store::verify_slice(&events, &checkpoints, trusted.as_deref()) {
-        Ok(r) => println!(
-            "export verified: {} events ({} gaps where the export was filtered), {} checkpoints ({} matched an event in the file)",
-            r.events, r.gaps, r.checkpoints, r.checkpoints_matched
-        ),
+        Ok(r) => {
+            if let Some(refused) =
+                untrusted_checkpoints(r.checkpoints, has_trusted, trust_embedded_key)
+            {
+                return Ok(refused);
+            }
+            println!(
+                "export verified: {} events ({} gaps where the export was filtered), {} checkpoints ({} matched an event in the file)",
+                r.events, r.gaps, r.checkpoints, r.checkpoints_matched
+            )
+        }
         Err(broken) => {
             eprintln!("{broken}");
             return Ok(ExitCode::from(2));

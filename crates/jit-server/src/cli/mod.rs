@@ -169,6 +169,11 @@ enum AuditCommand {
         /// `audit.public_key`, else the configured checkpoint key's own.
         #[arg(long)]
         public_key: Option<String>,
+        /// With no trusted key, accept the key each checkpoint names (proves
+        /// only that someone holding some key signed it). Without this flag
+        /// that case fails.
+        #[arg(long)]
+        trust_embedded_key: bool,
     },
     /// Events as JSON lines (seq, prev_hash, hash, ...), then the checkpoints
     /// that cover them as `{"checkpoint": ...}` lines.
