@@ -235,7 +235,10 @@ async fn an_export_verifies_on_its_own_and_names_an_edited_line() {
         "--trust-embedded-key",
     ]);
     assert_eq!(code, Some(0), "{out}{err}");
-    assert!(err.contains("WARNING: no trusted public key"), "still said: {err}");
+    assert!(
+        err.contains("WARNING: no trusted public key"),
+        "still said: {err}"
+    );
     assert!(!out.contains(" 0 gaps"), "{out}");
 
     // An edited line.

@@ -827,3 +827,69 @@ async fn replay_records_are_purged_past_the_replay_window(#[case] backend: Backe
         "still inside the window"
     );
 }
+
+/// "Sign out everywhere" ends the ID tokens issued before it too: one used
+/// as a bearer token once worked until its own expiry.
+#[tokio::test]
+async fn sign_out_everywhere_ends_the_bearer_tokens_issued_before_it() {
+    use jit_e2e::web::{CLIENT_ID, CLIENT_SECRET};
+    let app = jit_e2e::web::spawn_web_app(
+        &[("alice@example.com", &["Employee"])],
+        std::sync::Arc::new(jit_app::SystemClock),
+    )
+    .await;
+    let callback = format!("{}/auth/callback", app.base);
+    let token = app
+        .oidc
+        .id_token(CLIENT_ID, CLIENT_SECRET, &callback, "alice")
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let grants = |token: String| {
+        let (http, url) = (http.clone(), format!("{}/api/v1/grants", app.base));
+        async move { http.get(url).bearer_auth(token).send().await.unwrap() }
+    };
+    assert_eq!(grants(token.clone()).await.status().as_u16(), 200);
+    let ended = http
+        .post(format!("{}/api/v1/sessions/revoke", app.base))
+        .bearer_auth(token.clone())
+        .json(&json!({"user": "alice@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ended.status().as_u16(),
+        200,
+        "{}",
+        ended.text().await.unwrap()
+    );
+    let refused = grants(token).await;
+    assert_eq!(refused.status().as_u16(), 401);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert!(
+        body["error"]["fields"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("issued before"),
+        "{body}"
+    );
+    // A token issued after the end works (iat has whole seconds: wait for
+    // the next one to tick over, by asking until one is accepted).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let fresh = app
+            .oidc
+            .id_token(CLIENT_ID, CLIENT_SECRET, &callback, "alice")
+            .await
+            .unwrap();
+        if grants(fresh).await.status().as_u16() == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no fresh token accepted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    app.running.stop().await;
+}

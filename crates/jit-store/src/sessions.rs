@@ -123,6 +123,16 @@ macro_rules! session_store {
                     .execute(&mut *tx)
                     .await
                     .map_err(db)?;
+                // ID tokens issued until now no longer vouch for them.
+                sqlx::query(
+                    "INSERT INTO sessions_ended (user_name, ended_at) VALUES ($1, $2) \
+                     ON CONFLICT (user_name) DO UPDATE SET ended_at = excluded.ended_at",
+                )
+                .bind(user)
+                .bind(crate::ms(audit.at))
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
                 let mut audit = audit;
                 if let serde_json::Value::Object(data) = &mut audit.data {
                     data.insert("sessions_ended".into(), serde_json::json!(ended));
@@ -130,6 +140,15 @@ macro_rules! session_store {
                 Self::append_audit_in(&mut tx, &audit).await?;
                 tx.commit().await.map_err(db)?;
                 Ok(ended)
+            }
+
+            async fn sessions_ended_at(&self, user: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+                let at: Option<i64> = sqlx::query_scalar("SELECT ended_at FROM sessions_ended WHERE user_name = $1")
+                    .bind(user)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(db)?;
+                at.map(crate::time).transpose()
             }
 
             async fn record_sign_in(

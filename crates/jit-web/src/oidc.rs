@@ -60,7 +60,11 @@ type Client = CoreClient<
 
 /// A discovered provider and this broker's client at it.
 pub struct Oidc {
-    client: Client,
+    /// Rebuilt from discovery when a token names a signing key it does not
+    /// know (the provider rotated its keys), at most every
+    /// [`KEY_REFRESH_EVERY`].
+    client: std::sync::RwLock<Client>,
+    keys_refreshed: std::sync::Mutex<std::time::Instant>,
     http: openidconnect::reqwest::Client,
     config: OidcConfig,
     /// RP-initiated logout, where the provider advertises it.
@@ -92,6 +96,11 @@ pub struct PendingLogin {
     pkce_verifier: String,
 }
 
+/// The least time between two fetches of the provider's keys on an
+/// unknown `kid`: a token with a made-up key id costs the provider one
+/// fetch in this time at most.
+pub const KEY_REFRESH_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Oidc {
     pub async fn discover(config: OidcConfig) -> Result<Self, OidcError> {
         let http = openidconnect::reqwest::ClientBuilder::new()
@@ -100,9 +109,24 @@ impl Oidc {
             .timeout(std::time::Duration::from_secs(10))
             .build()
             .map_err(|e| OidcError::Config(e.to_string()))?;
+        let (client, end_session) = Self::client_from_discovery(&config, &http).await?;
+        Ok(Self {
+            client: std::sync::RwLock::new(client),
+            keys_refreshed: std::sync::Mutex::new(std::time::Instant::now()),
+            http,
+            config,
+            end_session,
+        })
+    }
+
+    /// The client as the provider's discovery document and keys say now.
+    async fn client_from_discovery(
+        config: &OidcConfig,
+        http: &openidconnect::reqwest::Client,
+    ) -> Result<(Client, Option<EndSessionUrl>), OidcError> {
         let issuer = IssuerUrl::new(config.issuer_url.clone())
             .map_err(|e| OidcError::Config(format!("web.oidc.issuer_url: {e}")))?;
-        let metadata = ProviderMetadataWithLogout::discover_async(issuer, &http)
+        let metadata = ProviderMetadataWithLogout::discover_async(issuer, http)
             .await
             .map_err(|e| OidcError::Discovery(config.issuer_url.clone(), e.to_string()))?;
         let end_session = metadata.additional_metadata().end_session_endpoint.clone();
@@ -116,12 +140,45 @@ impl Oidc {
             )),
         )
         .set_redirect_uri(redirect);
-        Ok(Self {
-            client,
-            http,
-            config,
-            end_session,
-        })
+        Ok((client, end_session))
+    }
+
+    fn client(&self) -> Client {
+        self.client
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Fetches the provider's keys again, unless that was done less than
+    /// [`KEY_REFRESH_EVERY`] ago; `true` when the keys were fetched.
+    async fn refresh_keys(&self) -> bool {
+        {
+            let mut last = self
+                .keys_refreshed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.elapsed() < KEY_REFRESH_EVERY {
+                return false;
+            }
+            *last = std::time::Instant::now();
+        }
+        match Self::client_from_discovery(&self.config, &self.http).await {
+            Ok((client, _)) => {
+                *self
+                    .client
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = client;
+                tracing::info!(
+                    "a token named an unknown signing key: the provider's keys were fetched again"
+                );
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the provider's keys could not be fetched again");
+                false
+            }
+        }
     }
 
     /// The origin of the provider's sign-out endpoint: the sign-out form's
@@ -149,8 +206,8 @@ impl Oidc {
     /// Where to send the browser, and what to remember until it returns.
     pub fn start(&self) -> (url::Url, PendingLogin) {
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-        let mut request = self
-            .client
+        let client = self.client();
+        let mut request = client
             .authorize_url(
                 CoreAuthenticationFlow::AuthorizationCode,
                 CsrfToken::new_random,
@@ -181,7 +238,7 @@ impl Oidc {
         code: &str,
     ) -> Result<SignedInPerson, OidcError> {
         let response = self
-            .client
+            .client()
             .exchange_code(AuthorizationCode::new(code.to_owned()))
             .map_err(|e| OidcError::Config(e.to_string()))?
             .set_pkce_verifier(PkceCodeVerifier::new(pending.pkce_verifier))
@@ -192,11 +249,16 @@ impl Oidc {
             .id_token()
             .ok_or_else(|| OidcError::Exchange("the provider sent no ID token".into()))?;
         let nonce = Nonce::new(pending.nonce);
-        let subject = token
-            .claims(&self.client.id_token_verifier(), &nonce)
-            .map_err(|e| OidcError::Token(e.to_string()))?
-            .subject()
-            .clone();
+        let verify = |client: &Client| {
+            token
+                .claims(&client.id_token_verifier(), &nonce)
+                .map(|c| c.subject().clone())
+        };
+        let subject = match verify(&self.client()) {
+            Err(e) if unknown_key(&e) && self.refresh_keys().await => verify(&self.client()),
+            other => other,
+        }
+        .map_err(|e| OidcError::Token(e.to_string()))?;
         let raw = token.to_string();
         let mut claims = verified_payload(&raw)?;
         let wanted = [&self.config.user_claim, &self.config.groups_claim];
@@ -225,15 +287,13 @@ impl Oidc {
         access_token: openidconnect::AccessToken,
         subject: SubjectIdentifier,
     ) -> Result<serde_json::Map<String, Value>, OidcError> {
-        let request = self
-            .client
-            .user_info(access_token, Some(subject))
-            .map_err(|_| {
-                OidcError::Token(format!(
-                    "the ID token lacks `{}` or `{}` and the provider has no UserInfo endpoint",
-                    self.config.user_claim, self.config.groups_claim
-                ))
-            })?;
+        let client = self.client();
+        let request = client.user_info(access_token, Some(subject)).map_err(|_| {
+            OidcError::Token(format!(
+                "the ID token lacks `{}` or `{}` and the provider has no UserInfo endpoint",
+                self.config.user_claim, self.config.groups_claim
+            ))
+        })?;
         let claims: UserInfoClaims<OtherClaims, CoreGenderClaim> = request
             .request_async(&self.http)
             .await
@@ -247,21 +307,34 @@ impl Oidc {
     /// A bearer token on the API: an ID token this provider issued for this
     /// client (signature, issuer, audience and expiry checked; no nonce, as
     /// no browser flow stands behind it).
-    pub fn verify_bearer(&self, raw: &str) -> Result<Person, OidcError> {
+    /// Answers the person and when the token was issued (a token issued
+    /// before the person's sessions were all ended is refused by the caller).
+    pub async fn verify_bearer(
+        &self,
+        raw: &str,
+    ) -> Result<(Person, chrono::DateTime<chrono::Utc>), OidcError> {
         let token: CoreIdToken = raw
             .parse()
             .map_err(|e: serde_json::Error| OidcError::Token(e.to_string()))?;
-        token
-            .claims(&self.client.id_token_verifier(), |_: Option<&Nonce>| Ok(()))
-            .map_err(|e| OidcError::Token(e.to_string()))?;
+        let verify = |client: &Client| {
+            token
+                .claims(&client.id_token_verifier(), |_: Option<&Nonce>| Ok(()))
+                .map(|c| c.issue_time())
+        };
+        let issued_at = match verify(&self.client()) {
+            Err(e) if unknown_key(&e) && self.refresh_keys().await => verify(&self.client()),
+            other => other,
+        }
+        .map_err(|e| OidcError::Token(e.to_string()))?;
         // No access token comes with a bearer ID token, so UserInfo cannot
         // be asked: the claims must be in the token itself.
-        self.person(&verified_payload(raw)?).map_err(|e| match e {
+        let person = self.person(&verified_payload(raw)?).map_err(|e| match e {
             OidcError::Token(why) => OidcError::Token(format!(
                 "{why}; an ID token used as a bearer token must carry it itself (UserInfo needs an access token)"
             )),
             other => other,
-        })
+        })?;
+        Ok((person, issued_at))
     }
 
     /// The person the verified claims name: the configured claims.
@@ -316,4 +389,15 @@ fn describe(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+/// Whether a token failed only because it names a key the client has not
+/// got: the provider may have rotated its keys since discovery.
+fn unknown_key(e: &openidconnect::ClaimsVerificationError) -> bool {
+    matches!(
+        e,
+        openidconnect::ClaimsVerificationError::SignatureVerification(
+            openidconnect::SignatureVerificationError::NoMatchingKey
+        )
+    )
 }

@@ -578,6 +578,8 @@ pub trait SessionStore: Send + Sync {
     /// Ends every session of `user`, with the audit event, atomically;
     /// answers how many there were.
     async fn delete_sessions_of(&self, user: &str, audit: NewAudit) -> Result<u64, StoreError>;
+    /// When all of `user`'s sessions were last ended, if ever.
+    async fn sessions_ended_at(&self, user: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
     /// Remembers the groups the identity provider named at a sign-in, valid
     /// until `until` (the sign-in's absolute timeout).
     async fn record_sign_in(

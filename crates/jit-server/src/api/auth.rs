@@ -54,21 +54,20 @@ pub fn hash_key(key: &str) -> String {
 
 impl FromRequest for Caller {
     type Error = ApiError;
-    type Future = std::future::Ready<Result<Self, ApiError>>;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        let found = (|| {
-            let state = req
-                .app_data::<web::Data<ApiState>>()
-                .ok_or(ApiError::Unauthorized)?;
-            let key = req
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .map(str::trim)
-                .ok_or(ApiError::Unauthorized)?;
-            let digest = key_digest(key);
+        let state = req.app_data::<web::Data<ApiState>>().cloned();
+        let key = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|k| k.trim().to_owned());
+        Box::pin(async move {
+            let state = state.ok_or(ApiError::Unauthorized)?;
+            let key = key.ok_or(ApiError::Unauthorized)?;
+            let digest = key_digest(&key);
             // Compare against every key, in constant time, so timing says nothing.
             let mut matched: Option<&ApiKeyConfig> = None;
             for k in &state.keys {
@@ -91,15 +90,28 @@ impl FromRequest for Caller {
             if key.split('.').count() != 3 {
                 return Err(ApiError::Unauthorized);
             }
-            let person = oidc
-                .verify_bearer(key)
+            let (person, issued_at) = oidc
+                .verify_bearer(&key)
+                .await
                 .map_err(|e| ApiError::BadIdToken(e.to_string()))?;
+            // "Sign out everywhere" ends the tokens issued before it too.
+            let ended = state
+                .app
+                .store
+                .sessions_ended_at(person.user.as_str())
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            if ended.is_some_and(|ended| issued_at <= ended) {
+                return Err(ApiError::BadIdToken(format!(
+                    "this ID token was issued before all of {}'s sessions were ended; sign in again",
+                    person.user
+                )));
+            }
             Ok(Caller {
                 name: person.user.to_string(),
                 admin: false,
                 person: Some(person),
             })
-        })();
-        std::future::ready(found)
+        })
     }
 }
