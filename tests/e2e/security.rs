@@ -893,3 +893,57 @@ async fn sign_out_everywhere_ends_the_bearer_tokens_issued_before_it() {
     }
     app.running.stop().await;
 }
+
+/// The provider rotates its signing key: a token under the new key once
+/// failed until the broker restarted (the keys were read at discovery only).
+/// Now an unknown `kid` has them fetched again.
+#[tokio::test]
+async fn a_rotated_provider_key_needs_no_restart() {
+    use jit_e2e::web::{CLIENT_ID, CLIENT_SECRET, OidcPeer};
+    let port = jit_e2e::free_port();
+    let (oidc, first) = OidcPeer::start_rotating(port).unwrap();
+    let issuer = oidc.issuer.clone();
+    let app = jit_e2e::web::spawn_web_app_at(
+        Backend::Sqlite,
+        oidc,
+        &[("alice@example.com", &["Employee"])],
+        std::sync::Arc::new(jit_app::SystemClock),
+        |_| {},
+    )
+    .await;
+    let callback = format!("{}/auth/callback", app.base);
+    let http = reqwest::Client::new();
+    let grants = |token: String| {
+        let (http, url) = (http.clone(), format!("{}/api/v1/grants", app.base));
+        async move {
+            http.get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let token = app
+        .oidc
+        .id_token(CLIENT_ID, CLIENT_SECRET, &callback, "alice")
+        .await
+        .unwrap();
+    assert_eq!(grants(token).await, 200);
+    // The same provider, started again with a new key.
+    first.stop();
+    let (rotated, second) = OidcPeer::start_rotating(port).unwrap();
+    assert_eq!(rotated.issuer, issuer);
+    let token = rotated
+        .id_token(CLIENT_ID, CLIENT_SECRET, &callback, "alice")
+        .await
+        .unwrap();
+    assert_eq!(grants(token).await, 200, "the new key was fetched");
+    // A web sign-in under the new key works too.
+    let alice = app.sign_in("alice").await;
+    let home = alice.get(format!("{}/", app.base)).send().await.unwrap();
+    assert_eq!(home.status().as_u16(), 200);
+    second.stop();
+    app.running.stop().await;
+}

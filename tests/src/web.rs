@@ -40,6 +40,23 @@ pub enum Claims {
     FromUserInfo,
 }
 
+/// A provider process the test stops itself (killed when dropped).
+pub struct Running(std::process::Child);
+
+impl Running {
+    pub fn stop(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// One test's OpenID provider.
 pub struct OidcPeer {
     pub issuer: String,
@@ -50,6 +67,28 @@ impl OidcPeer {
     /// ID token.
     pub fn start() -> anyhow::Result<Self> {
         Self::start_with(Claims::InIdToken)
+    }
+
+    /// A provider on `port` signing with a key made at its start: started
+    /// again on the same port, it has rotated its keys. The caller stops it.
+    pub fn start_rotating(port: u16) -> anyhow::Result<(Self, Running)> {
+        let dir = workspace_root().join("tests/peers/oidc");
+        let child = Command::new("node")
+            .arg("provider.mjs")
+            .arg(port.to_string())
+            .env("JIT_OIDC_FRESH_KEY", "1")
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(log_file("oidc-provider"))
+            .spawn()
+            .context("spawning node (oidc-provider)")?;
+        wait_for_port(port, "oidc-provider", Duration::from_secs(20))?;
+        Ok((
+            Self {
+                issuer: format!("http://127.0.0.1:{port}"),
+            },
+            Running(child),
+        ))
     }
 
     pub fn start_with(claims: Claims) -> anyhow::Result<Self> {
@@ -238,11 +277,22 @@ pub async fn spawn_web_app_with(
     clock: Arc<dyn Clock>,
     tweak: impl FnOnce(&mut Config),
 ) -> WebApp {
+    let oidc = OidcPeer::start_with(claims).expect("oidc-provider");
+    spawn_web_app_at(backend, oidc, users, clock, tweak).await
+}
+
+/// The same, signing in through `oidc`, a provider the caller started.
+pub async fn spawn_web_app_at(
+    backend: Backend,
+    oidc: OidcPeer,
+    users: &[(&str, &[&str])],
+    clock: Arc<dyn Clock>,
+    tweak: impl FnOnce(&mut Config),
+) -> WebApp {
     let tenant = Tenant::new();
     for (name, roles) in users {
         tenant.create_user(name, roles).await;
     }
-    let oidc = OidcPeer::start_with(claims).expect("oidc-provider");
     let servicenow = ServiceNow::start().await;
     let database_url = fresh_database(backend).await;
     let mut config = web_config(&database_url, &oidc, &servicenow, &tenant);

@@ -64,7 +64,8 @@ pub struct Oidc {
     /// know (the provider rotated its keys), at most every
     /// [`KEY_REFRESH_EVERY`].
     client: std::sync::RwLock<Client>,
-    keys_refreshed: std::sync::Mutex<std::time::Instant>,
+    /// When the keys were last fetched again (`None`: not since discovery).
+    keys_refreshed: std::sync::Mutex<Option<std::time::Instant>>,
     http: openidconnect::reqwest::Client,
     config: OidcConfig,
     /// RP-initiated logout, where the provider advertises it.
@@ -112,7 +113,7 @@ impl Oidc {
         let (client, end_session) = Self::client_from_discovery(&config, &http).await?;
         Ok(Self {
             client: std::sync::RwLock::new(client),
-            keys_refreshed: std::sync::Mutex::new(std::time::Instant::now()),
+            keys_refreshed: std::sync::Mutex::new(None),
             http,
             config,
             end_session,
@@ -158,10 +159,10 @@ impl Oidc {
                 .keys_refreshed
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if last.elapsed() < KEY_REFRESH_EVERY {
+            if last.is_some_and(|at| at.elapsed() < KEY_REFRESH_EVERY) {
                 return false;
             }
-            *last = std::time::Instant::now();
+            *last = Some(std::time::Instant::now());
         }
         match Self::client_from_discovery(&self.config, &self.http).await {
             Ok((client, _)) => {

@@ -16,7 +16,12 @@
 // Clients: `jit-broker` (the broker under test, on any 127.0.0.1 port: the
 // tests bind it to port 0) and `other-app` (another application at the same
 // provider: its ID tokens must not open the broker).
+//
+// With JIT_OIDC_FRESH_KEY=1 it signs with a key of its own made at start
+// (a new `kid` each time), so that restarting it on the same port is a key
+// rotation as an operator's provider would do one.
 import Provider from "oidc-provider";
+import { exportJWK, generateKeyPair } from "jose";
 
 const [port, mode] = process.argv.slice(2);
 const claimsFromUserinfoOnly = mode === "userinfo";
@@ -30,7 +35,15 @@ const groups = {
   "mallory@example.com": [],
 };
 
+async function freshKey() {
+  const { privateKey } = await generateKeyPair("RS256", { extractable: true });
+  const jwk = await exportJWK(privateKey);
+  return { ...jwk, kid: `rotated-${Date.now()}-${Math.random().toString(36).slice(2)}`, alg: "RS256", use: "sig" };
+}
+const jwks = process.env.JIT_OIDC_FRESH_KEY ? { keys: [await freshKey()] } : undefined;
+
 const provider = new Provider(issuer, {
+  ...(jwks ? { jwks } : {}),
   clients: [
     {
       client_id: "jit-broker",
