@@ -517,42 +517,30 @@ async fn the_api_the_web_form_and_slack_decide_alike() {
                     .await
                     .unwrap(),
             ),
-            Approve => (
-                http.post(url("/approve"))
-                    .bearer_auth(&token)
-                    .json(&json!({"comment": "ok"}))
-                    .send()
-                    .await
-                    .unwrap(),
-                person
-                    .post(page("/review"))
-                    .form(&[
-                        ("csrf", form_csrf.as_str()),
-                        ("verdict", "approve"),
-                        ("comment", "ok"),
-                    ])
-                    .send()
-                    .await
-                    .unwrap(),
-            ),
-            Deny => (
-                http.post(url("/deny"))
-                    .bearer_auth(&token)
-                    .json(&json!({"comment": "no"}))
-                    .send()
-                    .await
-                    .unwrap(),
-                person
-                    .post(page("/review"))
-                    .form(&[
-                        ("csrf", form_csrf.as_str()),
-                        ("verdict", "deny"),
-                        ("comment", "no"),
-                    ])
-                    .send()
-                    .await
-                    .unwrap(),
-            ),
+            Approve | Deny => {
+                let (path, verdict, comment) = match action {
+                    Approve => ("/approve", "approve", "ok"),
+                    _ => ("/deny", "deny", "no"),
+                };
+                (
+                    http.post(url(path))
+                        .bearer_auth(&token)
+                        .json(&json!({ "comment": comment }))
+                        .send()
+                        .await
+                        .unwrap(),
+                    person
+                        .post(page("/review"))
+                        .form(&[
+                            ("csrf", form_csrf.as_str()),
+                            ("verdict", verdict),
+                            ("comment", comment),
+                        ])
+                        .send()
+                        .await
+                        .unwrap(),
+                )
+            }
         };
         let (api_status, api_to) = answer(via_api).await;
         let (form_status, form_to) = answer(via_form).await;

@@ -612,16 +612,19 @@ pub(crate) mod tests {
     /// stopped naming the role ends the grant.
     #[test]
     fn a_change_is_a_reason_only_for_the_roles_it_names() {
+        let decide_for = |t: &ChangeTicket| {
+            decide(
+                &sample(),
+                &request("eng@example.com", "Master Admin", 2),
+                &BTreeSet::new(),
+                found(t),
+                now(),
+            )
+        };
         let mut t = ticket();
         t.roles_field = Some("u_jit_role".into());
         t.roles = vec!["Telephony Admin".into()];
-        let d = decide(
-            &sample(),
-            &request("eng@example.com", "Master Admin", 2),
-            &BTreeSet::new(),
-            found(&t),
-            now(),
-        );
+        let d = decide_for(&t);
         assert!(!d.allowed);
         assert_eq!(
             denied_rules(&d),
@@ -635,24 +638,9 @@ pub(crate) mod tests {
             clause.message
         );
         t.roles = vec![];
-        assert!(
-            !decide(
-                &sample(),
-                &request("eng@example.com", "Master Admin", 2),
-                &BTreeSet::new(),
-                found(&t),
-                now()
-            )
-            .allowed
-        );
+        assert!(!decide_for(&t).allowed, "a change naming no role");
         t.roles = vec!["Telephony Admin".into(), "master admin".into()];
-        let d = decide(
-            &sample(),
-            &request("eng@example.com", "Master Admin", 2),
-            &BTreeSet::new(),
-            found(&t),
-            now(),
-        );
+        let d = decide_for(&t);
         assert!(d.allowed, "{d:?}");
         assert!(
             d.reasons
@@ -662,13 +650,7 @@ pub(crate) mod tests {
         // Not bound: any role the policy allows, and no clause.
         t.roles_field = None;
         t.roles = vec![];
-        let d = decide(
-            &sample(),
-            &request("eng@example.com", "Master Admin", 2),
-            &BTreeSet::new(),
-            found(&t),
-            now(),
-        );
+        let d = decide_for(&t);
         assert!(d.allowed && !d.reasons.iter().any(|r| r.rule == "ticket_role"));
         // A live grant ends when its change stops naming its role.
         t.roles_field = Some("u_jit_role".into());
