@@ -12,12 +12,6 @@ use crate::app::{App, SYSTEM_ACTOR, transition_audit};
 use crate::budget::{Lane, Turn, on_turn};
 use crate::ports::{DirectoryError, GrantMark, Job, NewAudit, Settled, StoreError};
 
-/// How long a held role, proved by a read, stands for a job of its pair
-/// without reading again (a storm of grants for one pair costs a read this
-/// often, not one a grant). An absent role the broker proved and has not
-/// written since stands until the next write.
-pub const HELD_TRUSTED_FOR: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
-
 /// Whether a converge may go by what the broker last proved of the pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trust {
@@ -183,7 +177,7 @@ impl App {
     /// With [`Trust::Record`], a pair whose desired state is what the broker
     /// last proved it to be costs the directory nothing (an absent role it
     /// removed and has not written since; a held role proved within
-    /// [`HELD_TRUSTED_FOR`]): requests follow changes of the desired state,
+    /// [`jit_domain::HELD_TRUSTED_FOR`]): requests follow changes of the desired state,
     /// not grants.
     pub async fn converge_as(
         &self,
@@ -297,10 +291,8 @@ impl App {
         held: jit_domain::Holding,
         directory_id: &str,
     ) -> Result<(), StoreError> {
-        let settled = match decision.should_hold() {
-            Some(true) if held.fully => Settled::Held,
-            Some(false) if !held.any => Settled::Absent,
-            _ => return Ok(()),
+        let Some(settled) = Settled::proved(decision, held) else {
+            return Ok(());
         };
         self.store
             .set_pair_state(user, role, Some(settled), Some(directory_id), self.now())
@@ -321,30 +313,30 @@ impl App {
         let now = self.now();
         let grants = self.store.grants_for(user, role).await?;
         let decision = desired(&self.rules(), user, role, &grants, now);
-        match (decision.should_hold(), state.settled) {
-            // Proved absent, and nothing written since: an ended grant's
-            // role is gone, and one that ended before it began never had it.
-            (Some(false), Some(Settled::Absent)) => {
-                let mark = GrantMark::RoleRemoved {
-                    user: user.clone(),
-                    role: role.clone(),
-                    activity: state
-                        .directory_id
-                        .as_deref()
-                        .and_then(|id| self.activity_schedule(id, now)),
-                };
-                self.store.mark(&mark, now, None).await?;
+        if !decision.stands_on(state.settled, now - state.at) {
+            return Ok(None);
+        }
+        // Proved absent with nothing written since: an ended grant's role is
+        // gone, and one that ended before it began never had it. Proved held
+        // a moment ago: another grant of the pair takes over.
+        let mark = match decision {
+            Desired::HeldByGrant { grant } => Some(GrantMark::RoleAdded(grant)),
+            Desired::Absent => Some(GrantMark::RoleRemoved {
+                user: user.clone(),
+                role: role.clone(),
+                activity: state
+                    .directory_id
+                    .as_deref()
+                    .and_then(|id| self.activity_schedule(id, now)),
+            }),
+            _ => None,
+        };
+        if let Some(mark) = mark {
+            let removed = matches!(mark, GrantMark::RoleRemoved { .. });
+            self.store.mark(&mark, now, None).await?;
+            if removed {
                 self.activity_wake.notify_one();
             }
-            // Proved held a moment ago: another grant of the pair takes over.
-            (Some(true), Some(Settled::Held)) if now - state.at < HELD_TRUSTED_FOR => {
-                if let Desired::HeldByGrant { grant } = decision {
-                    self.store
-                        .mark(&GrantMark::RoleAdded(grant), now, None)
-                        .await?;
-                }
-            }
-            _ => return Ok(None),
         }
         Ok(Some(ConvergeReport {
             user: user.clone(),

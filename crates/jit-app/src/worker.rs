@@ -407,9 +407,7 @@ async fn retry(
                    retry_in_ms = delay.as_millis() as u64, error, "job will be retried");
     let backed_off = app.now() + TimeDelta::from_std(delay).unwrap_or(TimeDelta::seconds(60));
     // A change of the pair due before the back-off ends is not held back by it.
-    let at = next
-        .filter(|n| n.due_at > app.now())
-        .map_or(backed_off, |n| n.due_at.min(backed_off));
+    let at = jit_domain::retry::next_attempt(backed_off, next.map(|n| n.due_at), app.now());
     app.store.retry_job(job.id, owner, at, error).await
 }
 

@@ -1,7 +1,7 @@
 //! The core rule (docs/architecture.md, "converge, don't toggle"): the role a user should
 //! hold is a function of policy, grants and time, never of the last action.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 
 use crate::grant::{Grant, GrantId};
@@ -56,6 +56,49 @@ impl Desired {
             Some(true) if !held.fully => Some(RoleChange::Add),
             Some(false) if held.any => Some(RoleChange::Remove),
             _ => None,
+        }
+    }
+}
+
+/// What a read of the directory proved of one pair, as far as its desired
+/// state goes: the role held in full, or absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    Held,
+    Absent,
+}
+
+snake_names!(Settled {
+    Held => "held",
+    Absent => "absent",
+});
+
+/// How long a proof that a role is held stands for a job of its pair
+/// without reading again: a storm of grants for one pair costs a read this
+/// often, not one a grant. A proof of absence stands until the broker's
+/// next write (another writer's add is the sweeps' to find).
+pub const HELD_TRUSTED_FOR: TimeDelta = TimeDelta::seconds(30);
+
+impl Settled {
+    /// What a read showing `held` proves, when the pair should be as
+    /// `decision` says and is: held in full, or absent; `None` otherwise.
+    pub fn proved(decision: Desired, held: Holding) -> Option<Self> {
+        match decision.should_hold() {
+            Some(true) if held.fully => Some(Self::Held),
+            Some(false) if !held.any => Some(Self::Absent),
+            _ => None,
+        }
+    }
+}
+
+impl Desired {
+    /// Whether the broker's last proof of the pair (`settled`, `age` ago)
+    /// still answers this desired state, so that a job need not read.
+    pub fn stands_on(self, settled: Option<Settled>, age: TimeDelta) -> bool {
+        match (self.should_hold(), settled) {
+            (Some(false), Some(Settled::Absent)) => true,
+            (Some(true), Some(Settled::Held)) => age < HELD_TRUSTED_FOR,
+            _ => false,
         }
     }
 }
@@ -234,5 +277,55 @@ mod tests {
         };
         assert!(RoleChange::Remove.done(none));
         assert_eq!(Desired::Absent.change_for(none), None);
+    }
+
+    #[test]
+    fn a_proof_stands_for_a_job_while_it_answers_the_desired_state() {
+        let grant = Desired::HeldByGrant {
+            grant: crate::grant::tests::grant(GrantState::Active, 0, 60).id,
+        };
+        let (full, none, partial) = (
+            Holding {
+                any: true,
+                fully: true,
+            },
+            Holding {
+                any: false,
+                fully: false,
+            },
+            Holding {
+                any: true,
+                fully: false,
+            },
+        );
+        assert_eq!(Settled::proved(grant, full), Some(Settled::Held));
+        assert_eq!(
+            Settled::proved(Desired::Absent, none),
+            Some(Settled::Absent)
+        );
+        assert_eq!(
+            Settled::proved(grant, partial),
+            None,
+            "held in part proves nothing"
+        );
+        assert_eq!(Settled::proved(Desired::Absent, partial), None);
+        assert_eq!(Settled::proved(Desired::Unmanaged, full), None);
+        let (fresh, stale) = (TimeDelta::seconds(1), HELD_TRUSTED_FOR);
+        assert!(Desired::Absent.stands_on(Some(Settled::Absent), TimeDelta::days(30)));
+        assert!(grant.stands_on(Some(Settled::Held), fresh));
+        assert!(
+            !grant.stands_on(Some(Settled::Held), stale),
+            "a held role is read again"
+        );
+        assert!(
+            !grant.stands_on(Some(Settled::Absent), fresh),
+            "a change: read"
+        );
+        assert!(!Desired::Absent.stands_on(Some(Settled::Held), fresh));
+        assert!(
+            !Desired::Absent.stands_on(None, fresh),
+            "unknown: a write may be under way"
+        );
+        assert!(!Desired::Unmanaged.stands_on(Some(Settled::Held), fresh));
     }
 }

@@ -47,7 +47,7 @@ pub use approval::{
     validate_review_comment,
 };
 pub use decision::{Decision, Reason, TicketEvidence, decide, eligibility, ticket_ends_grant};
-pub use desired::{Desired, Holding, RoleChange, desired};
+pub use desired::{Desired, HELD_TRUSTED_FOR, Holding, RoleChange, Settled, desired};
 pub use grant::{Grant, GrantId, Transition, TransitionError, live_grants_reason};
 pub use hint::{Hint, RelayedEvent, SubjectHint};
 pub use lifecycle::{EndReason, GrantState};

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 /// Exponential backoff with full jitter: `jitter` in [0, 1) picks a point in
 /// the upper half of the window, so retries spread out but never collapse to
 /// zero. A server's own `Retry-After` wins when it asks for longer.
@@ -21,6 +23,18 @@ pub fn next_delay(
             .min(cap.max(asked).min(Duration::from_secs(3600))),
         None => jittered,
     }
+}
+
+/// When a failed job is tried again: after its back-off, unless a change of
+/// its pair falls due before then (`next`, the pair's next wake), which is
+/// not held back by the back-off; a wake already past does not cut it short.
+pub fn next_attempt(
+    backed_off: DateTime<Utc>,
+    next: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> DateTime<Utc> {
+    next.filter(|at| *at > now)
+        .map_or(backed_off, |at| at.min(backed_off))
 }
 
 #[cfg(test)]
@@ -71,5 +85,22 @@ mod tests {
             let d = next_delay(attempts, BASE, CAP, jitter, None);
             prop_assert!(d >= BASE / 2 && d <= CAP);
         }
+    }
+
+    #[test]
+    fn a_change_due_before_the_back_off_ends_is_not_held_back() {
+        let at = |s: i64| DateTime::<Utc>::from_timestamp(1_800_000_000 + s, 0).unwrap();
+        assert_eq!(next_attempt(at(60), None, at(0)), at(60));
+        assert_eq!(
+            next_attempt(at(60), Some(at(10)), at(0)),
+            at(10),
+            "an end due first"
+        );
+        assert_eq!(next_attempt(at(60), Some(at(90)), at(0)), at(60));
+        assert_eq!(
+            next_attempt(at(60), Some(at(0)), at(0)),
+            at(60),
+            "due now: no storm of retries"
+        );
     }
 }

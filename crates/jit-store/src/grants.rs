@@ -94,6 +94,21 @@ const NON_TERMINAL: &str = "('pending_approval', 'approved', 'active')";
 macro_rules! grant_store {
     ($store:ty, $db:ty) => {
         impl $store {
+            /// One pair's grants matching `condition`, a static fragment.
+            async fn pair_grants(&self, user: &UserName, role: &RoleName, condition: &str) -> Result<Vec<Grant>, StoreError> {
+                let rows: Vec<GrantRow> = sqlx::query_as(built(format!(
+                    "SELECT {GRANT_COLUMNS} FROM grants WHERE user_name = $1 AND role = $2 AND {condition}"
+                )))
+                .bind(user.as_str())
+                .bind(role.as_str())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+                rows.into_iter().map(Grant::try_from).collect()
+            }
+        }
+
+        impl $store {
             /// Moves the grant from `t.from` to `t.to`; `false` if it had moved already.
             async fn apply_transition_in(
                 tx: &mut sqlx::Transaction<'_, $db>,
@@ -200,28 +215,17 @@ macro_rules! grant_store {
             }
 
             async fn grants_for(&self, user: &UserName, role: &RoleName) -> Result<Vec<Grant>, StoreError> {
-                let rows: Vec<GrantRow> = sqlx::query_as(built(format!(
-                    "SELECT {GRANT_COLUMNS} FROM grants WHERE user_name = $1 AND role = $2 AND state IN {NON_TERMINAL}"
-                )))
-                .bind(user.as_str())
-                .bind(role.as_str())
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db)?;
-                rows.into_iter().map(Grant::try_from).collect()
+                self.pair_grants(user, role, &format!("state IN {NON_TERMINAL}")).await
             }
 
             async fn awaiting_removal(&self, user: &UserName, role: &RoleName) -> Result<Vec<Grant>, StoreError> {
-                let rows: Vec<GrantRow> = sqlx::query_as(built(format!(
-                    "SELECT {GRANT_COLUMNS} FROM grants WHERE user_name = $1 AND role = $2 AND state = 'ended' \
-                     AND role_removed_at IS NULL AND role_added_at IS NOT NULL ORDER BY id DESC LIMIT 100"
-                )))
-                .bind(user.as_str())
-                .bind(role.as_str())
-                .fetch_all(&self.pool)
+                self.pair_grants(
+                    user,
+                    role,
+                    "state = 'ended' AND role_removed_at IS NULL AND role_added_at IS NOT NULL \
+                     ORDER BY id DESC LIMIT 100",
+                )
                 .await
-                .map_err(db)?;
-                rows.into_iter().map(Grant::try_from).collect()
             }
 
             async fn transition(

@@ -198,12 +198,10 @@ macro_rules! job_store {
                 .map_err(db)?;
                 row.map(|(settled, directory_id, at)| {
                     Ok(PairState {
-                        settled: match settled.as_deref() {
-                            Some("held") => Some(Settled::Held),
-                            Some("absent") => Some(Settled::Absent),
-                            None => None,
-                            Some(other) => return Err(corrupt("pair state", other)),
-                        },
+                        settled: settled
+                            .map(|s| s.parse::<Settled>())
+                            .transpose()
+                            .map_err(|e| corrupt("pair state", e))?,
                         directory_id,
                         at: time(at)?,
                     })
@@ -226,10 +224,7 @@ macro_rules! job_store {
                 )
                 .bind(user.as_str())
                 .bind(role.as_str())
-                .bind(settled.map(|s| match s {
-                    Settled::Held => "held",
-                    Settled::Absent => "absent",
-                }))
+                .bind(settled.map(Settled::as_str))
                 .bind(directory_id)
                 .bind(ms(at))
                 .execute(&self.pool)

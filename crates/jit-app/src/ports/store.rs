@@ -102,13 +102,9 @@ pub struct Job {
 }
 
 /// What the broker last proved of one pair in the directory, by its own
-/// read-back: the role held (in full) or absent. `None`: unknown, or a
-/// write may be under way (set before every write).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Settled {
-    Held,
-    Absent,
-}
+/// read-back (`None`: unknown, or a write may be under way, which every
+/// write sets first).
+pub use jit_domain::Settled;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PairState {
